@@ -1,0 +1,41 @@
+"""autotransfer: search how to transfer a pretrained model to your task."""
+
+from . import data
+from .backbones import Backbone, HFBackbone, PackageWeights, Stage, TimmBackbone
+from .errors import (
+    AutotransferError,
+    ConfigError,
+    DataError,
+    DeviceError,
+    ModalityError,
+    PluginError,
+    StorageError,
+    StrategyError,
+    TrialFailed,
+    UnknownNameError,
+    WeightsUnavailableError,
+)
+from .head import Head
+from .hookspecs import hookimpl
+from .model import TransferModel
+from .plugins import (
+    create_backbone,
+    get_backbone,
+    get_head,
+    list_backbones,
+    list_plugins,
+    register_plugin,
+)
+from .runner import TrialResult, run_trial
+from .strategy import Strategy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutotransferError", "Backbone", "ConfigError", "DataError", "DeviceError", "HFBackbone",
+    "Head", "ModalityError", "PackageWeights", "PluginError", "Stage", "StorageError",
+    "Strategy", "StrategyError", "TimmBackbone", "TransferModel", "TrialFailed",
+    "TrialResult", "UnknownNameError", "WeightsUnavailableError", "create_backbone", "data",
+    "get_backbone", "get_head", "hookimpl", "list_backbones", "list_plugins",
+    "register_plugin", "run_trial",
+]

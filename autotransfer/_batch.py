@@ -1,0 +1,61 @@
+"""Inputs are a tensor (images, features) or a dict of tensors (tokenized text).
+
+These helpers treat both alike so the runner never branches on modality.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+
+Batch = Union[torch.Tensor, dict[str, torch.Tensor], tuple]
+
+
+def length(x: Batch) -> int:
+    if isinstance(x, dict):
+        return len(next(iter(x.values())))
+    if isinstance(x, tuple):
+        return length(x[0])
+    return len(x)
+
+
+def take(x: Batch, idx) -> Batch:
+    if isinstance(x, dict):
+        return {k: v[idx] for k, v in x.items()}
+    if isinstance(x, tuple):
+        return tuple(take(v, idx) for v in x)
+    return x[idx]
+
+
+def to(x: Batch, device: torch.device | str, non_blocking: bool = False) -> Batch:
+    if isinstance(x, dict):
+        return {k: v.to(device, non_blocking=non_blocking) for k, v in x.items()}
+    if isinstance(x, tuple):
+        return tuple(to(v, device, non_blocking) for v in x)
+    return x.to(device, non_blocking=non_blocking)
+
+
+def cat(parts: list[Batch]) -> Batch:
+    first = parts[0]
+    if isinstance(first, dict):
+        return {k: torch.cat([p[k] for p in parts]) for k in first}
+    if isinstance(first, tuple):
+        return tuple(cat([p[i] for p in parts]) for i in range(len(first)))
+    return torch.cat(parts)
+
+
+def pin(x: Batch) -> Batch:
+    if isinstance(x, dict):
+        return {k: v.pin_memory() for k, v in x.items()}
+    if isinstance(x, tuple):
+        return tuple(pin(v) for v in x)
+    return x.pin_memory()
+
+
+def nbytes(x: Batch) -> int:
+    if isinstance(x, dict):
+        return sum(v.nbytes for v in x.values())
+    if isinstance(x, tuple):
+        return sum(nbytes(v) for v in x)
+    return x.nbytes

@@ -1,0 +1,243 @@
+"""The trial runner: train one strategy, validate every epoch, report, stop early.
+
+Read top to bottom: set up (backbone, head, data), compute the frozen prefix once when
+the strategy allows it, then the epoch loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import _batch, plugins
+from .data import Dataset
+from .errors import DataError, ModalityError, StrategyError, TrialFailed
+from .model import TransferModel
+from .preprocessing import Preprocessing
+from .strategy import Strategy
+
+Report = Callable[[float, int], None]
+
+
+@dataclass
+class TrialResult:
+    """What one trial produced. ``metrics`` are those of the best epoch."""
+
+    strategy: Strategy
+    task: str
+    metric: str
+    value: float
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    best_epoch: int
+    epochs_run: int
+    duration_s: float
+    compute_s: float
+    trainable_params: int
+    total_params: int
+    n_groups: int
+    cached: bool
+    device: str
+    info: dict
+    preprocessing: Preprocessing
+    state_dict: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    """A task's data, preprocessed for one backbone: inputs and encoded targets."""
+
+    x_train: Any
+    y_train: torch.Tensor
+    x_valid: Any
+    y_valid: torch.Tensor
+    info: dict
+    preprocessing: Preprocessing
+
+
+def prepare(strategy: Strategy, train: Dataset, valid: Dataset, task: str) -> Prepared:
+    """Check the data fits the backbone and the task, then preprocess and encode it."""
+    backbone = plugins.get_backbone(strategy.backbone)
+    head = plugins.get_head(task)
+    for name, ds in (("train", train), ("valid", valid)):
+        if ds.modality != backbone.modality:
+            fits = plugins.list_backbones(modality=ds.modality)
+            raise ModalityError(
+                f"Backbone {backbone.name!r} takes {backbone.modality} inputs, but the "
+                f"{name} data holds {ds.modality}; {ds.modality} backbones: "
+                f"{', '.join(fits) or 'none registered'}."
+            )
+    if len(train) < 2:
+        raise DataError(f"Training needs at least 2 examples, but got {len(train)}.")
+    if strategy.mixup and backbone.modality != "image":
+        raise StrategyError(f"mixup applies to images; backbone {backbone.name!r} takes "
+                            f"{backbone.modality}. Use mixup=0.")
+    pre = backbone.preprocessing(image_size=strategy.image_size, max_length=strategy.max_length)
+    y_train, info = head.encode(train.labels)
+    y_valid, _ = head.encode(valid.labels, info)
+    return Prepared(pre.prepare(train.inputs), y_train, pre.prepare(valid.inputs), y_valid,
+                    info, pre)
+
+
+def build_model(strategy: Strategy, task: str, info: dict) -> TransferModel:
+    """The untrained model for a strategy: pretrained (or random) body plus a new head."""
+    backbone = plugins.get_backbone(strategy.backbone)
+    head = plugins.get_head(task)
+    body = backbone.build(pretrained=strategy.pretrained, drop_path=strategy.drop_path)
+    return TransferModel(body, head.build(body.num_features, info, dropout=strategy.dropout),
+                         backbone.layer_groups(body), backbone.stages(body))
+
+
+def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
+              task: str = "classification", device: str | torch.device = "cpu",
+              report: Report | None = None, patience: int | None = 5, seed: int = 0,
+              prepared: Prepared | None = None, cache: bool = True) -> TrialResult:
+    """Train ``strategy`` on ``train``, validating on ``valid`` after every epoch.
+
+    Args:
+        strategy: What to train.
+        train, valid: The data (see :mod:`autotransfer.data`).
+        task: A registered head ("classification", "regression", "multilabel").
+        device: Where to train.
+        report: Called as ``report(value, epoch)`` after each epoch with the primary
+            validation metric; it may raise ``optuna.TrialPruned`` to stop the trial.
+        patience: Stop after this many epochs without improvement (None: never).
+        seed: Seeds the head's init, the shuffling and mixup.
+        prepared: Data already passed through :func:`prepare` (reused across trials).
+        cache: Compute the frozen prefix once per trial rather than every batch (same
+            results; turned off only to check that).
+
+    Raises:
+        TrialFailed: the loss became NaN/inf, or the device ran out of memory.
+    """
+    started = time.perf_counter()
+    head = plugins.get_head(task)
+    data = prepared or prepare(strategy, train, valid, task)
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+
+    model = build_model(strategy, task, data.info).to(device)
+    n_train = _batch.length(data.x_train)
+    batch_size = min(strategy.batch_size, n_train)
+    steps = max(1, n_train // batch_size)  # drop the ragged last batch (BatchNorm needs > 1)
+    applied = strategy.apply(model, steps)
+    normalize = data.preprocessing.normalize
+
+    # The frozen prefix does not change while training, so unless mixup mixes raw inputs
+    # its output is computed once for both splits and the epochs run only the tail.
+    cached = cache and model.n_prefix > 0 and not strategy.mixup
+    compute = 0.0
+    if cached:
+        t0 = time.perf_counter()
+        x_train = _prefix_all(model, data.x_train, normalize, device)
+        x_valid = _prefix_all(model, data.x_valid, normalize, device)
+        compute += time.perf_counter() - t0
+    else:
+        x_train, x_valid = data.x_train, data.x_valid
+
+    ls = strategy.label_smoothing
+    best = -math.inf if head.direction == "maximize" else math.inf
+    best_state: dict[str, torch.Tensor] = {}
+    best_metrics: dict[str, float] = {}
+    best_epoch, bad_epochs, history = 0, 0, []
+    for epoch in range(1, strategy.epochs + 1):
+        # --- train one epoch ---
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(n_train, generator=gen)
+        total_loss = 0.0
+        for step in range(steps):
+            idx = perm[step * batch_size : (step + 1) * batch_size]
+            xb = _batch.to(_batch.take(x_train, idx), device)
+            yb = data.y_train[idx].to(device)
+            if cached:
+                loss = head.loss(model.forward_tail(xb), yb, label_smoothing=ls)
+            elif strategy.mixup:
+                loss = _mixup_loss(model, head, normalize(xb), yb, strategy, gen)
+            else:
+                loss = head.loss(model(normalize(xb)), yb, label_smoothing=ls)
+            if applied.penalty is not None:
+                loss = loss + applied.penalty()
+            if not torch.isfinite(loss):
+                raise TrialFailed(
+                    f"loss became {loss.item()} at epoch {epoch}, step {step + 1} "
+                    f"(lr={strategy.lr:g}); try a lower lr or grad_clip > 0"
+                )
+            applied.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if strategy.grad_clip:
+                torch.nn.utils.clip_grad_norm_(
+                    [p for p in model.parameters() if p.requires_grad], strategy.grad_clip)
+            applied.optimizer.step()
+            applied.scheduler.step()
+            total_loss += loss.item()
+
+        # --- validate ---
+        outputs = _predict(model, x_valid, normalize, device, cached)
+        metrics = head.metrics(outputs, data.y_valid.to(outputs.device), data.info)
+        metrics["train_loss"] = total_loss / steps
+        compute += time.perf_counter() - t0
+        history.append({"epoch": epoch, **metrics})
+        value = metrics[head.metric]
+        improved = value > best if head.direction == "maximize" else value < best
+        if improved:
+            best, best_epoch, best_metrics, bad_epochs = value, epoch, metrics, 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        if report is not None:
+            report(value, epoch)  # may raise optuna.TrialPruned
+        if patience is not None and bad_epochs >= patience:
+            break
+
+    trainable, total = model.param_counts()
+    return TrialResult(
+        strategy=strategy, task=task, metric=head.metric, value=float(best),
+        metrics=best_metrics, history=history, best_epoch=best_epoch, epochs_run=len(history),
+        duration_s=time.perf_counter() - started, compute_s=compute,
+        trainable_params=trainable, total_params=total, n_groups=model.n_groups,
+        cached=cached, device=str(device), info=data.info, preprocessing=data.preprocessing,
+        state_dict=best_state,
+    )
+
+
+def _mixup_loss(model, head, x, y, strategy, gen) -> torch.Tensor:
+    # Mixup (Zhang et al., 2018): mix the inputs, and the losses with the same weight.
+    seed = int(torch.randint(1 << 30, (1,), generator=gen))
+    lam = float(np.random.default_rng(seed).beta(strategy.mixup, strategy.mixup))
+    perm = torch.randperm(len(x), generator=gen).to(x.device)
+    out = model(lam * x + (1 - lam) * x[perm])
+    ls = strategy.label_smoothing
+    return lam * head.loss(out, y, label_smoothing=ls) + \
+        (1 - lam) * head.loss(out, y[perm], label_smoothing=ls)
+
+
+def _chunks(x: Any, size: int = 256):
+    n = _batch.length(x)
+    for i in range(0, n, size):
+        yield _batch.take(x, slice(i, i + size))
+
+
+def _prefix_all(model: TransferModel, x: Any, normalize, device) -> Any:
+    model.eval()
+    parts = [_batch.to(model.forward_prefix(normalize(_batch.to(c, device))), "cpu")
+             for c in _chunks(x)]
+    return _batch.cat(parts)
+
+
+@torch.no_grad()
+def _predict(model: TransferModel, x: Any, normalize, device, cached: bool) -> torch.Tensor:
+    model.eval()
+    outs = []
+    for c in _chunks(x):
+        c = _batch.to(c, device)
+        outs.append(model.forward_tail(c) if cached else model(normalize(c)))
+    return torch.cat(outs).float()
+

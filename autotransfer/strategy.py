@@ -1,0 +1,176 @@
+"""Strategy: one point of the transfer space, and how it is applied to a model."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .errors import StrategyError
+from .model import TransferModel
+
+OPTIMIZERS = ("adamw", "sgd")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How to transfer a backbone to a task.
+
+    Attributes:
+        backbone: Registry name of the backbone.
+        frozen_groups: Freeze the first k layer groups (0 = full fine-tune, all = linear probe).
+        pretrained: Start from the pretrained weights; ``False`` is the scratch baseline.
+        lr: Learning rate of the head and of the last layer group.
+        layer_decay: Group i of G learns at ``lr * layer_decay ** (G - 1 - i)``.
+        weight_decay: Decoupled weight decay; never on norms and biases.
+        dropout: Dropout before the head's linear layer.
+        drop_path: Stochastic depth in the trainable groups (backbones that support it).
+        label_smoothing: Label smoothing of the classification loss.
+        mixup: Beta(alpha, alpha) mixup of input images; 0 = off.
+        l2sp: L2-SP strength, pulling trainable pretrained weights toward their start (it
+            replaces weight decay on those weights).
+        optimizer: ``"adamw"`` or ``"sgd"`` (Nesterov momentum 0.9).
+        batch_size: Training batch size.
+        epochs: Maximum epochs (early stopping may end sooner).
+        warmup: Fraction of steps with linear warm-up before the cosine decay.
+        grad_clip: Gradient-norm clipping; 0 = off.
+        image_size: Input side in pixels; ``None`` = the backbone's default.
+        max_length: Tokens per text input; ``None`` = the backbone's default.
+
+    Example:
+        >>> s = Strategy("efficientnet_lite0", frozen_groups=4, layer_decay=0.8)
+        >>> s.replace(lr=1e-4).lr
+        0.0001
+    """
+
+    backbone: str
+    frozen_groups: int = 0
+    pretrained: bool = True
+    lr: float = 1e-3
+    layer_decay: float = 1.0
+    weight_decay: float = 0.05
+    dropout: float = 0.0
+    drop_path: float = 0.0
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+    l2sp: float = 0.0
+    optimizer: str = "adamw"
+    batch_size: int = 32
+    epochs: int = 10
+    warmup: float = 0.1
+    grad_clip: float = 1.0
+    image_size: int | None = None
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, what: str, value: Any, accepted: str) -> None:
+            if not ok:
+                raise StrategyError(f"{what} must be {accepted}, but got {what}={value!r}.")
+
+        need(isinstance(self.frozen_groups, int) and self.frozen_groups >= 0,
+             "frozen_groups", self.frozen_groups, "an integer >= 0")
+        need(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "a finite number > 0")
+        need(0 < self.layer_decay <= 1, "layer_decay", self.layer_decay, "in (0, 1]")
+        need(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
+        need(0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")
+        need(0 <= self.drop_path < 1, "drop_path", self.drop_path, "in [0, 1)")
+        need(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1)")
+        need(self.mixup >= 0, "mixup", self.mixup, ">= 0 (a Beta alpha; 0 = off)")
+        need(self.l2sp >= 0, "l2sp", self.l2sp, ">= 0")
+        need(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
+        need(isinstance(self.batch_size, int) and self.batch_size >= 1,
+             "batch_size", self.batch_size, "an integer >= 1")
+        need(isinstance(self.epochs, int) and self.epochs >= 1,
+             "epochs", self.epochs, "an integer >= 1")
+        need(0 <= self.warmup < 1, "warmup", self.warmup, "in [0, 1)")
+        need(self.grad_clip >= 0, "grad_clip", self.grad_clip, ">= 0 (0 = off)")
+        need(self.image_size is None or self.image_size >= 8,
+             "image_size", self.image_size, "None or >= 8 pixels")
+        need(self.max_length is None or self.max_length >= 2,
+             "max_length", self.max_length, "None or >= 2 tokens")
+        need(self.pretrained or self.l2sp == 0, "l2sp", self.l2sp,
+             "0 with pretrained=False (it pulls toward pretrained weights)")
+
+    def replace(self, **changes: Any) -> Strategy:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Strategy:
+        """Build from a dict, naming any key that is not a Strategy field."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise StrategyError(f"Unknown strategy field(s) {unknown}; accepted: {names}.")
+        return cls(**values)
+
+    def apply(self, model: TransferModel, steps_per_epoch: int) -> Applied:
+        """Freeze, build per-group parameter groups, the optimizer, schedule and penalty."""
+        model.freeze(self.frozen_groups)
+        params = dict(model.body.named_parameters())
+        n = model.n_groups
+        sp = self.l2sp > 0 and self.pretrained
+        groups: list[dict[str, Any]] = []
+        group_lrs: list[float | None] = []
+        for i, names in enumerate(model.groups):
+            trainable = [params[k] for k in names if params[k].requires_grad]
+            lr = self.lr * self.layer_decay ** (n - 1 - i)
+            group_lrs.append(lr if trainable else None)
+            groups += _decay_split(trainable, lr, 0.0 if sp else self.weight_decay, f"group{i}")
+        groups += _decay_split(list(model.head.parameters()), self.lr, self.weight_decay, "head")
+        groups = [g for g in groups if g["params"]]
+        if self.optimizer == "adamw":
+            opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=self.lr)
+        else:
+            opt = torch.optim.SGD(groups, lr=self.lr, momentum=0.9, nesterov=True)
+        total = max(1, self.epochs * steps_per_epoch)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, _warmup_cosine(round(self.warmup * total), total))
+        penalty = _l2sp_penalty(model, self.l2sp) if sp else None
+        return Applied(opt, sched, penalty, group_lrs)
+
+
+@dataclass
+class Applied:
+    """What :meth:`Strategy.apply` returns: the optimizer, its schedule, the extra loss."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    penalty: Callable[[], torch.Tensor] | None
+    group_lrs: list[float | None] = field(default_factory=list)  # None: frozen group
+
+
+def _decay_split(params: list[torch.nn.Parameter], lr: float, wd: float,
+                 name: str) -> list[dict[str, Any]]:
+    # No decay on norms and biases (1-D tensors), as in timm's param_groups_weight_decay.
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    return [{"params": decay, "lr": lr, "weight_decay": wd, "name": name},
+            {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{name}_no_decay"}]
+
+
+def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _l2sp_penalty(model: TransferModel, alpha: float) -> Callable[[], torch.Tensor]:
+    """alpha/2 * ||w - w0||^2 over the trainable backbone weights (Li et al., 2018)."""
+    pairs = [(p, p.detach().clone()) for p in model.body.parameters() if p.requires_grad]
+
+    def penalty() -> torch.Tensor:
+        return 0.5 * alpha * sum(((p - p0) ** 2).sum() for p, p0 in pairs)
+
+    return penalty

@@ -1,0 +1,1 @@
+"""autotransfer's first-party plugins, loaded through the ``autotransfer`` entry points."""

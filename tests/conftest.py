@@ -1,0 +1,32 @@
+"""Tests load plugins explicitly: no entry-point autoload, so nothing installed leaks in."""
+
+import os
+
+os.environ["AUTOTRANSFER_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import autotransfer as at  # noqa: E402
+from autotransfer import plugins  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+FIRST_PARTY = [
+    "autotransfer_plugins.heads",
+    "autotransfer_plugins.packaged_backbones",
+    "autotransfer_plugins.timm_backbones",
+    "autotransfer_plugins.hf_backbones",
+    "autotransfer.testing",
+]
+
+
+@pytest.fixture(autouse=True)
+def first_party_plugins():
+    """Every test starts with the first-party plugins and the tiny test backbones."""
+    plugins.reset(autoload=False)
+    for name in FIRST_PARTY:
+        at.register_plugin(name)
+    yield
+    plugins.reset(autoload=False)
