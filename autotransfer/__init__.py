@@ -26,8 +26,12 @@ from .plugins import (
     list_plugins,
     register_plugin,
 )
+from .predictor import Predictor, load
 from .runner import TrialResult, run_trial
+from .search import search
+from .space import Categorical, Float, Int, SearchSpace
 from .strategy import Strategy
+from .study import Study
 
 __version__ = "0.1.0"
 
@@ -37,5 +41,6 @@ __all__ = [
     "Strategy", "StrategyError", "TimmBackbone", "TransferModel", "TrialFailed",
     "TrialResult", "UnknownNameError", "WeightsUnavailableError", "create_backbone", "data",
     "get_backbone", "get_head", "hookimpl", "list_backbones", "list_plugins",
-    "register_plugin", "run_trial",
+    "register_plugin", "run_trial", "search", "SearchSpace", "Float", "Int", "Categorical",
+    "Study", "Predictor", "load",
 ]

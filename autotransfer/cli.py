@@ -48,6 +48,86 @@ def cmd_backbones(args: argparse.Namespace) -> int:
     return 0
 
 
+SUMMARY_COLUMNS = ["rank", "trial", "state", "baseline", "backbone", "frozen_groups",
+                   "n_groups", "lr", "layer_decay", "weight_decay", "dropout", "mixup", "l2sp",
+                   "epochs_run"]
+SUMMARY_TAIL = ["transfer_gain", "negative_transfer", "duration_s", "reason"]
+
+
+def _fmt(v) -> str | None:
+    import math
+
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def print_leaderboard(study, *, top: int | None = None, fmt: str = "table",
+                      all_columns: bool = False) -> None:
+    df = study.leaderboard()
+    if top:
+        df = df.head(top)
+    if fmt == "csv":
+        print(df.to_csv(index=False), end="")
+        return
+    if fmt == "json":
+        print(df.to_json(orient="records", indent=1))
+        return
+    cols = list(df.columns) if all_columns else [
+        c for c in SUMMARY_COLUMNS + [study.metric] + SUMMARY_TAIL if c in df.columns]
+    rows = [{c: _fmt(r[c]) for c in cols} for r in df.to_dict("records")]
+    print(_table(rows, cols))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_study_file
+    from .search import search
+
+    kwargs, train, valid = load_study_file(args.study_file)
+    if args.n_trials is not None:
+        kwargs["n_trials"] = args.n_trials
+    if args.timeout is not None:
+        kwargs["timeout"] = args.timeout
+    try:
+        study = search(train, valid=valid, progress=not args.no_progress, **kwargs)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the running trial is marked failed; rerun the same command "
+              "to resume.", file=sys.stderr)
+        return 130
+    print(f"\nstudy {study.name!r} in {study.spec.url}")
+    print_leaderboard(study, top=args.top)
+    _print_summary(study)
+    return 0
+
+
+def _print_summary(study) -> None:
+    df = study.leaderboard()
+    done = df[df["state"] == "complete"]
+    if done.empty:
+        return
+    best = done.iloc[0]
+    m = study.metric
+    line = f"\nbest: trial {best['trial']} ({best['backbone']}, frozen_groups=" \
+           f"{best['frozen_groups']}/{best['n_groups']}) {m}={best[m]:.4f}"
+    for kind in ("default_finetune", "scratch"):
+        ref = done[done["baseline"] == kind]
+        if not ref.empty:
+            line += f"; {kind} {ref.iloc[0][m]:.4f}"
+    print(line)
+    print(f"load it: at.Study.load({str(study.spec.path or study.spec.url)!r}, "
+          f"name={study.name!r}).load_best()")
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from .study import Study
+
+    study = Study.load(args.storage, args.name)
+    print_leaderboard(study, top=args.top, fmt=args.format, all_columns=args.all_columns)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autotransfer",
@@ -61,6 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'efficientnet*'")
     p.add_argument("--modality", choices=["image", "text"])
     p.set_defaults(func=cmd_backbones)
+
+    p = sub.add_parser("run", help="run (or resume) the search a study file describes")
+    p.add_argument("study_file", help="a TOML study file, e.g. studies/quickstart.toml")
+    p.add_argument("--n-trials", type=int, help="override n_trials")
+    p.add_argument("--timeout", type=float, help="override timeout (seconds)")
+    p.add_argument("--top", type=int, default=None, help="rows of the leaderboard to print")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("leaderboard", help="print a stored study's trials, best first")
+    p.add_argument("storage", help="a .db/.log file or an Optuna storage URL")
+    p.add_argument("--name", help="study name (needed when the storage holds several)")
+    p.add_argument("--top", type=int, default=None, help="only the best K rows")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--all-columns", action="store_true", help="every column in table format")
+    p.set_defaults(func=cmd_leaderboard)
     return parser
 
 

@@ -87,7 +87,10 @@ def register_plugin(plugin: Any, name: str | None = None) -> str:
         The name it was registered under.
     """
     if isinstance(plugin, str):
-        plugin = importlib.import_module(plugin)
+        try:
+            plugin = importlib.import_module(plugin)
+        except ImportError as exc:
+            raise PluginError(f"Cannot import plugin module {plugin!r}: {exc}") from exc
     name = name or getattr(plugin, "__name__", None) or repr(plugin)
     if _host.pm.has_plugin(name):
         return name
@@ -242,7 +245,11 @@ def get_head(task: str) -> Head:
 
 
 def resolve_backbones(patterns: list[str] | str | None, modality: str | None) -> list[str]:
-    """Expand names and globs to backbone names; default: all available for the modality."""
+    """Expand names and globs to backbone names; default: all available for the modality.
+
+    A glob keeps only backbones of ``modality``; a name is kept as given (so a wrong
+    modality is reported, not silently dropped).
+    """
     table = backbone_registry()
     if patterns is None:
         names = [n for n in list_backbones(modality=modality) if table[n].available()]
@@ -256,7 +263,7 @@ def resolve_backbones(patterns: list[str] | str | None, modality: str | None) ->
     names: list[str] = []
     for pat in patterns:
         if any(ch in pat for ch in "*?["):
-            hits = list_backbones(pat)
+            hits = list_backbones(pat, modality=modality)
             if not hits:
                 raise UnknownNameError("backbone pattern", pat, table)
         else:

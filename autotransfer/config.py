@@ -1,0 +1,90 @@
+"""Declarative study files: ``autotransfer run studies/quickstart.toml``.
+
+Top-level keys mirror :func:`autotransfer.search`; ``[data]`` names the data source and
+``[space]`` fixes or narrows search-space fields.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import data as data_mod
+from .errors import ConfigError
+from .plugins import register_plugin
+from .space import SearchSpace
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SEARCH_KEYS = ("name", "task", "backbones", "n_trials", "timeout", "backend", "devices",
+               "storage", "seed", "baselines", "valid_fraction", "pruner", "keep_checkpoints",
+               "patience", "trials_per_device", "address", "max_retries")
+EXTRA_KEYS = ("plugins",)  # plugin modules to register (ones not installed as packages)
+TABLES = ("data", "space")
+DATA_SOURCES = {
+    "demo": ("demo", "image_size", "per_class", "valid_per_class", "seed"),
+    "folder": ("folder", "valid_folder"),
+    "csv": ("csv", "text", "label", "valid_csv"),
+}
+
+
+def load_study_file(path: str | Path) -> tuple[dict[str, Any], Any, Any]:
+    """Read a study file -> (search keyword arguments, train data, valid data or None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Study file {str(path)!r} does not exist.")
+    try:
+        cfg = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    unknown = sorted(set(cfg) - set(SEARCH_KEYS) - set(EXTRA_KEYS) - set(TABLES))
+    if unknown:
+        raise ConfigError(f"Unknown key {unknown[0]!r} in {path}; accepted: "
+                          f"{', '.join(SEARCH_KEYS + EXTRA_KEYS)}, and the tables [data] and "
+                          f"[space].")
+    for module in cfg.get("plugins", []):
+        register_plugin(module)
+    if "data" not in cfg:
+        raise ConfigError(f"{path} has no [data] table; give one of "
+                          f"{', '.join(f'{k} = ...' for k in DATA_SOURCES)}.")
+    kwargs = {k: v for k, v in cfg.items() if k in SEARCH_KEYS}
+    kwargs.setdefault("name", path.stem)
+    base = path.parent
+    if "storage" in kwargs and "://" not in str(kwargs["storage"]):
+        kwargs["storage"] = str(base / kwargs["storage"])
+    kwargs.setdefault("storage", str(base / f"{kwargs['name']}.db"))
+    space = cfg.get("space", {})
+    if not isinstance(space, dict):
+        raise ConfigError(f"[space] in {path} must be a table.")
+    kwargs["space"] = SearchSpace.from_dict(space)
+    train, valid = _data(cfg["data"], base, path)
+    return kwargs, train, valid
+
+
+def _data(table: dict[str, Any], base: Path, path: Path) -> tuple[Any, Any]:
+    sources = [k for k in DATA_SOURCES if k in table]
+    if len(sources) != 1:
+        raise ConfigError(f"[data] in {path} needs exactly one of "
+                          f"{', '.join(DATA_SOURCES)}; got {sources or 'none'}.")
+    source = sources[0]
+    unknown = sorted(set(table) - set(DATA_SOURCES[source]))
+    if unknown:
+        raise ConfigError(f"Unknown key {unknown[0]!r} in [data] of {path} (a {source} "
+                          f"source); accepted: {', '.join(DATA_SOURCES[source])}.")
+    opts = {k: v for k, v in table.items() if k != source}
+    if source == "demo":
+        return data_mod.demo(table["demo"], **opts)
+    if source == "folder":
+        valid = opts.get("valid_folder")
+        return (data_mod.from_folder(base / table["folder"]),
+                data_mod.from_folder(base / valid) if valid else None)
+    for key in ("text", "label"):
+        if key not in opts:
+            raise ConfigError(f"[data] csv in {path} needs {key} = '<column>'.")
+    valid = opts.pop("valid_csv", None)
+    return (data_mod.from_csv(base / table["csv"], **opts),
+            data_mod.from_csv(base / valid, **opts) if valid else None)

@@ -1,0 +1,184 @@
+"""search(): the main job. Validate, open or resume the study, enqueue baselines, run."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from . import plugins
+from . import storage as st
+from .backends._trial import SearchJob, TrialContext, counted_trials
+from .data import Dataset
+from .errors import ConfigError, DataError, ModalityError, StorageError, check_choice
+from .space import SearchSpace, check_frozen_range
+from .study import Study
+
+BACKENDS = ("optuna", "ray")
+PRUNERS = ("hyperband", "median", "none")
+
+
+def search(data: Dataset, *, task: str = "classification",
+           backbones: list[str] | str | None = None, n_trials: int | None = None,
+           timeout: float | None = None, backend: str = "optuna", devices: Any = "auto",
+           storage: str | os.PathLike | None = None, name: str | None = None, seed: int = 0,
+           space: SearchSpace | None = None, baselines: bool = True,
+           valid: Dataset | None = None, valid_fraction: float = 0.2,
+           pruner: str | optuna.pruners.BasePruner = "hyperband", keep_checkpoints: int = 3, patience: int | None = 5,
+           trials_per_device: int = 1, address: str | None = None,
+           max_retries: int = 1, progress: bool = True, root: str | os.PathLike | None = None,
+           ) -> Study:
+    """Search backbones x transfer strategies; return the stored, resumable study.
+
+    Args:
+        data: Training data (``at.data.from_arrays``, ``from_folder``, ``from_pandas``).
+        task: A registered head: "classification", "regression" or "multilabel".
+        backbones: Registry names and globs; default every available one for the data's
+            modality.
+        n_trials: Trials in the study in all (baselines included); with ``timeout``,
+            whichever comes first. Rerunning a finished study runs nothing more.
+        timeout: Seconds after which no new trial starts.
+        backend: "optuna" (worker processes on this machine) or "ray" (Ray Tune).
+        devices: "auto" (every visible GPU, else the CPU), "cpu", a count, or a list such
+            as ``["cuda:0", "cuda:2"]``.
+        storage: Optuna storage: default ``studies/<name>.db`` (SQLite); a ``.db`` or
+            journal ``.log`` path, or any Optuna URL.
+        name: Study name; rerunning with the same name and storage resumes it.
+        seed: Seeds the split, the sampler and every trial.
+        space: The :class:`SearchSpace`; fix or narrow fields there.
+        baselines: Enqueue scratch, linear-probe and default fine-tune trials per backbone.
+        valid: Validation data; default a seeded (stratified) split of ``data``.
+        pruner: "hyperband" (epochs as the resource), "median", "none", or any Optuna
+            pruner instance.
+        keep_checkpoints: Keep the best k trials' weights (older ones are deleted).
+        patience: Early-stop a trial after this many epochs without improvement.
+        trials_per_device: Concurrent trials sharing one device.
+        address: Ray cluster address (backend="ray"); default a local Ray.
+        max_retries: Ray: retries of a trial whose worker was lost.
+        progress: Show progress bars.
+        root: Folder that holds ``studies/`` when ``storage`` is None (default: cwd).
+
+    Returns:
+        The :class:`Study`; ``study.leaderboard()``, ``study.load_best()``.
+    """
+    from .backends import get_backend
+
+    # --- check every argument before touching storage ---
+    check_choice("backend", backend, BACKENDS)
+    if not isinstance(pruner, optuna.pruners.BasePruner):
+        check_choice("pruner", pruner, PRUNERS)
+    head = plugins.get_head(task)
+    if n_trials is None and timeout is None:
+        raise ConfigError("Give n_trials (how many trials) or timeout (seconds), or both; "
+                          "neither was given.")
+    if n_trials is not None and (not isinstance(n_trials, int) or n_trials < 1):
+        raise ConfigError(f"n_trials must be an integer >= 1, but got n_trials={n_trials!r}.")
+    if timeout is not None and timeout <= 0:
+        raise ConfigError(f"timeout must be > 0 seconds, but got timeout={timeout!r}.")
+    if not isinstance(keep_checkpoints, int) or keep_checkpoints < 0:
+        raise ConfigError(f"keep_checkpoints must be an integer >= 0, but got {keep_checkpoints!r}.")
+    if not isinstance(data, Dataset):
+        raise DataError(f"data must be an autotransfer Dataset (at.data.from_arrays, "
+                        f"from_folder, from_pandas), but got {type(data).__name__}.")
+    space = space or SearchSpace()
+    if not isinstance(space, SearchSpace):
+        raise ConfigError(f"space must be an autotransfer.SearchSpace, got {type(space).__name__}.")
+    names = plugins.resolve_backbones(backbones, data.modality)
+    for n in names:
+        b = plugins.get_backbone(n)
+        if b.modality != data.modality:
+            fits = plugins.list_backbones(modality=data.modality)
+            raise ModalityError(f"Backbone {n!r} takes {b.modality} inputs, but the data holds "
+                                f"{data.modality}; {data.modality} backbones: {', '.join(fits)}.")
+    train, valid = (data, valid) if valid is not None else data.split(valid_fraction, seed=seed)
+    name = name or "autotransfer"
+
+    spec = st.resolve(storage, name, root=Path(root) if root else None)
+    workdir = st.workdir_for(spec, name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    job = SearchJob(
+        storage=spec, study_name=name, task=task, modality=data.modality, backbones=names,
+        space=space, n_trials=n_trials,
+        deadline=None if timeout is None else time.time() + timeout, seed=seed,
+        pruner=pruner, keep_checkpoints=keep_checkpoints, patience=patience,
+        workdir=str(workdir), direction=head.direction,
+        plugin_modules=plugins.plugin_modules(), progress=progress)
+    ctx = TrialContext(job, train, valid)
+    for n in names:  # a frozen_groups range beyond a backbone fails now, not mid-search
+        if space.frozen_groups is not None:
+            check_frozen_range(space.frozen_groups, n, ctx.n_groups(n))
+
+    study = _open_study(job, head.metric)
+    stale = fail_stale_trials(study)
+    if stale:
+        print(f"[autotransfer] marked {len(stale)} trial(s) left running by a dead process as "
+              f"failed: {stale}")
+    if baselines:
+        _enqueue_missing_baselines(study, ctx)
+    done = counted_trials(study)
+    if progress and done:
+        print(f"[autotransfer] resuming study {name!r}: {done} trial(s) already recorded")
+    get_backend(backend).run(job, train, valid, devices=devices,
+                             trials_per_device=trials_per_device, address=address,
+                             max_retries=max_retries)
+    return Study(study, spec, workdir)
+
+
+def _open_study(job: SearchJob, metric: str) -> optuna.Study:
+    storage = job.storage.open()
+    meta = {"task": job.task, "metric": metric, "modality": job.modality,
+            "backbones": job.backbones, "space": job.space.to_dict(), "seed": job.seed}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(storage=storage, study_name=job.study_name,
+                                    direction=job.direction, load_if_exists=True)
+    except Exception as exc:
+        raise StorageError(f"Cannot create or load study {job.study_name!r} in "
+                           f"{job.storage.url!r}: {type(exc).__name__}: {exc}") from exc
+    attrs = storage.get_study_system_attrs(study._study_id)
+    old = attrs.get(st.META)
+    if old is None:
+        storage.set_study_system_attr(study._study_id, st.META, meta)
+        study.set_user_attr("task", job.task)
+        study.set_user_attr("metric", metric)
+    else:
+        for key in ("task", "backbones"):
+            if old.get(key) != meta[key]:
+                raise ConfigError(
+                    f"Study {job.study_name!r} was created with {key}={old.get(key)!r}, not "
+                    f"{meta[key]!r}; resume it with the same {key}, or use a new name."
+                )
+    return study
+
+
+def fail_stale_trials(study: optuna.Study) -> list[int]:
+    """Mark trials left RUNNING by a dead process of this machine as failed (interrupted)."""
+    import socket
+
+    host = socket.gethostname()
+    stale = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.system_attrs.get(st.PID)
+        if t.system_attrs.get(st.HOST) == host and pid and not st.pid_alive(int(pid)):
+            study._storage.set_trial_user_attr(
+                t._trial_id, "fail_reason", f"interrupted: its process {pid} died")
+            study._storage.set_trial_system_attr(t._trial_id, st.INTERRUPTED, True)
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            stale.append(t.number)
+    return stale
+
+
+def _enqueue_missing_baselines(study: optuna.Study, ctx: TrialContext) -> None:
+    """Enqueue each backbone's baselines unless one already ran, runs or waits."""
+    have = set()
+    for t in study.get_trials(deepcopy=False):
+        kind = t.user_attrs.get("baseline")
+        if kind and not t.system_attrs.get(st.INTERRUPTED):
+            have.add((kind, t.user_attrs.get("backbone")))
+    for params, attrs in ctx.baseline_trials():
+        if (attrs["baseline"], attrs["backbone"]) not in have:
+            study.enqueue_trial(params, user_attrs=attrs)

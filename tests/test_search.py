@@ -1,0 +1,297 @@
+"""search(): stored studies, baselines, resume after a kill, leaderboards, best model."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+import autotransfer as at
+from autotransfer.cli import main
+from autotransfer.testing import toy_images
+
+SPACE = at.SearchSpace(epochs=3, image_size=16)
+
+
+@pytest.fixture
+def toy():
+    return toy_images(120, classes=3, size=16)
+
+
+def _search(data, tmp_path, **kw):
+    args = dict(backbones=["tiny_cnn"], n_trials=6, storage=tmp_path / "s.db", name="toy",
+                space=SPACE, progress=False)
+    args.update(kw)
+    return at.search(data, **args)
+
+
+def test_a_search_stores_baselines_and_ranks_trials(toy, tmp_path):
+    study = at.search(toy, backbones=["tiny_*"], task="classification", n_trials=8,
+                      space=SPACE, name="pets", root=tmp_path, progress=False)
+    assert (tmp_path / "studies" / "pets.db").is_file()  # the default storage
+    lb = study.leaderboard()
+    assert len(lb) == 8 and lb["rank"].tolist() == list(range(1, 9))
+    baselines = lb[lb["baseline"] != ""]
+    assert sorted(zip(baselines["backbone"], baselines["baseline"])) == [
+        ("tiny_cnn", "default_finetune"), ("tiny_cnn", "linear_probe"), ("tiny_cnn", "scratch"),
+        ("tiny_resnet", "default_finetune"), ("tiny_resnet", "linear_probe"),
+        ("tiny_resnet", "scratch")]
+    for col in ["trial", "state", "backbone", "frozen_groups", "n_groups", "lr", "layer_decay",
+                "weight_decay", "dropout", "drop_path", "label_smoothing", "mixup", "l2sp",
+                "batch_size", "epochs_run", "accuracy", "macro_f1", "transfer_gain",
+                "negative_transfer", "trainable_params", "total_params", "duration_s",
+                "device", "reason"]:
+        assert col in lb.columns, col
+    complete = lb[lb["state"] == "complete"]
+    assert complete["accuracy"].is_monotonic_decreasing
+    scratch = lb[(lb["baseline"] == "scratch") & (lb["backbone"] == "tiny_cnn")]["accuracy"].item()
+    row = lb[(lb["backbone"] == "tiny_cnn") & (lb["baseline"] == "linear_probe")].iloc[0]
+    assert row["transfer_gain"] == pytest.approx(row["accuracy"] - scratch)
+    assert row["negative_transfer"] == (row["accuracy"] < scratch)
+    assert row["frozen_groups"] == row["n_groups"] == 6
+    # internal bookkeeping stays out of the attributes optuna-dashboard lists
+    t = study.optuna.trials[0]
+    assert not any(k.startswith("autotransfer:") for k in t.user_attrs)
+    assert "autotransfer:strategy" in t.system_attrs
+
+
+def test_rerunning_resumes_without_repeating_trials(toy, tmp_path):
+    first = _search(toy, tmp_path, n_trials=5).leaderboard()
+    again = _search(toy, tmp_path, n_trials=5).leaderboard()
+    pd.testing.assert_frame_equal(first, again)  # finished: nothing reran
+    more = _search(toy, tmp_path, n_trials=7).leaderboard()
+    assert sorted(more["trial"]) == list(range(7))
+    assert (more["baseline"] == "scratch").sum() == 1  # baselines are not enqueued twice
+    kept = more.set_index("trial").loc[first["trial"], "accuracy"]
+    assert kept.tolist() == first.set_index("trial")["accuracy"].tolist()
+
+
+def test_study_load_by_storage_and_name(toy, tmp_path):
+    _search(toy, tmp_path, n_trials=3, name="one")
+    assert at.Study.load(tmp_path / "s.db").name == "one"  # the only study: no name needed
+    _search(toy, tmp_path, n_trials=3, name="two")
+    with pytest.raises(at.StorageError, match=r"holds 2 studies; pass name= one of \['one', 'two'\]"):
+        at.Study.load(tmp_path / "s.db")
+    with pytest.raises(at.StorageError, match=r"No study named 'three'.*studies there: \['one', 'two'\]"):
+        at.Study.load(tmp_path / "s.db", name="three")
+    assert len(at.Study.load(tmp_path / "s.db", name="two").leaderboard()) == 3
+
+
+def test_journal_storage_works_too(toy, tmp_path):
+    study = _search(toy, tmp_path, n_trials=3, storage=tmp_path / "study.log")
+    assert len(at.Study.load(tmp_path / "study.log").leaderboard()) == 3
+
+
+def test_best_model_predicts_and_saves_with_its_strategy(toy, tmp_path):
+    study = _search(toy, tmp_path, n_trials=6, keep_checkpoints=2)
+    files = list((tmp_path / "toy" / "checkpoints").glob("*.pt"))
+    assert len(files) == 2  # only the best two are kept
+    model = study.load_best()
+    assert model.strategy == study.best_strategy
+    pred = model.predict(toy.inputs[:20])
+    lb = study.leaderboard()
+    assert np.mean(pred == toy.labels[:20]) >= lb.iloc[0]["accuracy"] - 0.3
+    path = model.save(tmp_path / "model.pt")
+    again = at.load(path)
+    assert again.strategy == model.strategy
+    np.testing.assert_array_equal(again.predict(toy.inputs[:20]), pred)
+    assert again.predict_proba(toy.inputs[:2]).shape == (2, 3)
+
+
+def test_pruned_trials_stay_on_the_leaderboard(toy, tmp_path):
+    always = optuna.pruners.ThresholdPruner(lower=2.0)  # accuracy never reaches 2
+    lb = _search(toy, tmp_path, n_trials=6, pruner=always).leaderboard()
+    assert (lb["state"] == "pruned").sum() == 3  # every searched trial
+    assert (lb[lb["baseline"] != ""]["state"] == "complete").all()  # baselines never prune
+    assert lb["state"].tolist() == ["complete"] * 3 + ["pruned"] * 3
+    assert (lb[lb["state"] == "pruned"]["epochs_run"] == 1).all()
+
+
+def test_failed_trials_record_their_reason_and_the_study_goes_on(toy, tmp_path):
+    space = at.SearchSpace(epochs=3, image_size=16, lr=1e8, optimizer="sgd", grad_clip=0.0,
+                           weight_decay=0.0, mixup=0.0)
+    lb = _search(toy, tmp_path, n_trials=3, space=space, baselines=False).leaderboard()
+    assert (lb["state"] == "failed").all() and len(lb) == 3
+    assert lb["reason"].str.contains("loss became nan").all()
+
+
+class _Exploding:
+    """A plugin whose backbone raises while building pretrained weights."""
+
+    @at.hookimpl
+    def register_backbones(self, register):
+        class Boom(at.TimmBackbone):
+            def build(self, *, pretrained=True, drop_path=0.0):
+                if pretrained:
+                    raise RuntimeError("boom in a plugin")
+                return super().build(pretrained=False)
+
+        register(Boom("boom", timm_name="test_efficientnet", image_size=16))
+
+
+def test_an_exception_in_a_plugin_fails_only_that_trial(toy, tmp_path):
+    at.register_plugin(_Exploding(), name="exploding")
+    lb = _search(toy, tmp_path, backbones=["boom", "tiny_cnn"], n_trials=8).leaderboard()
+    boom = lb[lb["backbone"] == "boom"]
+    assert (boom[boom["baseline"] != "scratch"]["state"] == "failed").all()
+    assert boom["reason"].str.contains("RuntimeError: boom in a plugin").any()
+    assert (lb[lb["backbone"] == "tiny_cnn"]["state"] == "complete").any()
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(n_trials=None), at.ConfigError, "Give n_trials .* or timeout .*neither was given"),
+    (dict(backend="tensorflow"), at.UnknownNameError, "Unknown backend 'tensorflow'; accepted: optuna, ray"),
+    (dict(pruner="asha"), at.UnknownNameError, "Unknown pruner 'asha'"),
+    (dict(storage="postgresql://nobody@127.0.0.1:1/nodb"), at.StorageError, "Cannot open storage 'postgresql://"),
+    (dict(storage="study.xyz"), at.StorageError, "Cannot tell what storage 'study.xyz' is"),
+    (dict(backbones=["tiny_bert"]), at.ModalityError, "'tiny_bert' takes text inputs, but the data holds image"),
+    (dict(space=at.SearchSpace(frozen_groups=(0, 9))), at.ConfigError, "reaches 9, but backbone 'tiny_cnn' has 6 layer groups; accepted: 0..6"),
+])
+def test_bad_arguments(toy, tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        _search(toy, tmp_path, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(lr=(-1.0, 1.0)), r"SearchSpace lr=\[-1.0, 1.0\] is out of range: lr must be a finite number > 0"),
+    (dict(dropout=(0.0, 1.5)), r"dropout must be in \[0, 1\)"),
+    (dict(layer_decay=(0.9, 0.5)), "low must be <= high"),
+])
+def test_search_space_values_out_of_range(kwargs, match):
+    with pytest.raises(at.ConfigError, match=match):
+        at.SearchSpace(**kwargs)
+
+
+def test_search_space_fix_narrow_choose():
+    space = at.SearchSpace(frozen_groups=0, lr=(1e-4, 1e-2), batch_size=[16, 32])
+    assert space.frozen_groups == 0 and "frozen_groups" not in space.searched()
+    assert space.lr == at.Float(1e-4, 1e-2, log=True)
+    assert space.batch_size == at.Categorical((16, 32))
+    assert at.SearchSpace.from_dict({"lr": [1e-4, 1e-3], "mixup": {"choices": [0.0]}}) == \
+        at.SearchSpace(lr=(1e-4, 1e-3), mixup=[0.0])
+
+
+_SCRIPT = textwrap.dedent("""
+    import sys
+    import autotransfer as at
+    from autotransfer.testing import toy_images
+    for m in ["autotransfer_plugins.heads", "autotransfer.testing"]:
+        at.register_plugin(m)
+    at.search(toy_images(400, classes=4, size=32), backbones=["tiny_cnn"], n_trials=8,
+              storage=sys.argv[1], name="killed", pruner="none", patience=None,
+              space=at.SearchSpace(epochs=6, image_size=32, mixup=0.0), progress=False)
+""")
+
+
+def _wait_mid_trial(storage, name, proc, min_complete=2, timeout=120):
+    """Block until >= min_complete trials finished and another is mid-way (has an epoch)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            trials = optuna.load_study(study_name=name, storage=storage).trials
+        except Exception:
+            time.sleep(0.2)
+            continue
+        done = [t for t in trials if t.state.is_finished()]
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING
+                   and t.intermediate_values]
+        if len(done) >= min_complete and running:
+            return {t.number: t.value for t in done}, running[0].number
+        time.sleep(0.02)
+    raise AssertionError("the search never got mid-trial")
+
+
+def test_sigkill_mid_trial_then_rerun_loses_no_completed_trial(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(_SCRIPT)
+    storage = f"sqlite:///{tmp_path / 'k.db'}"
+    proc = subprocess.Popen([sys.executable, str(script), storage])
+    done, killed = _wait_mid_trial(storage, "killed", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    subprocess.run([sys.executable, str(script), storage], check=True, timeout=300)
+
+    trials = {t.number: t for t in optuna.load_study(study_name="killed", storage=storage).trials}
+    for number, value in done.items():  # every trial completed before the kill survived
+        assert trials[number].value == value
+    assert trials[killed].state == optuna.trial.TrialState.FAIL
+    assert "interrupted: its process" in trials[killed].user_attrs["fail_reason"]
+    complete = [t for t in trials.values() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 8  # the killed trial was replaced: n_trials reached
+    assert len(trials) == 9
+
+
+def test_ctrl_c_marks_the_trial_interrupted_and_the_same_command_resumes(tmp_path):
+    toml = tmp_path / "study.toml"
+    toml.write_text(textwrap.dedent("""
+        name = "ctrlc"
+        task = "classification"
+        backbones = ["tiny_cnn"]
+        n_trials = 5
+        pruner = "none"
+        patience = 100
+        plugins = ["autotransfer_plugins.heads", "autotransfer.testing"]
+        [data]
+        demo = "digits"
+        image_size = 32
+        per_class = 30
+        [space]
+        epochs = 8
+        image_size = 32
+        mixup = 0.0
+    """))
+    cmd = [sys.executable, "-m", "autotransfer.cli", "run", str(toml), "--no-progress"]
+    proc = subprocess.Popen(cmd)
+    _, interrupted = _wait_mid_trial(f"sqlite:///{tmp_path / 'ctrlc.db'}", "ctrlc", proc,
+                                     min_complete=1)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600).stdout
+    study = at.Study.load(tmp_path / "ctrlc.db")
+    t = study.optuna.trials[interrupted]
+    assert t.user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
+    lb = study.leaderboard()
+    assert (lb["state"] == "complete").sum() == 5
+    assert "best: trial" in out
+
+
+def test_cli_leaderboard_csv_matches_python(toy, tmp_path, capsys):
+    study = _search(toy, tmp_path, n_trials=5)
+    assert main(["leaderboard", str(tmp_path / "s.db"), "--format", "csv"]) == 0
+    printed = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    lb = study.leaderboard()
+    assert printed["trial"].tolist() == lb["trial"].tolist()
+    assert printed["accuracy"].tolist() == pytest.approx(lb["accuracy"].tolist())
+    assert main(["leaderboard", str(tmp_path / "s.db"), "--format", "json", "--top", "2"]) == 0
+    assert [r["trial"] for r in json.loads(capsys.readouterr().out)] == lb["trial"][:2].tolist()
+    assert main(["leaderboard", str(tmp_path / "missing.db")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_study_file_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('n_trial = 3\n[data]\ndemo = "digits"\n')
+    assert main(["run", str(bad)]) == 2
+    assert "Unknown key 'n_trial' in" in capsys.readouterr().err
+    bad.write_text('n_trials = 3\n[data]\ndemo = "digits"\nsize = 3\n')
+    assert main(["run", str(bad)]) == 2
+    assert "Unknown key 'size' in [data]" in capsys.readouterr().err
+    bad.write_text('n_trials = 3\n[data]\ndemo = "digits"\n[space]\nlearning_rate = 0.1\n')
+    assert main(["run", str(bad)]) == 2
+    assert "Unknown search space field(s) ['learning_rate']" in capsys.readouterr().err
+
+
+def test_quickstart_study_file_parses():
+    from autotransfer.config import load_study_file
+
+    kwargs, train, valid = load_study_file("studies/quickstart.toml")
+    assert kwargs["backbones"] == ["efficientnet_lite0"] and kwargs["name"] == "quickstart"
+    assert kwargs["storage"].endswith(os.path.join("studies", "quickstart.db"))
+    assert len(train) == 200 and train.inputs.shape[-1] == 32
