@@ -28,7 +28,8 @@ def search(data: Dataset, *, task: str = "classification",
            storage: str | os.PathLike | None = None, name: str | None = None, seed: int = 0,
            space: SearchSpace | None = None, baselines: bool = True,
            valid: Dataset | None = None, valid_fraction: float = 0.2,
-           pruner: str | optuna.pruners.BasePruner = "hyperband", keep_checkpoints: int = 3, patience: int | None = 5,
+           pruner: str | optuna.pruners.BasePruner = "hyperband",
+           keep_checkpoints: int = 3, patience: int | None = 5,
            trials_per_device: int = 1, address: str | None = None,
            max_retries: int = 1, progress: bool = True, root: str | os.PathLike | None = None,
            ) -> Study:
@@ -80,7 +81,8 @@ def search(data: Dataset, *, task: str = "classification",
     if timeout is not None and timeout <= 0:
         raise ConfigError(f"timeout must be > 0 seconds, but got timeout={timeout!r}.")
     if not isinstance(keep_checkpoints, int) or keep_checkpoints < 0:
-        raise ConfigError(f"keep_checkpoints must be an integer >= 0, but got {keep_checkpoints!r}.")
+        raise ConfigError(
+            f"keep_checkpoints must be an integer >= 0, but got {keep_checkpoints!r}.")
     if not isinstance(data, Dataset):
         raise DataError(f"data must be an autotransfer Dataset (at.data.from_arrays, "
                         f"from_folder, from_pandas), but got {type(data).__name__}.")

@@ -170,7 +170,7 @@ class SearchSpace:
 
     def record(self, trial: Any, params: dict[str, Any], n_groups: int) -> None:
         """Suggest exactly ``params`` (enqueued values) so the trial lists them."""
-        for name, value in params.items():
+        for name in params:
             dim = getattr(self, name)
             dim = Int(0, n_groups) if name == "frozen_groups" and dim is None else dim
             _suggest(trial, name, dim)

@@ -63,7 +63,8 @@ class StorageSpec:
         return None
 
 
-def resolve(storage: str | os.PathLike | None, name: str, *, root: Path | None = None) -> StorageSpec:
+def resolve(storage: str | os.PathLike | None, name: str, *,
+            root: Path | None = None) -> StorageSpec:
     """``None`` -> ``<root>/studies/<name>.db``; a path or URL otherwise."""
     if storage is None:
         path = (root or Path.cwd()) / "studies" / f"{name}.db"

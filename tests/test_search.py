@@ -85,7 +85,7 @@ def test_study_load_by_storage_and_name(toy, tmp_path):
 
 
 def test_journal_storage_works_too(toy, tmp_path):
-    study = _search(toy, tmp_path, n_trials=3, storage=tmp_path / "study.log")
+    _search(toy, tmp_path, n_trials=3, storage=tmp_path / "study.log")
     assert len(at.Study.load(tmp_path / "study.log").leaderboard()) == 3
 
 
