@@ -59,7 +59,10 @@ def _autoload() -> None:
         if _host.pm.has_plugin(ep.name) or ep.name in _host.failed:
             continue
         try:
-            _register_checked(ep.load(), ep.name)
+            plugin = ep.load()
+            if _host.pm.is_registered(plugin):  # registered explicitly already
+                continue
+            _register_checked(plugin, ep.name)
         except Exception as exc:  # one broken plugin must not take the host down
             _host.failed[ep.name] = f"{type(exc).__name__}: {exc}"
             warnings.warn(
@@ -94,6 +97,8 @@ def register_plugin(plugin: Any, name: str | None = None) -> str:
     name = name or getattr(plugin, "__name__", None) or repr(plugin)
     if _host.pm.has_plugin(name):
         return name
+    if _host.pm.is_registered(plugin):  # e.g. autoloaded under its entry-point name
+        return _host.pm.get_name(plugin)
     _register_checked(plugin, name)
     _invalidate()
     return name

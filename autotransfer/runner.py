@@ -119,11 +119,11 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
     started = time.perf_counter()
     head = plugins.get_head(task)
     data = prepared or prepare(strategy, train, valid, task)
-    device = torch.device(device)
+    dev = _Device.for_(device, data.preprocessing.modality)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
 
-    model = build_model(strategy, task, data.info).to(device)
+    model = dev.prepare(build_model(strategy, task, data.info))
     n_train = _batch.length(data.x_train)
     batch_size = min(strategy.batch_size, n_train)
     steps = max(1, n_train // batch_size)  # drop the ragged last batch (BatchNorm needs > 1)
@@ -136,66 +136,59 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
     compute = 0.0
     if cached:
         t0 = time.perf_counter()
-        x_train = _prefix_all(model, data.x_train, normalize, device)
-        x_valid = _prefix_all(model, data.x_valid, normalize, device)
+        x_train = _prefix_all(model, data.x_train, normalize, dev)
+        x_valid = _prefix_all(model, data.x_valid, normalize, dev)
         compute += time.perf_counter() - t0
     else:
         x_train, x_valid = data.x_train, data.x_valid
+    x_train, x_valid = dev.pin(x_train), dev.pin(x_valid)
 
-    ls = strategy.label_smoothing
     best = -math.inf if head.direction == "maximize" else math.inf
     best_state: dict[str, torch.Tensor] = {}
     best_metrics: dict[str, float] = {}
     best_epoch, bad_epochs, history = 0, 0, []
-    for epoch in range(1, strategy.epochs + 1):
-        # --- train one epoch ---
-        model.train()
-        t0 = time.perf_counter()
-        perm = torch.randperm(n_train, generator=gen)
-        total_loss = 0.0
-        for step in range(steps):
-            idx = perm[step * batch_size : (step + 1) * batch_size]
-            xb = _batch.to(_batch.take(x_train, idx), device)
-            yb = data.y_train[idx].to(device)
-            if cached:
-                loss = head.loss(model.forward_tail(xb), yb, label_smoothing=ls)
-            elif strategy.mixup:
-                loss = _mixup_loss(model, head, normalize(xb), yb, strategy, gen)
-            else:
-                loss = head.loss(model(normalize(xb)), yb, label_smoothing=ls)
-            if applied.penalty is not None:
-                loss = loss + applied.penalty()
-            if not torch.isfinite(loss):
-                raise TrialFailed(
-                    f"loss became {loss.item()} at epoch {epoch}, step {step + 1} "
-                    f"(lr={strategy.lr:g}); try a lower lr or grad_clip > 0"
-                )
-            applied.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if strategy.grad_clip:
-                torch.nn.utils.clip_grad_norm_(
-                    [p for p in model.parameters() if p.requires_grad], strategy.grad_clip)
-            applied.optimizer.step()
-            applied.scheduler.step()
-            total_loss += loss.item()
+    try:
+        for epoch in range(1, strategy.epochs + 1):
+            # --- train one epoch ---
+            model.train()
+            t0 = time.perf_counter()
+            perm = torch.randperm(n_train, generator=gen)
+            total_loss = 0.0
+            for step in range(steps):
+                idx = perm[step * batch_size : (step + 1) * batch_size]
+                xb = dev.batch(_batch.take(x_train, idx))
+                yb = data.y_train[idx].to(dev.device, non_blocking=True)
+                loss = _batch_loss(model, head, strategy, applied, dev, normalize, xb, yb,
+                                   cached, gen)
+                if not torch.isfinite(loss):
+                    raise TrialFailed(
+                        f"loss became {loss.item()} at epoch {epoch}, step {step + 1} "
+                        f"(lr={strategy.lr:g}); try a lower lr or grad_clip > 0"
+                    )
+                _step(model, loss, applied, dev, strategy.grad_clip)
+                total_loss += loss.item()
 
-        # --- validate ---
-        outputs = _predict(model, x_valid, normalize, device, cached)
-        metrics = head.metrics(outputs, data.y_valid.to(outputs.device), data.info)
-        metrics["train_loss"] = total_loss / steps
-        compute += time.perf_counter() - t0
-        history.append({"epoch": epoch, **metrics})
-        value = metrics[head.metric]
-        improved = value > best if head.direction == "maximize" else value < best
-        if improved:
-            best, best_epoch, best_metrics, bad_epochs = value, epoch, metrics, 0
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
-        if report is not None:
-            report(value, epoch)  # may raise optuna.TrialPruned
-        if patience is not None and bad_epochs >= patience:
-            break
+            # --- validate ---
+            outputs = _predict(model, x_valid, normalize, dev, cached)
+            metrics = head.metrics(outputs, data.y_valid.to(outputs.device), data.info)
+            metrics["train_loss"] = total_loss / steps
+            compute += time.perf_counter() - t0
+            history.append({"epoch": epoch, **metrics})
+            value = metrics[head.metric]
+            improved = value > best if head.direction == "maximize" else value < best
+            if improved:
+                best, best_epoch, best_metrics, bad_epochs = value, epoch, metrics, 0
+                best_state = {k: v.detach().to("cpu", copy=True)
+                              for k, v in model.state_dict().items()}
+            else:
+                bad_epochs += 1
+            if report is not None:
+                report(value, epoch)  # may raise optuna.TrialPruned
+            if patience is not None and bad_epochs >= patience:
+                break
+    except torch.OutOfMemoryError as exc:
+        raise TrialFailed(f"out of memory on {dev.device} at batch_size={batch_size}; "
+                          f"try a smaller batch_size or trials_per_device") from exc
 
     trainable, total = model.param_counts()
     return TrialResult(
@@ -203,9 +196,36 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
         metrics=best_metrics, history=history, best_epoch=best_epoch, epochs_run=len(history),
         duration_s=time.perf_counter() - started, compute_s=compute,
         trainable_params=trainable, total_params=total, n_groups=model.n_groups,
-        cached=cached, device=str(device), info=data.info, preprocessing=data.preprocessing,
+        cached=cached, device=str(dev.device), info=data.info, preprocessing=data.preprocessing,
         state_dict=best_state,
     )
+
+
+def _batch_loss(model, head, strategy, applied, dev, normalize, xb, yb, cached,
+                gen) -> torch.Tensor:
+    ls = strategy.label_smoothing
+    with dev.autocast():
+        if cached:  # xb holds frozen-prefix outputs
+            loss = head.loss(model.forward_tail(xb), yb, label_smoothing=ls)
+        elif strategy.mixup:
+            loss = _mixup_loss(model, head, dev.layout(normalize(xb)), yb, strategy, gen)
+        else:
+            loss = head.loss(model(dev.layout(normalize(xb))), yb, label_smoothing=ls)
+    if applied.penalty is not None:
+        loss = loss + applied.penalty()
+    return loss
+
+
+def _step(model, loss, applied, dev, grad_clip: float) -> None:
+    applied.optimizer.zero_grad(set_to_none=True)
+    dev.scaler.scale(loss).backward()
+    if grad_clip:
+        dev.scaler.unscale_(applied.optimizer)
+        torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], grad_clip)
+    dev.scaler.step(applied.optimizer)
+    dev.scaler.update()
+    applied.scheduler.step()
 
 
 def _mixup_loss(model, head, x, y, strategy, gen) -> torch.Tensor:
@@ -225,19 +245,63 @@ def _chunks(x: Any, size: int = 256):
         yield _batch.take(x, slice(i, i + size))
 
 
-def _prefix_all(model: TransferModel, x: Any, normalize, device) -> Any:
+def _prefix_all(model: TransferModel, x: Any, normalize, dev: _Device) -> Any:
     model.eval()
-    parts = [_batch.to(model.forward_prefix(normalize(_batch.to(c, device))), "cpu")
-             for c in _chunks(x)]
+    parts = []
+    for c in _chunks(x):
+        with dev.autocast():
+            parts.append(_batch.to(model.forward_prefix(dev.layout(normalize(dev.batch(c)))),
+                                   "cpu"))
     return _batch.cat(parts)
 
 
 @torch.no_grad()
-def _predict(model: TransferModel, x: Any, normalize, device, cached: bool) -> torch.Tensor:
+def _predict(model: TransferModel, x: Any, normalize, dev: _Device, cached: bool) -> torch.Tensor:
     model.eval()
     outs = []
     for c in _chunks(x):
-        c = _batch.to(c, device)
-        outs.append(model.forward_tail(c) if cached else model(normalize(c)))
+        c = dev.batch(c)
+        with dev.autocast():
+            outs.append(model.forward_tail(c) if cached else model(dev.layout(normalize(c))))
     return torch.cat(outs).float()
+
+
+@dataclass
+class _Device:
+    """GPU habits in one place: bf16 autocast (fp16 + loss scaling where bf16 is missing),
+    pinned memory with non-blocking copies, and channels_last for images. On the CPU each
+    is a no-op."""
+
+    device: torch.device
+    amp: torch.dtype | None
+    channels_last: bool
+    scaler: Any
+
+    @classmethod
+    def for_(cls, device: str | torch.device, modality: str) -> _Device:
+        device = torch.device(device)
+        cuda = device.type == "cuda"
+        amp = None
+        if cuda:
+            amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+        return cls(device, amp, cuda and modality == "image", scaler)
+
+    def prepare(self, model: TransferModel) -> TransferModel:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
+
+    def pin(self, x: Any) -> Any:
+        return _batch.pin(x) if self.device.type == "cuda" else x
+
+    def batch(self, x: Any) -> Any:
+        return _batch.to(x, self.device, non_blocking=self.device.type == "cuda")
+
+    def layout(self, x: Any) -> Any:
+        if self.channels_last and isinstance(x, torch.Tensor) and x.ndim == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 

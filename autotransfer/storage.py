@@ -25,6 +25,7 @@ PID = "autotransfer:pid"
 INTERRUPTED = "autotransfer:interrupted"
 HISTORY = "autotransfer:history"
 META = "autotransfer:meta"
+RESULT = "autotransfer:result"
 
 
 @dataclass(frozen=True)

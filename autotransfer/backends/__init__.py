@@ -14,9 +14,15 @@ class OptunaBackend:
 
     def run(self, job: Any, train: Any, valid: Any, *, devices: Any = "auto",
             trials_per_device: int = 1, **_: Any) -> None:
+        from ..devices import resolve
         from ._optuna import run_worker
+        from ._workers import launch
 
-        run_worker(job, train, valid, worker=0, device="cpu")
+        slots = resolve(devices, trials_per_device)
+        if len(slots) == 1:  # one slot: train in this process, nothing to serialize
+            run_worker(job, train, valid, worker=0, device=slots[0].device)
+        else:
+            launch(job, train, valid, slots)
 
 
 def get_backend(name: str) -> Any:

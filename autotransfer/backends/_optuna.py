@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import storage as st
+from .._interrupt import deferred_sigint, shielded
 from ..data import Dataset
 from ._trial import (
     SearchJob,
@@ -70,8 +71,12 @@ def load_study(job: SearchJob, worker: int = 0) -> optuna.Study:
 
 
 def run_worker(job: SearchJob, train: Dataset, valid: Dataset, *, worker: int = 0,
-               device: str = "cpu") -> int:
-    """Run trials until the budget is spent; returns how many this worker ran."""
+               device: str = "cpu", device_label: str | None = None) -> int:
+    """Run trials until the budget is spent; returns how many this worker ran.
+
+    ``device`` is what torch uses here; ``device_label`` what the study records (a worker
+    pinned to GPU 2 trains on ``cuda:0`` of its own process but records ``cuda:2``).
+    """
     from filelock import FileLock
 
     study = load_study(job, worker)
@@ -79,69 +84,81 @@ def run_worker(job: SearchJob, train: Dataset, valid: Dataset, *, worker: int = 
     lock = FileLock(str(Path(job.workdir) / "ask.lock"))
     bars = _Bars(job, study) if job.progress else None
     ran = 0
-    try:
-        while True:
-            # Checking the budget and asking happen under one lock, so parallel workers
-            # never overshoot n_trials.
-            with lock:
-                if not job.budget_left(study):
-                    break
-                trial = study.ask()
-                set_attrs(study._storage, trial._trial_id,
-                          user={"worker": worker, "device": device},
-                          system={st.HOST: socket.gethostname(), st.PID: os.getpid()})
-            run_one(study, trial, ctx, job, device=device, bars=bars)
-            ran += 1
-    finally:
-        if bars:
-            bars.close()
+    with deferred_sigint():
+        try:
+            while True:
+                # Checking the budget and asking happen under one lock, so parallel
+                # workers never overshoot n_trials.
+                with lock, shielded():
+                    if not job.budget_left(study):
+                        break
+                    trial = study.ask()
+                    set_attrs(study._storage, trial._trial_id,
+                              user={"worker": worker, "device": device_label or device},
+                              system={st.HOST: socket.gethostname(), st.PID: os.getpid()})
+                run_one(study, trial, ctx, job, device=device, bars=bars)
+                ran += 1
+        finally:
+            if bars:
+                bars.close()
     return ran
 
 
 def run_one(study: optuna.Study, trial: optuna.Trial, ctx: TrialContext, job: SearchJob, *,
             device: str, bars: _Bars | None = None) -> TrialState:
-    """Train one asked trial and tell the study how it ended. Never loses a told trial."""
+    """Train one asked trial and tell the study how it ended. Never loses a told trial.
+
+    Storage calls run shielded from Ctrl-C; an interrupt lands in training, and the
+    trial is then recorded as failed (interrupted) before the KeyboardInterrupt goes on.
+    """
     storage, tid = study._storage, trial._trial_id
     seen = {"epoch": 0}
-    kind = ""
     try:
-        strategy, kind = ctx.define(trial)
-        set_attrs(storage, tid, user={"backbone": strategy.backbone, "baseline": kind,
-                                      "n_groups": ctx.n_groups(strategy.backbone)},
-                  system={st.STRATEGY: strategy.to_dict()})
+        with shielded():
+            strategy, kind = ctx.define(trial)
+            set_attrs(storage, tid, user={"backbone": strategy.backbone, "baseline": kind,
+                                          "n_groups": ctx.n_groups(strategy.backbone)},
+                      system={st.STRATEGY: strategy.to_dict()})
         if bars:
             bars.start_trial(trial.number, strategy.epochs, kind)
 
         def report(value: float, epoch: int) -> None:
             seen["epoch"] = epoch
-            trial.report(value, epoch)
+            with shielded():
+                trial.report(value, epoch)
+                prune = not kind and trial.should_prune()
             if bars:
                 bars.epoch(value)
             # Baselines are references for the whole study, so they always finish.
-            if not kind and trial.should_prune():
+            if prune:
                 raise optuna.TrialPruned()
 
         result = ctx.run(strategy, report, device=device, seed=job.seed + trial.number)
-        set_attrs(storage, tid, user=result_attrs(result),
-                  system={st.HISTORY: result.history})
-        save_if_top(study, tid, trial.number, result, Path(job.workdir), job.keep_checkpoints)
-        study.tell(trial, result.value)
-        prune_checkpoints(study, Path(job.workdir), job.keep_checkpoints)
+        with shielded():
+            set_attrs(storage, tid, user=result_attrs(result),
+                      system={st.HISTORY: result.history})
+            save_if_top(study, tid, trial.number, result, Path(job.workdir),
+                        job.keep_checkpoints)
+            study.tell(trial, result.value)
+            prune_checkpoints(study, Path(job.workdir), job.keep_checkpoints)
         state = TrialState.COMPLETE
     except optuna.TrialPruned:
-        set_attrs(storage, tid, user={"epochs_run": seen["epoch"]})
-        study.tell(trial, state=TrialState.PRUNED)
+        with shielded():
+            set_attrs(storage, tid, user={"epochs_run": seen["epoch"]})
+            study.tell(trial, state=TrialState.PRUNED)
         state = TrialState.PRUNED
     except KeyboardInterrupt:
-        set_attrs(storage, tid, user={"fail_reason": "interrupted (Ctrl-C)",
-                                      "epochs_run": seen["epoch"]},
-                  system={st.INTERRUPTED: True})
-        study.tell(trial, state=TrialState.FAIL)
+        with shielded():
+            set_attrs(storage, tid, user={"fail_reason": "interrupted (Ctrl-C)",
+                                          "epochs_run": seen["epoch"]},
+                      system={st.INTERRUPTED: True})
+            study.tell(trial, state=TrialState.FAIL)
         raise
     except Exception as exc:  # a crashed trial (NaN, OOM, a plugin bug) is recorded; go on
-        set_attrs(storage, tid, user={"fail_reason": fail_reason(exc),
-                                      "epochs_run": seen["epoch"]})
-        study.tell(trial, state=TrialState.FAIL)
+        with shielded():
+            set_attrs(storage, tid, user={"fail_reason": fail_reason(exc),
+                                          "epochs_run": seen["epoch"]})
+            study.tell(trial, state=TrialState.FAIL)
         print(f"[autotransfer] trial {trial.number} failed: {fail_reason(exc)}",
               file=sys.stderr)
         if not _is_expected(exc):

@@ -1,0 +1,103 @@
+"""Trials across device slots: parallel CPU worker processes, device requests, dead workers."""
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import optuna
+import pytest
+
+import autotransfer as at
+from autotransfer.devices import resolve
+from autotransfer.testing import toy_images
+
+
+def test_two_cpu_workers_share_one_study(tmp_path):
+    study = at.search(toy_images(200, classes=3, size=16), backbones=["tiny_cnn"], n_trials=10,
+                      storage=tmp_path / "p.db", name="par", devices=2, progress=False,
+                      space=at.SearchSpace(epochs=4, image_size=16))
+    lb = study.leaderboard()
+    assert sorted(lb["trial"]) == list(range(10))  # none duplicated, none lost
+    assert set(lb["worker"]) == {0, 1}  # both workers ran trials
+    assert set(lb["device"]) == {"cpu"}
+    assert (lb["state"] != "failed").all()
+    assert (lb["baseline"] != "").sum() == 3
+
+
+@pytest.mark.parametrize("devices,tpd,gpus,want", [
+    ("auto", 1, 0, ["cpu"]),
+    ("auto", 1, 2, ["cuda:0", "cuda:1"]),
+    (2, 1, 0, ["cpu", "cpu"]),
+    (["cuda:0", "cuda:2"], 2, 3, ["cuda:0", "cuda:0", "cuda:2", "cuda:2"]),
+    (1, 3, 1, ["cuda:0"] * 3),
+])
+def test_device_slots(devices, tpd, gpus, want):
+    slots = resolve(devices, tpd, gpus=gpus, cpus=8)
+    assert [s.device for s in slots] == want
+    assert [s.gpu for s in slots] == [None if d == "cpu" else int(d[-1]) for d in want]
+
+
+def test_cpu_workers_split_the_cores():
+    assert [s.threads for s in resolve(2, gpus=0, cpus=8)] == [4, 4]
+    assert [s.threads for s in resolve("cpu", gpus=0, cpus=8)] == [8]
+
+
+@pytest.mark.parametrize("devices,tpd,gpus,match", [
+    (3, 1, 2, r"Asked for 3 GPUs, but this machine has 2 \(cuda:0, cuda:1\)"),
+    (["cuda:1"], 1, 0, "Device 'cuda:1' does not exist here; this machine has no GPU"),
+    ("auto", 0, 0, "trials_per_device must be an integer >= 1, but got 0"),
+    ("tpu", 1, 0, "devices must be 'auto', 'cpu', a count, or a list"),
+])
+def test_bad_device_requests(devices, tpd, gpus, match):
+    with pytest.raises(at.DeviceError, match=match):
+        resolve(devices, tpd, gpus=gpus)
+
+
+def test_search_refuses_gpus_this_machine_lacks(tmp_path):
+    with pytest.raises(at.DeviceError, match="'cuda:0' does not exist here"):
+        at.search(toy_images(30), backbones=["tiny_cnn"], n_trials=2, storage=tmp_path / "x.db",
+                  devices=["cuda:0"], progress=False)
+
+
+_SCRIPT = textwrap.dedent("""
+    import sys
+    import autotransfer as at
+    from autotransfer.testing import toy_images
+    for m in ["autotransfer_plugins.heads", "autotransfer.testing"]:
+        at.register_plugin(m)
+    at.search(toy_images(400, classes=4, size=32), backbones=["tiny_cnn"], n_trials=10,
+              storage=sys.argv[1], name="w", pruner="none", patience=None, devices=2,
+              space=at.SearchSpace(epochs=6, image_size=32, mixup=0.0), progress=False)
+""")
+
+
+def test_a_dead_worker_loses_its_trial_only_and_the_study_finishes(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(_SCRIPT)
+    storage = f"sqlite:///{tmp_path / 'w.db'}"
+    parent = subprocess.Popen([sys.executable, str(script), storage])
+    victim = None
+    deadline = time.time() + 120
+    while victim is None and time.time() < deadline and parent.poll() is None:
+        try:
+            trials = optuna.load_study(study_name="w", storage=storage).trials
+        except Exception:
+            trials = []
+        done = [t for t in trials if t.state.is_finished()]
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING
+                   and t.intermediate_values and "autotransfer:pid" in t.system_attrs]
+        if len(done) >= 2 and running:
+            victim = running[0]
+        time.sleep(0.02)
+    assert victim is not None, "no trial was caught mid-way"
+    subprocess.run(["kill", "-9", str(victim.system_attrs["autotransfer:pid"])], check=True)
+    assert parent.wait(timeout=300) == 0  # the search itself carried on and finished
+
+    study = at.Study.load(tmp_path / "w.db")
+    lb = study.leaderboard()
+    killed = lb[lb["trial"] == victim.number].iloc[0]
+    assert killed["state"] == "failed" and "interrupted: its process" in killed["reason"]
+    assert (lb["state"] == "complete").sum() == 10  # replaced: n_trials reached
+    assert sorted(lb["trial"]) == list(range(11))
+
