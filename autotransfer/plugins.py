@@ -159,9 +159,11 @@ def list_plugins() -> list[PluginInfo]:
                 name,
                 tuple(k.split(":", 1)[1] for k in owned if k.startswith("backbone:")),
                 tuple(k.split(":", 1)[1] for k in owned if k.startswith("head:")),
+                error=_host.failed.get(name),
             )
         )
-    infos += [PluginInfo(n, (), (), error=e) for n, e in _host.failed.items()]
+    listed = {i.name for i in infos}
+    infos += [PluginInfo(n, (), (), error=e) for n, e in _host.failed.items() if n not in listed]
     return infos
 
 
@@ -200,7 +202,14 @@ def _collect() -> None:
     ):
         # One call per plugin (in registration order) so a duplicate names its plugin.
         for impl in hook.get_hookimpls():
-            impl.function(register=make_register(kind, cls, table, impl.plugin_name))
+            try:
+                impl.function(register=make_register(kind, cls, table, impl.plugin_name))
+            except PluginError:
+                raise
+            except Exception as exc:  # a buggy hook: report it, keep the other plugins
+                _host.failed[impl.plugin_name] = f"{type(exc).__name__}: {exc}"
+                warnings.warn(f"autotransfer plugin {impl.plugin_name!r} failed in "
+                              f"{hook.name}: {type(exc).__name__}: {exc}", stacklevel=2)
     _host.backbones, _host.heads = backbones, heads
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from . import _batch, plugins
+from .cache import CacheKey, FeatureCache, weights_id
 from .data import Dataset
 from .errors import DataError, ModalityError, StrategyError, TrialFailed
 from .model import TransferModel
@@ -43,6 +44,7 @@ class TrialResult:
     total_params: int
     n_groups: int
     cached: bool
+    cache_source: str  # memory / disk / computed, or why the prefix ran every batch
     device: str
     info: dict
     preprocessing: Preprocessing
@@ -59,6 +61,7 @@ class Prepared:
     y_valid: torch.Tensor
     info: dict
     preprocessing: Preprocessing
+    fingerprints: tuple[str, str] = ("", "")  # of the raw train and valid inputs
 
 
 def prepare(strategy: Strategy, train: Dataset, valid: Dataset, task: str) -> Prepared:
@@ -82,7 +85,7 @@ def prepare(strategy: Strategy, train: Dataset, valid: Dataset, task: str) -> Pr
     y_train, info = head.encode(train.labels)
     y_valid, _ = head.encode(valid.labels, info)
     return Prepared(pre.prepare(train.inputs), y_train, pre.prepare(valid.inputs), y_valid,
-                    info, pre)
+                    info, pre, (train.fingerprint(), valid.fingerprint()))
 
 
 def build_model(strategy: Strategy, task: str, info: dict) -> TransferModel:
@@ -97,7 +100,9 @@ def build_model(strategy: Strategy, task: str, info: dict) -> TransferModel:
 def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
               task: str = "classification", device: str | torch.device = "cpu",
               report: Report | None = None, patience: int | None = 5, seed: int = 0,
-              prepared: Prepared | None = None, cache: bool = True) -> TrialResult:
+              prepared: Prepared | None = None,
+              cache: bool | FeatureCache = True,
+              timings: dict[str, float] | None = None) -> TrialResult:
     """Train ``strategy`` on ``train``, validating on ``valid`` after every epoch.
 
     Args:
@@ -110,8 +115,11 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
         patience: Stop after this many epochs without improvement (None: never).
         seed: Seeds the head's init, the shuffling and mixup.
         prepared: Data already passed through :func:`prepare` (reused across trials).
-        cache: Compute the frozen prefix once per trial rather than every batch (same
-            results; turned off only to check that).
+        cache: A :class:`FeatureCache` shares frozen-prefix outputs across trials; True
+            computes them once for this trial; False runs the prefix every batch (same
+            results, slower: for checks and benchmarks).
+        timings: Filled with ``compute_s`` as training goes, so a caller knows the
+            compute time of a trial that ends early (pruned, failed).
 
     Raises:
         TrialFailed: the loss became NaN/inf, or the device ran out of memory.
@@ -131,16 +139,19 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
     normalize = data.preprocessing.normalize
 
     # The frozen prefix does not change while training, so unless mixup mixes raw inputs
-    # its output is computed once for both splits and the epochs run only the tail.
-    cached = cache and model.n_prefix > 0 and not strategy.mixup
-    compute = 0.0
+    # its output is computed once (or found in the cache) and the epochs run only the tail.
+    cached = bool(cache) and model.n_prefix > 0 and not strategy.mixup
+    t0 = time.perf_counter()
     if cached:
-        t0 = time.perf_counter()
-        x_train = _prefix_all(model, data.x_train, normalize, dev)
-        x_valid = _prefix_all(model, data.x_valid, normalize, dev)
-        compute += time.perf_counter() - t0
+        (x_train, x_valid), source = _prefix_features(model, data, strategy, dev, cache)
     else:
         x_train, x_valid = data.x_train, data.x_valid
+        source = ("off" if not cache else "no (mixup)" if strategy.mixup and model.n_prefix
+                  else "no (nothing frozen)" if strategy.frozen_groups == 0
+                  else "no (prefix not separable)")
+    compute = time.perf_counter() - t0
+    timings = timings if timings is not None else {}
+    timings["compute_s"] = compute
     x_train, x_valid = dev.pin(x_train), dev.pin(x_valid)
 
     best = -math.inf if head.direction == "maximize" else math.inf
@@ -173,6 +184,7 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
             metrics = head.metrics(outputs, data.y_valid.to(outputs.device), data.info)
             metrics["train_loss"] = total_loss / steps
             compute += time.perf_counter() - t0
+            timings["compute_s"] = compute
             history.append({"epoch": epoch, **metrics})
             value = metrics[head.metric]
             improved = value > best if head.direction == "maximize" else value < best
@@ -196,7 +208,8 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
         metrics=best_metrics, history=history, best_epoch=best_epoch, epochs_run=len(history),
         duration_s=time.perf_counter() - started, compute_s=compute,
         trainable_params=trainable, total_params=total, n_groups=model.n_groups,
-        cached=cached, device=str(dev.device), info=data.info, preprocessing=data.preprocessing,
+        cached=cached, cache_source=source, device=str(dev.device), info=data.info,
+        preprocessing=data.preprocessing,
         state_dict=best_state,
     )
 
@@ -243,6 +256,37 @@ def _chunks(x: Any, size: int = 256):
     n = _batch.length(x)
     for i in range(0, n, size):
         yield _batch.take(x, slice(i, i + size))
+
+
+def _prefix_features(model: TransferModel, data: Prepared, strategy: Strategy, dev: _Device,
+                     cache: bool | FeatureCache) -> tuple[tuple[Any, Any], str]:
+    normalize = data.preprocessing.normalize
+    if not isinstance(cache, FeatureCache):
+        return (_prefix_all(model, data.x_train, normalize, dev),
+                _prefix_all(model, data.x_valid, normalize, dev)), "computed"
+    backbone = plugins.get_backbone(strategy.backbone)
+    fps = data.fingerprints if all(data.fingerprints) else None
+    out, sources = [], []
+    for i, x in enumerate((data.x_train, data.x_valid)):
+        key = CacheKey(
+            backbone=backbone.name, weights=weights_id(backbone),
+            pretrained=strategy.pretrained, frozen_groups=strategy.frozen_groups,
+            n_prefix=model.n_prefix, preprocessing=repr(data.preprocessing),
+            data=fps[i] if fps else _tensor_fingerprint(x),
+            dtype=str(dev.amp or torch.float32))
+        value, src = cache.get_or_compute(key, lambda x=x: _prefix_all(model, x, normalize, dev))
+        out.append(value)
+        sources.append(src)
+    return (out[0], out[1]), sources[0] if sources[0] == sources[1] else "/".join(sources)
+
+
+def _tensor_fingerprint(x: Any) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    for v in (x.values() if isinstance(x, dict) else [x]):
+        h.update(v.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _prefix_all(model: TransferModel, x: Any, normalize, dev: _Device) -> Any:

@@ -12,7 +12,8 @@ from optuna.trial import TrialState
 
 from . import plugins
 from . import storage as st
-from .backends._trial import SearchJob, TrialContext, counted_trials
+from .backends._trial import SearchJob, TrialContext, counted_trials, enqueue_due_baselines
+from .cache import DEFAULT_BYTES
 from .data import Dataset
 from .errors import ConfigError, DataError, ModalityError, StorageError, check_choice
 from .space import SearchSpace, check_frozen_range
@@ -20,6 +21,7 @@ from .study import Study
 
 BACKENDS = ("optuna", "ray")
 PRUNERS = ("hyperband", "median", "none")
+SAMPLERS = ("tpe", "random")
 
 
 def search(data: Dataset, *, task: str = "classification",
@@ -32,7 +34,8 @@ def search(data: Dataset, *, task: str = "classification",
            keep_checkpoints: int = 3, patience: int | None = 5,
            trials_per_device: int = 1, address: str | None = None,
            max_retries: int = 1, progress: bool = True, root: str | os.PathLike | None = None,
-           ) -> Study:
+           sampler: str | optuna.samplers.BaseSampler = "tpe", feature_cache: bool = True,
+           cache_bytes: int = DEFAULT_BYTES) -> Study:
     """Search backbones x transfer strategies; return the stored, resumable study.
 
     Args:
@@ -51,7 +54,9 @@ def search(data: Dataset, *, task: str = "classification",
         name: Study name; rerunning with the same name and storage resumes it.
         seed: Seeds the split, the sampler and every trial.
         space: The :class:`SearchSpace`; fix or narrow fields there.
-        baselines: Enqueue scratch, linear-probe and default fine-tune trials per backbone.
+        baselines: Run scratch, linear-probe and default fine-tune trials per backbone (the
+            linear probe first; the two full-training ones once a few searched trials
+            have finished, or when only they fit in ``n_trials``).
         valid: Validation data; default a seeded (stratified) split of ``data``.
         pruner: "hyperband" (epochs as the resource), "median", "none", or any Optuna
             pruner instance.
@@ -62,6 +67,11 @@ def search(data: Dataset, *, task: str = "classification",
         max_retries: Ray: retries of a trial whose worker was lost.
         progress: Show progress bars.
         root: Folder that holds ``studies/`` when ``storage`` is None (default: cwd).
+        sampler: "tpe" (multivariate, grouped for the conditional space), "random", or
+            any Optuna sampler.
+        feature_cache: Share frozen-prefix outputs across trials (memory, then disk under
+            the study's folder). False runs every frozen prefix on every batch.
+        cache_bytes: Memory budget of the feature cache per worker process.
 
     Returns:
         The :class:`Study`; ``study.leaderboard()``, ``study.load_best()``.
@@ -72,6 +82,8 @@ def search(data: Dataset, *, task: str = "classification",
     check_choice("backend", backend, BACKENDS)
     if not isinstance(pruner, optuna.pruners.BasePruner):
         check_choice("pruner", pruner, PRUNERS)
+    if not isinstance(sampler, optuna.samplers.BaseSampler):
+        check_choice("sampler", sampler, SAMPLERS)
     head = plugins.get_head(task)
     if n_trials is None and timeout is None:
         raise ConfigError("Give n_trials (how many trials) or timeout (seconds), or both; "
@@ -108,7 +120,9 @@ def search(data: Dataset, *, task: str = "classification",
         deadline=None if timeout is None else time.time() + timeout, seed=seed,
         pruner=pruner, keep_checkpoints=keep_checkpoints, patience=patience,
         workdir=str(workdir), direction=head.direction,
-        plugin_modules=plugins.plugin_modules(), progress=progress)
+        plugin_modules=plugins.plugin_modules(), progress=progress, sampler=sampler,
+        feature_cache=feature_cache, cache_bytes=cache_bytes, baselines=baselines,
+        timeout=timeout)
     ctx = TrialContext(job, train, valid)
     for n in names:  # a frozen_groups range beyond a backbone fails now, not mid-search
         if space.frozen_groups is not None:
@@ -119,8 +133,10 @@ def search(data: Dataset, *, task: str = "classification",
     if stale:
         print(f"[autotransfer] marked {len(stale)} trial(s) left running by a dead process as "
               f"failed: {stale}")
-    if baselines:
-        _enqueue_missing_baselines(study, ctx)
+    new = not study.get_trials(deepcopy=False)
+    enqueue_due_baselines(study, ctx)
+    if new:
+        _enqueue_cheap_first(study, ctx)
     done = counted_trials(study)
     if progress and done:
         print(f"[autotransfer] resuming study {name!r}: {done} trial(s) already recorded")
@@ -174,13 +190,16 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     return stale
 
 
-def _enqueue_missing_baselines(study: optuna.Study, ctx: TrialContext) -> None:
-    """Enqueue each backbone's baselines unless one already ran, runs or waits."""
-    have = set()
-    for t in study.get_trials(deepcopy=False):
-        kind = t.user_attrs.get("baseline")
-        if kind and not t.system_attrs.get(st.INTERRUPTED):
-            have.add((kind, t.user_attrs.get("backbone")))
-    for params, attrs in ctx.baseline_trials():
-        if (attrs["baseline"], attrs["backbone"]) not in have:
-            study.enqueue_trial(params, user_attrs=attrs)
+def _enqueue_cheap_first(study: optuna.Study, ctx: TrialContext) -> None:
+    """Start the search with a few heavily frozen trials (the rest of their values sampled).
+
+    They run on cached features in a fraction of a full trial's time, so the pruner's first
+    rungs fill fast and later trials are judged against real numbers sooner.
+    """
+    job = ctx.job
+    if job.space.frozen_groups is not None or job.n_trials is None or job.n_trials < 12:
+        return
+    for name in job.backbones[:2]:
+        g = ctx.n_groups(name)
+        for frozen in sorted({g - 1, (3 * g) // 4}, reverse=True):
+            study.enqueue_trial({"backbone": name, "frozen_groups": frozen})

@@ -3,7 +3,7 @@
     python benchmarks/parallel.py            # ~6 minutes on a 2-core CPU machine
 
 1. Trials per hour with 1 and 2 worker processes on a small real task: scikit-learn digits
-   at 32 px, ImageNet EfficientNet-Lite0, 3 epochs per trial, no pruning, no baselines.
+   at 32 px, ImageNet EfficientNet-Lite0, 4 epochs per trial, no pruning, no baselines.
 2. Orchestration overhead per trial of the Optuna and Ray backends on a trivial runner
    (a tiny CNN, one epoch on 60 images): wall time between the first trial's start and the
    last one's end, minus the time the runner itself reported, per trial.
@@ -43,13 +43,13 @@ def run(data, valid, *, backend: str, devices, n_trials: int, space, backbone: s
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--trials", type=int, default=6, help="trials per real-task run")
+    parser.add_argument("--trials", type=int, default=8, help="trials per real-task run")
     parser.add_argument("--trivial-trials", type=int, default=20)
     args = parser.parse_args()
     rows = []
 
-    train, valid = at.data.demo("digits", image_size=32, per_class=20, valid_per_class=20)
-    real = at.SearchSpace(epochs=3, image_size=32, mixup=0.0)
+    train, valid = at.data.demo("digits", image_size=32, per_class=20, valid_per_class=40)
+    real = at.SearchSpace(epochs=4, image_size=32, mixup=0.0)
     for workers in (1, 2):
         r = run(train, valid, backend="optuna", devices=workers, n_trials=args.trials,
                 space=real, backbone="efficientnet_lite0")

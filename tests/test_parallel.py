@@ -3,14 +3,14 @@
 import subprocess
 import sys
 import textwrap
-import time
 
-import optuna
 import pytest
 
 import autotransfer as at
 from autotransfer.devices import resolve
 from autotransfer.testing import toy_images
+
+from helpers import wait_mid_trial
 
 
 def test_two_cpu_workers_share_one_study(tmp_path):
@@ -77,20 +77,7 @@ def test_a_dead_worker_loses_its_trial_only_and_the_study_finishes(tmp_path):
     script.write_text(_SCRIPT)
     storage = f"sqlite:///{tmp_path / 'w.db'}"
     parent = subprocess.Popen([sys.executable, str(script), storage])
-    victim = None
-    deadline = time.time() + 120
-    while victim is None and time.time() < deadline and parent.poll() is None:
-        try:
-            trials = optuna.load_study(study_name="w", storage=storage).trials
-        except Exception:
-            trials = []
-        done = [t for t in trials if t.state.is_finished()]
-        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING
-                   and t.intermediate_values and "autotransfer:pid" in t.system_attrs]
-        if len(done) >= 2 and running:
-            victim = running[0]
-        time.sleep(0.02)
-    assert victim is not None, "no trial was caught mid-way"
+    _, (victim, *_) = wait_mid_trial(storage, "w", parent, need_pid=True)
     subprocess.run(["kill", "-9", str(victim.system_attrs["autotransfer:pid"])], check=True)
     assert parent.wait(timeout=300) == 0  # the search itself carried on and finished
 

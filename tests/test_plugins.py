@@ -123,3 +123,17 @@ def test_example_plugin_shows_up_after_pip_install(tmp_path):
     row = next(line for line in out.splitlines() if line.startswith("example_resnet10t"))
     assert row.split()[1:5] == ["example", "timm", "image", "5"]
     assert "efficientnet_lite0" in out  # the first-party ones still load beside it
+
+
+class _Buggy:
+    @at.hookimpl
+    def register_backbones(self, register):
+        raise KeyError("oops")
+
+
+def test_a_plugin_whose_hook_raises_is_reported_and_the_rest_load():
+    at.register_plugin(_Buggy(), name="buggy")
+    with pytest.warns(UserWarning, match="'buggy' failed in register_backbones: KeyError"):
+        names = at.list_backbones()
+    assert "efficientnet_lite0" in names
+    assert any(p.name == "buggy" and "KeyError" in p.error for p in at.list_plugins())

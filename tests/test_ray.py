@@ -9,11 +9,12 @@ import textwrap
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 
 import autotransfer as at
 from autotransfer.testing import toy_images
+
+from helpers import wait_mid_trial
 
 pytestmark = pytest.mark.ray
 RAY = str(Path(sys.executable).parent / "ray")
@@ -89,22 +90,9 @@ def test_two_node_cluster_survives_losing_its_worker_node(tmp_path):
         script.write_text(_DRIVER)
         storage = f"sqlite:///{tmp_path / 'c.db'}"
         driver = subprocess.Popen([sys.executable, str(script), storage, address], env=env)
-        killed = False
-        deadline = time.time() + 300
-        while not killed and time.time() < deadline and driver.poll() is None:
-            try:
-                trials = optuna.load_study(study_name="cluster", storage=storage).trials
-            except Exception:
-                trials = []
-            done = [t for t in trials if t.state.is_finished()]
-            busy = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING
-                    and t.intermediate_values]
-            # the head has one CPU, so with two trials mid-way one runs on the worker node
-            if len(done) >= 1 and len(busy) >= 2:
-                os.killpg(node.pid, signal.SIGKILL)
-                killed = True
-            time.sleep(0.05)
-        assert killed, "never saw two trials running at once"
+        # the head has one CPU, so with two trials mid-way one runs on the worker node
+        wait_mid_trial(storage, "cluster", driver, min_done=1, min_running=2, timeout=300)
+        os.killpg(node.pid, signal.SIGKILL)
         assert driver.wait(timeout=600) == 0
         lb = at.Study.load(tmp_path / "c.db").leaderboard()
         assert sorted(lb["trial"]) == list(range(9))

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import optuna
@@ -16,6 +15,8 @@ import pytest
 import autotransfer as at
 from autotransfer.cli import main
 from autotransfer.testing import toy_images
+
+from helpers import wait_mid_trial
 
 SPACE = at.SearchSpace(epochs=3, image_size=16)
 
@@ -190,30 +191,13 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
-def _wait_mid_trial(storage, name, proc, min_complete=2, timeout=120):
-    """Block until >= min_complete trials finished and another is mid-way (has an epoch)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            trials = optuna.load_study(study_name=name, storage=storage).trials
-        except Exception:
-            time.sleep(0.2)
-            continue
-        done = [t for t in trials if t.state.is_finished()]
-        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING
-                   and t.intermediate_values]
-        if len(done) >= min_complete and running:
-            return {t.number: t.value for t in done}, running[0].number
-        time.sleep(0.02)
-    raise AssertionError("the search never got mid-trial")
-
-
 def test_sigkill_mid_trial_then_rerun_loses_no_completed_trial(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(_SCRIPT)
     storage = f"sqlite:///{tmp_path / 'k.db'}"
     proc = subprocess.Popen([sys.executable, str(script), storage])
-    done, killed = _wait_mid_trial(storage, "killed", proc)
+    done, (running, *_) = wait_mid_trial(storage, "killed", proc)
+    killed = running.number
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     subprocess.run([sys.executable, str(script), storage], check=True, timeout=300)
@@ -249,8 +233,9 @@ def test_ctrl_c_marks_the_trial_interrupted_and_the_same_command_resumes(tmp_pat
     """))
     cmd = [sys.executable, "-m", "autotransfer.cli", "run", str(toml), "--no-progress"]
     proc = subprocess.Popen(cmd)
-    _, interrupted = _wait_mid_trial(f"sqlite:///{tmp_path / 'ctrlc.db'}", "ctrlc", proc,
-                                     min_complete=1)
+    _, (running, *_) = wait_mid_trial(f"sqlite:///{tmp_path / 'ctrlc.db'}", "ctrlc", proc,
+                                      min_done=1)
+    interrupted = running.number
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600).stdout

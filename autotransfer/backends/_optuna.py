@@ -6,6 +6,7 @@ One worker runs in this process; with several device slots, each runs in its own
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import sys
@@ -23,6 +24,7 @@ from ..data import Dataset
 from ._trial import (
     SearchJob,
     TrialContext,
+    enqueue_due_baselines,
     fail_reason,
     prune_checkpoints,
     result_attrs,
@@ -32,6 +34,10 @@ from ._trial import (
 
 
 def make_sampler(job: SearchJob, worker: int) -> optuna.samplers.BaseSampler:
+    if isinstance(job.sampler, optuna.samplers.BaseSampler):
+        return job.sampler
+    if job.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=job.seed + 7919 * worker)
     startup = 10 if job.n_trials is None else max(3, min(10, job.n_trials // 3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -53,13 +59,38 @@ def max_epochs(job: SearchJob) -> int:
     return int(e)
 
 
+def first_rung(job: SearchJob) -> int:
+    """The first epoch after the learning-rate warm-up: the earliest fair judgement."""
+    warm = job.space.warmup if isinstance(job.space.warmup, (int, float)) else 0.3
+    return max(1, math.ceil(warm * max_epochs(job)) + 1)
+
+
 def make_pruner(job: SearchJob) -> optuna.pruners.BasePruner:
+    """The pruner, sized from the budget rather than hand-tuned.
+
+    Epochs are the resource. The first rung is the first epoch after the learning-rate
+    warm-up (during warm-up every trial is still near chance, so judging there is a coin
+    toss), and no trial is judged past half its epochs (by then stopping saves little).
+    Hyperband's brackets each need about eight trials to compare: a small study (fewer
+    trials than that, or a timeout of an hour or less) gets successive halving that keeps
+    the better half at each rung, a larger one Hyperband's hedge over how early to judge.
+    """
     if isinstance(job.pruner, optuna.pruners.BasePruner):
         return job.pruner
     if job.pruner == "hyperband":
-        # Epochs are the resource; the first rung is one epoch.
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs(job),
-                                              reduction_factor=3)
+        epochs, first = max_epochs(job), first_rung(job)
+        last = epochs // 2
+        if last < first:
+            return optuna.pruners.NopPruner()  # trials too short to judge early
+        brackets = math.floor(math.log(epochs / first, 3)) + 1
+        short = job.n_trials is None and job.timeout is not None and job.timeout <= 3600
+        if short or (job.n_trials is not None and job.n_trials < 8 * brackets):
+            inner: optuna.pruners.BasePruner = optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=first, reduction_factor=2, min_early_stopping_rate=0)
+        else:
+            inner = optuna.pruners.HyperbandPruner(min_resource=first, max_resource=epochs,
+                                                   reduction_factor=3)
+        return EarlyRungs(inner, last=last)
     if job.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
     return optuna.pruners.NopPruner()
@@ -92,6 +123,7 @@ def run_worker(job: SearchJob, train: Dataset, valid: Dataset, *, worker: int = 
                 with lock, shielded():
                     if not job.budget_left(study):
                         break
+                    enqueue_due_baselines(study, ctx)
                     trial = study.ask()
                     set_attrs(study._storage, trial._trial_id,
                               user={"worker": worker, "device": device_label or device},
@@ -113,6 +145,15 @@ def run_one(study: optuna.Study, trial: optuna.Trial, ctx: TrialContext, job: Se
     """
     storage, tid = study._storage, trial._trial_id
     seen = {"epoch": 0}
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def partial() -> dict:
+        """What a trial that ends early still tells: epochs, time, compute time."""
+        return {"epochs_run": seen["epoch"],
+                "duration_s": round(time.perf_counter() - started, 2),
+                "compute_s": round(timings.get("compute_s", 0.0), 2)}
+
     try:
         with shielded():
             strategy, kind = ctx.define(trial)
@@ -133,7 +174,8 @@ def run_one(study: optuna.Study, trial: optuna.Trial, ctx: TrialContext, job: Se
             if prune:
                 raise optuna.TrialPruned()
 
-        result = ctx.run(strategy, report, device=device, seed=job.seed + trial.number)
+        result = ctx.run(strategy, report, device=device, seed=job.seed + trial.number,
+                         timings=timings)
         with shielded():
             set_attrs(storage, tid, user=result_attrs(result),
                       system={st.HISTORY: result.history})
@@ -144,20 +186,18 @@ def run_one(study: optuna.Study, trial: optuna.Trial, ctx: TrialContext, job: Se
         state = TrialState.COMPLETE
     except optuna.TrialPruned:
         with shielded():
-            set_attrs(storage, tid, user={"epochs_run": seen["epoch"]})
+            set_attrs(storage, tid, user=partial())
             study.tell(trial, state=TrialState.PRUNED)
         state = TrialState.PRUNED
     except KeyboardInterrupt:
         with shielded():
-            set_attrs(storage, tid, user={"fail_reason": "interrupted (Ctrl-C)",
-                                          "epochs_run": seen["epoch"]},
+            set_attrs(storage, tid, user={"fail_reason": "interrupted (Ctrl-C)", **partial()},
                       system={st.INTERRUPTED: True})
             study.tell(trial, state=TrialState.FAIL)
         raise
     except Exception as exc:  # a crashed trial (NaN, OOM, a plugin bug) is recorded; go on
         with shielded():
-            set_attrs(storage, tid, user={"fail_reason": fail_reason(exc),
-                                          "epochs_run": seen["epoch"]})
+            set_attrs(storage, tid, user={"fail_reason": fail_reason(exc), **partial()})
             study.tell(trial, state=TrialState.FAIL)
         print(f"[autotransfer] trial {trial.number} failed: {fail_reason(exc)}",
               file=sys.stderr)
@@ -173,6 +213,18 @@ def _is_expected(exc: BaseException) -> bool:
     from ..errors import AutotransferError
 
     return isinstance(exc, AutotransferError)
+
+
+class EarlyRungs(optuna.pruners.BasePruner):
+    """Judge trials only in their first half: a trial pruned at epoch 9 of 10 has already
+    cost what finishing would, so late rungs save nothing and lose the result."""
+
+    def __init__(self, inner: optuna.pruners.BasePruner, last: int) -> None:
+        self.inner, self.last = inner, last
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        return step is not None and step <= self.last and self.inner.prune(study, trial)
 
 
 class _Bars:

@@ -19,11 +19,12 @@ from optuna.trial import TrialState
 
 from .. import storage as st
 from ..errors import AutotransferError, DeviceError
-from ._optuna import make_sampler, max_epochs
+from ._optuna import first_rung, make_sampler, max_epochs
 from ._trial import (
     SearchJob,
     TrialContext,
     counted_trials,
+    enqueue_due_baselines,
     fail_reason,
     prune_checkpoints,
     result_attrs,
@@ -73,7 +74,7 @@ class RayBackend:
                     "trial_id": trial._trial_id, "trial_number": trial.number}
 
         mode = "max" if job.direction == "maximize" else "min"
-        search = _StudySearch(job, storage, space=define, metric="value", mode=mode,
+        search = _StudySearch(job, storage, ctx, space=define, metric="value", mode=mode,
                               sampler=make_sampler(job, 0), study_name=job.study_name,
                               storage=storage)
         scheduler = None
@@ -83,7 +84,8 @@ class RayBackend:
             # by being stopped at max_t.
             scheduler = _BaselineSafeASHA(time_attr="training_iteration", metric="value",
                                           mode=mode, max_t=max_epochs(job) + 1,
-                                          grace_period=1, reduction_factor=3)
+                                          grace_period=min(first_rung(job), max_epochs(job)),
+                                          reduction_factor=3)
         trainable = tune.with_resources(
             tune.with_parameters(_ray_trial, job=job, train=train, valid=valid), resources)
         time_budget = None if job.deadline is None else max(1.0, job.deadline - time.time())
@@ -92,7 +94,10 @@ class RayBackend:
             tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler,
                                         num_samples=remaining,
                                         max_concurrent_trials=concurrency,
-                                        time_budget_s=time_budget),
+                                        time_budget_s=time_budget,
+                                        # one worker process runs many trials: no
+                                        # interpreter + torch import per trial
+                                        reuse_actors=True),
             run_config=tune.RunConfig(
                 name=f"{job.study_name}-{int(time.time())}",
                 storage_path=str((Path(job.workdir) / "ray").resolve()),
@@ -177,7 +182,7 @@ def _ray_trial(config: dict, job: SearchJob | None = None, train: Any = None,
                                   "device": f"cuda:{gpu_ids[0]}" if gpu_ids else "cpu"},
               system={st.HOST: socket.gethostname(), st.PID: os.getpid()})
     strategy = Strategy.from_dict(config["strategy"])
-    ctx = TrialContext(job, train, valid)
+    ctx = _context(job, train, valid)
 
     def report(value: float, epoch: int) -> None:
         set_attrs(storage, tid, user={"epochs_run": epoch})
@@ -197,15 +202,33 @@ def _ray_trial(config: dict, job: SearchJob | None = None, train: Any = None,
     save_if_top(study, tid, number, result, Path(job.workdir), job.keep_checkpoints)
 
 
+_contexts: dict[tuple[str, str], TrialContext] = {}
+
+
+def _context(job: SearchJob, train: Any, valid: Any) -> TrialContext:
+    """One TrialContext per study in a reused worker: data prepared once, not per trial."""
+    key = (job.storage.url, job.study_name)
+    if key not in _contexts:
+        _contexts.clear()
+        _contexts[key] = TrialContext(job, train, valid)
+    return _contexts[key]
+
+
 def _study_search_class():
     from ray.tune.search.optuna import OptunaSearch
 
     class StudySearch(OptunaSearch):
         """OptunaSearch that tells the study what really happened to each trial."""
 
-        def __init__(self, job: SearchJob, study_storage: Any, **kwargs: Any) -> None:
+        def __init__(self, job: SearchJob, study_storage: Any, ctx: TrialContext,
+                     **kwargs: Any) -> None:
             super().__init__(**kwargs)
-            self._job, self._study_storage = job, study_storage
+            self._job, self._study_storage, self._ctx = job, study_storage, ctx
+
+        def suggest(self, trial_id: str):
+            # the deferred baselines join the queue before Optuna is asked
+            enqueue_due_baselines(self._ot_study, self._ctx)
+            return super().suggest(trial_id)
 
         # The study's Optuna storage is the record (and how a search resumes); Tune's own
         # searcher snapshots would pickle the storage connection and the space closure.
@@ -246,8 +269,8 @@ def _study_search_class():
     return StudySearch
 
 
-def _StudySearch(job, study_storage, **kwargs):  # noqa: N802 (a class factory)
-    return _study_search_class()(job, study_storage, **kwargs)
+def _StudySearch(job, study_storage, ctx, **kwargs):  # noqa: N802 (a class factory)
+    return _study_search_class()(job, study_storage, ctx, **kwargs)
 
 
 def _BaselineSafeASHA(**kwargs):  # noqa: N802

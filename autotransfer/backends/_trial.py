@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from .. import plugins
 from .. import storage as st
+from ..cache import DEFAULT_BYTES, FeatureCache
 from ..data import Dataset
 from ..errors import AutotransferError
 from ..predictor import save_checkpoint
@@ -22,7 +23,10 @@ from ..runner import Prepared, TrialResult, prepare, run_trial
 from ..space import SearchSpace
 from ..strategy import Strategy
 
-BASELINES = ("scratch", "linear_probe", "default_finetune")
+# Cheapest first: a linear probe runs on cached features and fills the first rungs fast.
+BASELINES = ("linear_probe", "default_finetune", "scratch")
+CHEAP_BASELINES = ("linear_probe",)
+DEFER_AFTER = 3  # searched trials to finish before the full-training baselines run
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -46,6 +50,11 @@ class SearchJob:
     direction: str
     plugin_modules: list[str] = field(default_factory=list)
     progress: bool = True
+    sampler: Any = "tpe"  # "tpe", "random", or an optuna sampler
+    feature_cache: bool = True
+    cache_bytes: int = DEFAULT_BYTES
+    baselines: bool = True
+    timeout: float | None = None
 
     def budget_left(self, study: optuna.Study) -> bool:
         """Trials still to start: n_trials counts finished and running, not interrupted."""
@@ -59,6 +68,31 @@ class SearchJob:
 def counted_trials(study: optuna.Study) -> int:
     trials = study.get_trials(deepcopy=False, states=FINISHED + (TrialState.RUNNING,))
     return sum(1 for t in trials if not t.system_attrs.get(st.INTERRUPTED))
+
+
+def enqueue_due_baselines(study: optuna.Study, ctx: TrialContext) -> None:
+    """Enqueue the baselines that are due and not yet run, running or waiting.
+
+    The linear probe is due at once. The two full-training references (default fine-tune,
+    scratch) cost as much as the slowest searched trials and do not help find the best
+    one, so they wait until DEFER_AFTER searched trials have finished, unless the trials
+    left in ``n_trials`` are only enough for them.
+    """
+    if not ctx.job.baselines:
+        return
+    trials = study.get_trials(deepcopy=False)
+    have = {(t.user_attrs["baseline"], t.user_attrs.get("backbone")) for t in trials
+            if t.user_attrs.get("baseline") and not t.system_attrs.get(st.INTERRUPTED)}
+    missing = [(p, a) for p, a in ctx.baseline_trials()
+               if (a["baseline"], a["backbone"]) not in have]
+    if not missing:
+        return
+    searched = sum(1 for t in trials if t.state in FINISHED and not t.user_attrs.get("baseline"))
+    left = None if ctx.job.n_trials is None else ctx.job.n_trials - counted_trials(study)
+    expensive_due = searched >= DEFER_AFTER or (left is not None and left <= len(missing))
+    for params, attrs in missing:
+        if expensive_due or attrs["baseline"] in CHEAP_BASELINES:
+            study.enqueue_trial(params, user_attrs=attrs)
 
 
 def baseline_strategy(kind: str, space: SearchSpace, backbone: str, n_groups: int) -> Strategy:
@@ -82,6 +116,9 @@ class TrialContext:
         self.job, self.train, self.valid = job, train, valid
         self._prepared: dict[tuple, Prepared] = {}
         self._groups: dict[str, int] = {}
+        self.cache: FeatureCache | bool = (
+            FeatureCache(Path(job.workdir) / "cache", job.cache_bytes)
+            if job.feature_cache else False)
 
     def n_groups(self, backbone: str) -> int:
         if backbone not in self._groups:
@@ -131,10 +168,10 @@ class TrialContext:
         return self._prepared[key]
 
     def run(self, strategy: Strategy, report: Callable[[float, int], None], *, device: str,
-            seed: int) -> TrialResult:
+            seed: int, timings: dict[str, float] | None = None) -> TrialResult:
         return run_trial(strategy, self.train, self.valid, task=self.job.task, device=device,
                          report=report, patience=self.job.patience, seed=seed,
-                         prepared=self.prepared(strategy))
+                         prepared=self.prepared(strategy), cache=self.cache, timings=timings)
 
 
 def set_attrs(storage: optuna.storages.BaseStorage, trial_id: int, *,
@@ -160,7 +197,7 @@ def result_attrs(result: TrialResult) -> dict[str, Any]:
         "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
         "n_groups": result.n_groups, "trainable_params": result.trainable_params,
         "total_params": result.total_params, "duration_s": round(result.duration_s, 2),
-        "compute_s": round(result.compute_s, 2), "cached": result.cached,
+        "compute_s": round(result.compute_s, 2), "cached": result.cache_source,
     }
 
 

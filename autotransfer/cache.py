@@ -1,0 +1,159 @@
+"""The frozen-prefix feature cache: boundary activations computed once, reused by trials.
+
+A trial that freezes its backbone's first k layer groups and mixes nothing into the raw
+inputs feeds the same inputs through the same frozen, eval-mode prefix in every epoch and
+in every such trial. Its output depends only on the key below, so it is computed once,
+kept in memory up to a byte budget (least recently used first out), and spilled to disk
+under the study's folder, where other worker processes find it too. Files carry a
+checksum: a corrupted one is detected, deleted and rebuilt, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import _batch
+
+DEFAULT_BYTES = 1 << 30  # 1 GiB in memory per process
+DISK_FACTOR = 8  # the folder on disk may hold 8x the memory budget
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Everything the prefix output depends on."""
+
+    backbone: str
+    weights: str  # weights source, plus size and mtime for a file
+    pretrained: bool
+    frozen_groups: int
+    n_prefix: int
+    preprocessing: str
+    data: str  # fingerprint of the inputs
+    dtype: str  # autocast dtype the prefix ran under ("float32" on the CPU)
+
+    def digest(self) -> str:
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:24]
+
+
+def weights_id(backbone: Any) -> str:
+    """The weights source, with size and mtime for local files (a changed file is new)."""
+    from .backbones._weights import PackageWeights
+
+    w = backbone.weights
+    path = None
+    try:
+        if isinstance(w, PackageWeights):
+            path = w.path()
+        elif w not in (None, "hub"):
+            path = Path(w)
+    except Exception:
+        path = None
+    if path is not None and path.exists():
+        st = path.stat()
+        return f"{backbone.weights_source}|{st.st_size}|{int(st.st_mtime)}"
+    return backbone.weights_source
+
+
+class FeatureCache:
+    """An LRU of prefix outputs in memory, backed by checksummed files on disk.
+
+    Args:
+        directory: Where spilled features go (None: memory only).
+        max_bytes: Memory budget of this process's cache.
+        disk_bytes: Budget of the folder (oldest files go first); default 8x max_bytes.
+    """
+
+    def __init__(self, directory: str | os.PathLike | None = None,
+                 max_bytes: int = DEFAULT_BYTES, disk_bytes: int | None = None) -> None:
+        self.directory = Path(directory) if directory else None
+        self.max_bytes = int(max_bytes)
+        self.disk_bytes = int(disk_bytes if disk_bytes is not None else DISK_FACTOR * max_bytes)
+        self._memory: OrderedDict[str, Any] = OrderedDict()
+        self._bytes = 0
+        self.hits = {"memory": 0, "disk": 0, "computed": 0, "rebuilt": 0}
+
+    def get_or_compute(self, key: CacheKey, compute: Callable[[], Any]) -> tuple[Any, str]:
+        """The features for ``key`` and where they came from: memory, disk, computed."""
+        name = key.digest()
+        if name in self._memory:
+            self._memory.move_to_end(name)
+            self.hits["memory"] += 1
+            return self._memory[name], "memory"
+        value = self._read(name)
+        source = "disk"
+        if value is None:
+            value = compute()
+            source = "computed"
+            self._write(name, value)
+        self.hits[source] += 1
+        self._remember(name, value)
+        return value, source
+
+    def _remember(self, name: str, value: Any) -> None:
+        size = _batch.nbytes(value)
+        if size > self.max_bytes:
+            return  # larger than the whole budget: disk only
+        self._memory[name] = value
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, old = self._memory.popitem(last=False)
+            self._bytes -= _batch.nbytes(old)
+
+    def _path(self, name: str) -> Path | None:
+        return None if self.directory is None else self.directory / f"{name}.pt"
+
+    def _write(self, name: str, value: Any) -> None:
+        path = self._path(name)
+        if path is None:
+            return
+        buf = io.BytesIO()
+        torch.save(value, buf)
+        payload = buf.getvalue()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+        tmp.replace(path)  # atomic: readers never see half a file
+        self._trim_disk()
+
+    def _trim_disk(self) -> None:
+        files = sorted(self.directory.glob("*.pt"), key=lambda f: f.stat().st_mtime)
+        total = sum(f.stat().st_size for f in files)
+        for f in files[:-1]:  # never the one just written
+            if total <= self.disk_bytes:
+                break
+            total -= f.stat().st_size
+            f.unlink(missing_ok=True)
+
+    def _read(self, name: str) -> Any:
+        path = self._path(name)
+        if path is None or not path.is_file():
+            return None
+        try:
+            raw = path.read_bytes()
+            digest, payload = raw.split(b"\n", 1)
+            if hashlib.sha256(payload).hexdigest().encode() != digest:
+                raise ValueError("checksum mismatch")
+            value = torch.load(io.BytesIO(payload), weights_only=True)
+            os.utime(path)  # recently used: last to be trimmed
+            return value
+        except Exception:  # corrupted or truncated: rebuild, never trust
+            path.unlink(missing_ok=True)
+            self.hits["rebuilt"] += 1
+            return None
+
+    def clear_memory(self) -> None:
+        self._memory.clear()
+        self._bytes = 0
+
+    @property
+    def memory_bytes(self) -> int:
+        return self._bytes

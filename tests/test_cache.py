@@ -1,0 +1,139 @@
+"""The frozen-prefix feature cache: same results, right invalidation, no trust in bad files."""
+
+import pytest
+import torch
+
+import autotransfer as at
+from autotransfer.cache import FeatureCache
+from autotransfer.testing import toy_images
+
+BASE = at.Strategy("tiny_cnn", frozen_groups=3, epochs=2, image_size=16, lr=5e-3)
+
+
+@pytest.fixture
+def toy():
+    return toy_images(64, classes=2, size=16).split(0.25, seed=0)
+
+
+def _run(strategy, data, cache):
+    return at.run_trial(strategy, *data, cache=cache, patience=None)
+
+
+def test_cached_trials_match_uncached_ones_across_trials(toy, tmp_path):
+    cache = FeatureCache(tmp_path / "cache")
+    plain = _run(BASE, toy, cache=False)
+    first = _run(BASE, toy, cache)
+    again = _run(BASE.replace(lr=5e-3), toy, cache)  # another trial, same prefix
+    fresh = _run(BASE, toy, FeatureCache(tmp_path / "cache"))  # another process, say
+    assert (plain.cache_source, first.cache_source, again.cache_source, fresh.cache_source) == \
+        ("off", "computed", "memory", "disk")
+    for r in (first, again, fresh):
+        assert [h["accuracy"] for h in r.history] == [h["accuracy"] for h in plain.history]
+        assert r.history[-1]["train_loss"] == pytest.approx(plain.history[-1]["train_loss"],
+                                                            rel=1e-4)
+
+
+def _other_weights(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.manual_seed(1)
+    torch.save(at.create_backbone("tiny_cnn", pretrained=False).state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("part", ["backbone", "weights", "pretrained", "frozen_groups",
+                                  "preprocessing", "data"])
+def test_changing_any_key_part_misses_the_cache(part, toy, tmp_path):
+    cache = FeatureCache(tmp_path / "cache")
+    assert _run(BASE, toy, cache).cache_source == "computed"
+    strategy, data = BASE, toy
+    if part == "backbone":
+        at.register_plugin(_Twin(), name="twin")
+        strategy = BASE.replace(backbone="tiny_cnn_twin")
+    elif part == "weights":
+        at.register_plugin(_Twin(weights=_other_weights(tmp_path)), name="twin")
+        strategy = BASE.replace(backbone="tiny_cnn_twin")
+        cache = FeatureCache(tmp_path / "cache")
+        assert _run(strategy, data, cache).cache_source == "computed"
+        path = _other_weights(tmp_path)  # rewrite the same file: a new size/mtime key
+        torch.save({k: v + 1 for k, v in torch.load(path).items()}, path)
+    elif part == "pretrained":
+        strategy = BASE.replace(pretrained=False)
+    elif part == "frozen_groups":
+        strategy = BASE.replace(frozen_groups=4)
+    elif part == "preprocessing":
+        strategy = BASE.replace(image_size=24)
+    elif part == "data":
+        train, valid = toy
+        x = train.inputs.clone()
+        x[0, 0, 0, 0] ^= 1  # one pixel
+        data = (at.data.Dataset(x, train.labels, "image"), valid)
+    r = _run(strategy, data, cache)
+    assert r.cache_source.startswith("computed"), r.cache_source
+    if part == "data":
+        assert r.cache_source == "computed/memory"  # the validation split still hits
+
+
+class _Twin:
+    """The same architecture under another name (and maybe other weights)."""
+
+    def __init__(self, weights=None):
+        self.weights = weights
+
+    @at.hookimpl
+    def register_backbones(self, register):
+        register(at.TimmBackbone("tiny_cnn_twin", timm_name="test_efficientnet",
+                                 image_size=32, weights=self.weights))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage"])
+def test_a_corrupted_cache_file_is_rebuilt_not_trusted(damage, toy, tmp_path):
+    first = _run(BASE, toy, FeatureCache(tmp_path / "cache"))
+    files = sorted((tmp_path / "cache").glob("*.pt"))
+    assert len(files) == 2  # train and valid features
+    for f in files:
+        raw = bytearray(f.read_bytes())
+        if damage == "flip":
+            raw[len(raw) // 2] ^= 0xFF
+        elif damage == "truncate":
+            raw = raw[: len(raw) // 2]
+        else:
+            raw = bytearray(b"not a cache file")
+        f.write_bytes(bytes(raw))
+    cache = FeatureCache(tmp_path / "cache")
+    again = _run(BASE, toy, cache)
+    assert again.cache_source == "computed" and cache.hits["rebuilt"] == 2
+    assert [h["accuracy"] for h in again.history] == [h["accuracy"] for h in first.history]
+    assert _run(BASE, toy, FeatureCache(tmp_path / "cache")).cache_source == "disk"
+
+
+def test_memory_budget_evicts_least_recently_used(toy):
+    cache = FeatureCache(None, max_bytes=1)  # nothing fits: memory stays empty
+    _run(BASE, toy, cache)
+    assert cache.memory_bytes == 0
+    roomy = FeatureCache(None, max_bytes=10 << 20)
+    _run(BASE, toy, roomy)
+    _run(BASE.replace(frozen_groups=4), toy, roomy)
+    size = roomy.memory_bytes
+    assert 0 < size <= 10 << 20 and len(roomy._memory) == 4
+    tight = FeatureCache(None, max_bytes=size - 1)
+    _run(BASE, toy, tight)
+    _run(BASE.replace(frozen_groups=4), toy, tight)
+    assert tight.memory_bytes <= size - 1 and len(tight._memory) < 4
+
+
+def test_disk_budget_drops_the_oldest_files(toy, tmp_path):
+    cache = FeatureCache(tmp_path / "c", max_bytes=1 << 20, disk_bytes=1)
+    _run(BASE, toy, cache)
+    _run(BASE.replace(frozen_groups=4), toy, cache)
+    assert len(list((tmp_path / "c").glob("*.pt"))) == 1
+
+
+def test_leaderboard_says_which_trials_used_the_cache(tmp_path):
+    study = at.search(toy_images(60, classes=2, size=16), backbones=["tiny_cnn"], n_trials=4,
+                      storage=tmp_path / "s.db", progress=False,
+                      space=at.SearchSpace(epochs=2, image_size=16, mixup=[0.4]))
+    lb = study.leaderboard()
+    cached = dict(zip(lb["baseline"], lb["cached"]))
+    assert cached["linear_probe"] == "computed"
+    assert cached["default_finetune"] == "no (nothing frozen)"
+    assert cached[""] in ("no (mixup)", "no (nothing frozen)")  # the searched trial mixes
