@@ -22,7 +22,8 @@ else:  # pragma: no cover
 
 SEARCH_KEYS = ("name", "task", "backbones", "n_trials", "timeout", "backend", "devices",
                "storage", "seed", "baselines", "valid_fraction", "pruner", "keep_checkpoints",
-               "patience", "trials_per_device", "address", "max_retries")
+               "patience", "trials_per_device", "address", "max_retries",
+               "warm_start")
 EXTRA_KEYS = ("plugins",)  # plugin modules to register (ones not installed as packages)
 TABLES = ("data", "space")
 DATA_SOURCES = {

@@ -35,7 +35,7 @@ def search(data: Dataset, *, task: str = "classification",
            trials_per_device: int = 1, address: str | None = None,
            max_retries: int = 1, progress: bool = True, root: str | os.PathLike | None = None,
            sampler: str | optuna.samplers.BaseSampler = "tpe", feature_cache: bool = True,
-           cache_bytes: int = DEFAULT_BYTES) -> Study:
+           cache_bytes: int = DEFAULT_BYTES, warm_start: bool = True) -> Study:
     """Search backbones x transfer strategies; return the stored, resumable study.
 
     Args:
@@ -72,6 +72,10 @@ def search(data: Dataset, *, task: str = "classification",
         feature_cache: Share frozen-prefix outputs across trials (memory, then disk under
             the study's folder). False runs every frozen prefix on every batch.
         cache_bytes: Memory budget of the feature cache per worker process.
+        warm_start: Begin a new study with a short portfolio of transfer settings that
+            usually work (most, half, then a quarter of the groups frozen, with a
+            fine-tuning learning rate and layer decay; other fields sampled), cheapest
+            first, before the sampler takes over. False leaves every trial to the sampler.
 
     Returns:
         The :class:`Study`; ``study.leaderboard()``, ``study.load_best()``.
@@ -135,8 +139,8 @@ def search(data: Dataset, *, task: str = "classification",
               f"failed: {stale}")
     new = not study.get_trials(deepcopy=False)
     enqueue_due_baselines(study, ctx)
-    if new:
-        _enqueue_cheap_first(study, ctx)
+    if new and warm_start:
+        _enqueue_portfolio(study, ctx)
     done = counted_trials(study)
     if progress and done:
         print(f"[autotransfer] resuming study {name!r}: {done} trial(s) already recorded")
@@ -190,16 +194,36 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     return stale
 
 
-def _enqueue_cheap_first(study: optuna.Study, ctx: TrialContext) -> None:
-    """Start the search with a few heavily frozen trials (the rest of their values sampled).
+# Fractions of the layer groups to freeze, cheapest first, and what each trains with: a
+# prior from common practice (freeze the generic early layers, fine-tune the rest with a
+# learning rate that shrinks toward the input), not a result on any one dataset.
+PORTFOLIO = (
+    (3 / 4, {"lr": 3e-3, "layer_decay": 0.8, "mixup": 0.0}),
+    (1 / 2, {"lr": 3e-3, "layer_decay": 0.8, "mixup": 0.0}),
+    (1 / 4, {"lr": 1e-3, "layer_decay": 0.8, "mixup": 0.0}),
+)
 
-    They run on cached features in a fraction of a full trial's time, so the pruner's first
-    rungs fill fast and later trials are judged against real numbers sooner.
+
+def _enqueue_portfolio(study: optuna.Study, ctx: TrialContext) -> None:
+    """Start a new study with the PORTFOLIO points for its first two backbones.
+
+    Heavily frozen points come first: they run on cached features in a fraction of a full
+    trial's time, so the pruner's first rungs fill fast and the sampler starts from real
+    numbers. Values outside the user's space are left to the sampler; a study too short
+    for the portfolio to leave room for search (fewer than 4 trials per point) skips it.
     """
     job = ctx.job
-    if job.space.frozen_groups is not None or job.n_trials is None or job.n_trials < 12:
+    names = job.backbones[:2]
+    if job.n_trials is not None and job.n_trials < 4 * len(PORTFOLIO) * len(names):
         return
-    for name in job.backbones[:2]:
+    for name in names:
         g = ctx.n_groups(name)
-        for frozen in sorted({g - 1, (3 * g) // 4}, reverse=True):
-            study.enqueue_trial({"backbone": name, "frozen_groups": frozen})
+        seen = set()
+        for fraction, values in PORTFOLIO:
+            if job.modality != "image":
+                values = {k: v for k, v in values.items() if k != "mixup"}
+            params = job.space.in_space({"frozen_groups": int(g * fraction + 0.5), **values}, g)
+            key = tuple(sorted(params.items()))
+            if params and key not in seen:
+                seen.add(key)
+                study.enqueue_trial({"backbone": name, **params})

@@ -168,6 +168,18 @@ class SearchSpace:
                 out[name] = value
         return out
 
+    def in_space(self, values: dict[str, Any], n_groups: int) -> dict[str, Any]:
+        """The entries of ``values`` whose field is searched and whose value lies in range."""
+        out = {}
+        for name, value in values.items():
+            if name not in self.searched():
+                continue
+            dim = getattr(self, name)
+            dim = Int(0, n_groups) if name == "frozen_groups" and dim is None else dim
+            if _contains(dim, value):
+                out[name] = value
+        return out
+
     def record(self, trial: Any, params: dict[str, Any], n_groups: int) -> None:
         """Suggest exactly ``params`` (enqueued values) so the trial lists them."""
         for name in params:

@@ -6,12 +6,14 @@
 Task: scikit-learn digits at 32 px, 20 labels per class (400 validation images),
 ImageNet EfficientNet-Lite0, the default SearchSpace with 10 epochs. Each method gets the
 same wall-clock budget per seed (no trial starts after it) and the same seeds:
-  - autotransfer: as shipped (feature cache, Hyperband on epochs, baselines, cheap first)
+  - autotransfer: as shipped (feature cache, Hyperband on epochs, baselines, warm-start
+    portfolio, cheap first)
   - tpe: plain Optuna TPE over the same space, no cache, no pruning, no baselines
   - random: random search over the same space, no cache, no pruning, no baselines
 Then: cached vs uncached trial speed, orchestration overhead, and peak memory of a
 30-trial search against its largest single trial (each in a fresh process).
-Prints Markdown tables; raw figures go to benchmarks/results/search_efficiency.json.
+Prints Markdown tables; raw figures go to benchmarks/results/search_efficiency.json
+(`--report` prints the tables again from that file).
 """
 
 from __future__ import annotations
@@ -28,11 +30,15 @@ from pathlib import Path
 
 import autotransfer as at
 
+RESULTS = Path(__file__).parent / "results" / "search_efficiency.json"
+
 SPACE = at.SearchSpace(epochs=10, image_size=32)
 METHODS = {
     "autotransfer": {},
-    "tpe": dict(sampler="tpe", pruner="none", feature_cache=False, baselines=False),
-    "random": dict(sampler="random", pruner="none", feature_cache=False, baselines=False),
+    "tpe": dict(sampler="tpe", pruner="none", feature_cache=False, baselines=False,
+                warm_start=False),
+    "random": dict(sampler="random", pruner="none", feature_cache=False, baselines=False,
+                warm_start=False),
 }
 
 
@@ -140,7 +146,12 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=180, help="seconds per method and seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--report", action="store_true",
+                        help=f"print the tables again from {RESULTS.name}, run nothing")
     args = parser.parse_args()
+    if args.report:
+        report(json.loads(RESULTS.read_text()))
+        return
 
     runs = []
     for seed in args.seeds:
@@ -150,8 +161,21 @@ def main() -> None:
             print(f"seed {seed} {method:<13} best {r['final']:.4f}  trials {r['trials']:>3} "
                   f"(pruned {r['pruned']})  {r['wall_s']:.0f} s", flush=True)
 
+    rows = speedups()
+    memory = None if args.skip_memory else peak_memory()
+    results = {"runs": runs, "speedups": rows, "memory": memory, "budget": args.budget,
+               "seeds": args.seeds}
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=1, default=str))
+    report(results)
+
+
+def report(results: dict) -> None:
+    """Print the Markdown tables for one run's raw figures."""
+    runs, budget, seeds = results["runs"], results["budget"], results["seeds"]
+    rows, memory = results["speedups"], results["memory"]
     by = {m: [r for r in runs if r["method"] == m] for m in METHODS}
-    marks = [args.budget * f for f in (0.1, 0.25, 0.5, 0.75, 1.0)]
+    marks = [budget * f for f in (0.1, 0.25, 0.5, 0.75, 1.0)]
     print("\n### Best validation accuracy by elapsed time (mean over seeds)\n")
     print("| method | " + " | ".join(f"{m:.0f} s" for m in marks) + " | trials | pruned |")
     print("|---|" + "---|" * (len(marks) + 2))
@@ -164,22 +188,18 @@ def main() -> None:
     print("\n### Time autotransfer needs to reach each baseline method's final best\n")
     print("| seed | vs | their final best | their time | autotransfer's time | fraction |")
     print("|---|---|---|---|---|---|")
-    fractions = []
-    for seed in args.seeds:
+    for seed in seeds:
         ours = next(r for r in by["autotransfer"] if r["seed"] == seed)
         for other in ("tpe", "random"):
             theirs = next(r for r in by[other] if r["seed"] == seed)
-            target = best_at(theirs["curve"], args.budget)
+            target = best_at(theirs["curve"], budget)
             their_t = time_to(theirs["curve"], target)
             our_t = time_to(ours["curve"], target)
             frac = None if our_t is None or not their_t else our_t / their_t
-            if other == "tpe":
-                fractions.append(frac)
             print(f"| {seed} | {other} | {target:.4f} | {their_t:.0f} s | "
                   f"{'never' if our_t is None else f'{our_t:.0f} s'} | "
                   f"{'-' if frac is None else f'{frac:.2f}'} |")
 
-    rows = speedups()
     print("\n### Cached vs uncached trial (10 epochs, 200 train / 400 valid images)\n")
     print("| trial | uncached s | first cached s | cache hit s | speed-up (first) | "
           "speed-up (hit) |")
@@ -200,18 +220,11 @@ def main() -> None:
           f"sampling, storage and pruning: "
           f"{100 * (busy - sum(r['runner_s'] for r in ours)) / busy:.1f}%)")
 
-    memory = None
-    if not args.skip_memory:
-        memory = peak_memory()
+    if memory:
         print("\n### Peak memory (RSS, fresh processes)\n")
         print(f"largest single trial: {memory['trial']['peak_mb']:.0f} MB; 30-trial search: "
               f"{memory['search']['peak_mb']:.0f} MB; ratio {memory['ratio']:.2f}")
 
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "search_efficiency.json").write_text(json.dumps(
-        {"runs": runs, "speedups": rows, "memory": memory, "tpe_fractions": fractions,
-         "budget": args.budget}, indent=1, default=str))
 
 
 if __name__ == "__main__":

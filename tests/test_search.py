@@ -74,6 +74,28 @@ def test_rerunning_resumes_without_repeating_trials(toy, tmp_path):
     assert kept.tolist() == first.set_index("trial")["accuracy"].tolist()
 
 
+def test_a_new_study_starts_with_the_portfolio_cheapest_first(toy, tmp_path):
+    lb = _search(toy, tmp_path, n_trials=12, pruner="none").leaderboard().set_index("trial")
+    assert lb.loc[0, "baseline"] == "linear_probe"
+    first = lb.loc[[1, 2, 3]]
+    assert first["frozen_groups"].tolist() == [5, 3, 2]  # of tiny_cnn's 6 groups
+    assert first["lr"].tolist() == [3e-3, 3e-3, 1e-3]
+    assert (first["layer_decay"] == 0.8).all() and (first["mixup"] == 0.0).all()
+
+    # values outside the user's space are left to the sampler
+    narrow = at.SearchSpace(epochs=3, image_size=16, lr=(1e-4, 5e-4))
+    lb = _search(toy, tmp_path, n_trials=12, name="narrow", space=narrow,
+                 pruner="none").leaderboard().set_index("trial")
+    assert lb.loc[[1, 2, 3], "frozen_groups"].tolist() == [5, 3, 2]
+    assert lb.loc[[1, 2, 3], "lr"].between(1e-4, 5e-4).all()
+
+    # warm_start=False, or a study too short for it: every searched trial is sampled
+    for name, kw in (("cold", dict(n_trials=12, warm_start=False)), ("short", dict(n_trials=8))):
+        lb = _search(toy, tmp_path, name=name, pruner="none", **kw).leaderboard()
+        searched = lb[lb["baseline"] == ""]
+        assert not (searched["layer_decay"] == 0.8).any(), name
+
+
 def test_study_load_by_storage_and_name(toy, tmp_path):
     _search(toy, tmp_path, n_trials=3, name="one")
     assert at.Study.load(tmp_path / "s.db").name == "one"  # the only study: no name needed
