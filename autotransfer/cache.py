@@ -125,12 +125,19 @@ class FeatureCache:
         self._trim_disk()
 
     def _trim_disk(self) -> None:
-        files = sorted(self.directory.glob("*.pt"), key=lambda f: f.stat().st_mtime)
-        total = sum(f.stat().st_size for f in files)
-        for f in files[:-1]:  # never the one just written
+        files = []
+        for f in self.directory.glob("*.pt"):
+            try:  # another worker may delete files while this one looks
+                st = f.stat()
+            except FileNotFoundError:
+                continue
+            files.append((st.st_mtime, st.st_size, f))
+        files.sort(key=lambda x: x[0])
+        total = sum(size for _, size, _ in files)
+        for _, size, f in files[:-1]:  # never the one just written
             if total <= self.disk_bytes:
                 break
-            total -= f.stat().st_size
+            total -= size
             f.unlink(missing_ok=True)
 
     def _read(self, name: str) -> Any:
