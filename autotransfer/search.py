@@ -220,9 +220,7 @@ def _enqueue_portfolio(study: optuna.Study, ctx: TrialContext) -> None:
         g = ctx.n_groups(name)
         seen = set()
         for fraction, values in PORTFOLIO:
-            if job.modality != "image":
-                values = {k: v for k, v in values.items() if k != "mixup"}
-            params = job.space.in_space({"frozen_groups": int(g * fraction + 0.5), **values}, g)
+            params = ctx.params_for(name, {"frozen_groups": int(g * fraction + 0.5), **values})
             key = tuple(sorted(params.items()))
             if params and key not in seen:
                 seen.add(key)

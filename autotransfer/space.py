@@ -152,32 +152,21 @@ class SearchSpace:
         fixed = {n: getattr(self, n) for n in FIELDS if n not in self.searched()}
         return Strategy(backbone=backbone, **fixed)
 
-    def params_for(self, strategy: Strategy, n_groups: int, *, modality: str, task: str,
+    def params_for(self, values: dict[str, Any], n_groups: int, *, modality: str, task: str,
                    supports_drop_path: bool) -> dict[str, Any]:
-        """Searched values of ``strategy`` that lie in this space, as trial params.
+        """The entries of ``values`` this space searches for such a trial, in range, as params.
 
-        Enqueuing them makes :meth:`sample` return those values, so a baseline is also a
-        point the sampler learns from.
+        Enqueuing them makes :meth:`sample` return those values, so a baseline or a
+        portfolio point is also a point the sampler learns from; the rest are sampled.
         """
         out = {}
         for name in self.searched():
-            dim = getattr(self, name)
-            dim = Int(0, n_groups) if name == "frozen_groups" and dim is None else dim
-            value = getattr(strategy, name)
-            if _applies(name, modality, task, supports_drop_path) and _contains(dim, value):
-                out[name] = value
-        return out
-
-    def in_space(self, values: dict[str, Any], n_groups: int) -> dict[str, Any]:
-        """The entries of ``values`` whose field is searched and whose value lies in range."""
-        out = {}
-        for name, value in values.items():
-            if name not in self.searched():
+            if name not in values or not _applies(name, modality, task, supports_drop_path):
                 continue
             dim = getattr(self, name)
             dim = Int(0, n_groups) if name == "frozen_groups" and dim is None else dim
-            if _contains(dim, value):
-                out[name] = value
+            if _contains(dim, values[name]):
+                out[name] = values[name]
         return out
 
     def record(self, trial: Any, params: dict[str, Any], n_groups: int) -> None:

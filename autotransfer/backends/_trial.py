@@ -126,11 +126,15 @@ class TrialContext:
             self._groups[backbone] = len(b.layer_groups(b.build(pretrained=False)))
         return self._groups[backbone]
 
-    def _params_for(self, strategy: Strategy) -> dict[str, Any]:
-        b = plugins.get_backbone(strategy.backbone)
+    def params_for(self, backbone: str, values: dict[str, Any]) -> dict[str, Any]:
+        """The entries of ``values`` that the search space samples for ``backbone``."""
+        b = plugins.get_backbone(backbone)
         return self.job.space.params_for(
-            strategy, self.n_groups(b.name), modality=self.job.modality, task=self.job.task,
+            values, self.n_groups(b.name), modality=self.job.modality, task=self.job.task,
             supports_drop_path=b.supports_drop_path)
+
+    def _params_for(self, strategy: Strategy) -> dict[str, Any]:
+        return self.params_for(strategy.backbone, strategy.to_dict())
 
     def baseline_trials(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """(params, user_attrs) to enqueue for each baseline of each backbone."""
