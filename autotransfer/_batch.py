@@ -37,11 +37,16 @@ def to(x: Batch, device: torch.device | str, non_blocking: bool = False) -> Batc
 
 
 def cat(parts: list[Batch]) -> Batch:
+    """Concatenate batches; tensors of varied length (padded text) are zero-padded on dim 1."""
     first = parts[0]
     if isinstance(first, dict):
-        return {k: torch.cat([p[k] for p in parts]) for k in first}
+        return {k: cat([p[k] for p in parts]) for k in first}
     if isinstance(first, tuple):
         return tuple(cat([p[i] for p in parts]) for i in range(len(first)))
+    if first.ndim >= 2 and len({p.shape[1] for p in parts}) > 1:
+        longest = max(p.shape[1] for p in parts)
+        parts = [torch.nn.functional.pad(p, (0, 0) * (p.ndim - 2) + (0, longest - p.shape[1]))
+                 for p in parts]
     return torch.cat(parts)
 
 

@@ -49,8 +49,8 @@ def cmd_backbones(args: argparse.Namespace) -> int:
 
 
 SUMMARY_COLUMNS = ["rank", "trial", "state", "baseline", "backbone", "frozen_groups",
-                   "n_groups", "lr", "layer_decay", "weight_decay", "dropout", "mixup", "l2sp",
-                   "epochs_run"]
+                   "n_groups", "lr", "layer_decay", "weight_decay", "dropout", "augment", "mixup",
+                   "cutmix", "l2sp", "epochs_run", "cached"]
 SUMMARY_TAIL = ["transfer_gain", "negative_transfer", "duration_s", "reason"]
 
 

@@ -6,11 +6,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from . import plugins
-from .data import Dataset, to_uint8_images
+from . import _batch, pipeline, plugins
+from .data import Dataset
+from .data._inputs import as_dataset
 from .errors import DataError, StorageError
 from .model import TransferModel
 from .preprocessing import ImagePreprocessing, Preprocessing, TextPreprocessing
@@ -42,37 +42,63 @@ class Predictor:
         return self.info.get("classes")
 
     @torch.no_grad()
-    def _outputs(self, inputs: Any, batch_size: int) -> torch.Tensor:
-        raw = inputs.inputs if isinstance(inputs, Dataset) else inputs
-        if isinstance(self.preprocessing, TextPreprocessing):
-            raw = [raw] if isinstance(raw, str) else list(raw)
-        elif not (isinstance(raw, list) and raw and isinstance(raw[0], torch.Tensor)):
-            raw = to_uint8_images(raw)
-        if len(raw) == 0:
-            raise DataError("Nothing to predict: the inputs are empty.")
-        x = self.preprocessing.prepare(raw)
+    def _outputs(self, inputs: Any, batch_size: int,
+                 column: str | None) -> tuple[torch.Tensor, bool, Any]:
+        """Model outputs for the inputs, whether one input was given, and a row index."""
+        ds, single = as_dataset(inputs, self.preprocessing.modality, column=column)
+        index = inputs.index if hasattr(inputs, "columns") and hasattr(inputs, "index") \
+            else None
         device = next(self.model.parameters()).device
         outs = []
-        n = len(x) if not isinstance(x, dict) else len(next(iter(x.values())))
-        for i in range(0, n, batch_size):
-            xb = {k: v[i:i + batch_size].to(device) for k, v in x.items()} \
-                if isinstance(x, dict) else x[i:i + batch_size].to(device)
+        for xb in self._batches(ds, batch_size):
+            xb = _batch.to(xb, device)
             outs.append(self.model(self.preprocessing.normalize(xb)).float().cpu())
-        return torch.cat(outs)
+        return torch.cat(outs), single, index
 
-    def predict(self, inputs: Any, *, batch_size: int = 256) -> Any:
-        """Predictions in the label space of the training data (class names, numbers)."""
-        return self.head.decode(self._outputs(inputs, batch_size), self.info)
+    def _batches(self, ds: Dataset, batch_size: int) -> Any:
+        pre = self.preprocessing
+        if isinstance(pre, TextPreprocessing):
+            texts = list(ds.inputs)
+            for i in range(0, len(texts), batch_size):
+                yield pre.prepare(texts[i:i + batch_size])
+            return
+        data = pipeline.Prepared(ds, torch.zeros(len(ds)), ds, torch.zeros(len(ds)), {}, pre)
+        for xb, _ in pipeline.loader(data, "valid", batch_size):
+            yield xb
 
-    def predict_proba(self, inputs: Any, *, batch_size: int = 256) -> np.ndarray:
-        """Class probabilities (classification: softmax; multilabel: per-label sigmoid)."""
-        out = self._outputs(inputs, batch_size)
+    def predict(self, inputs: Any, *, batch_size: int = 64, column: str | None = None) -> Any:
+        """Predictions in the label space of the training data (class names, numbers).
+
+        ``inputs``: one image (PIL image, array, file path) or string, which gives one
+        prediction; or many: a list (images of varied sizes too), a batch array, a folder,
+        a DataFrame (``column=`` names the input column when it has several) or a Dataset.
+        """
+        out, single, _ = self._outputs(inputs, batch_size, column)
+        pred = self.head.decode(out, self.info)
+        return pred[0] if single else pred
+
+    def predict_proba(self, inputs: Any, *, batch_size: int = 64, column: str | None = None,
+                      as_pandas: bool = True) -> Any:
+        """Class probabilities: a DataFrame with one column per class (a Series for one input).
+
+        Classification: softmax; multilabel: a sigmoid per label. Columns are the class
+        names, as in AutoGluon and scikit-learn's ``classes_`` order; ``as_pandas=False``
+        gives the array (columns in :attr:`classes` order).
+        """
+        import pandas as pd
+
+        out, single, index = self._outputs(inputs, batch_size, column)
         if self.task == "classification":
-            return torch.softmax(out, 1).numpy()
-        if self.task == "multilabel":
-            return torch.sigmoid(out).numpy()
-        raise DataError(f"predict_proba applies to classification and multilabel, "
-                        f"not {self.task!r}; use predict().")
+            proba = torch.softmax(out, 1).numpy()
+        elif self.task == "multilabel":
+            proba = torch.sigmoid(out).numpy()
+        else:
+            raise DataError(f"predict_proba applies to classification and multilabel, "
+                            f"not {self.task!r}; use predict().")
+        if not as_pandas:
+            return proba[0] if single else proba
+        frame = pd.DataFrame(proba, columns=list(self.classes), index=index)
+        return frame.iloc[0] if single else frame
 
     def save(self, path: str | Path) -> Path:
         """Save weights, strategy, task, labels and preprocessing to one file."""

@@ -1,29 +1,33 @@
 """The trial runner: train one strategy, validate every epoch, report, stop early.
 
-Read top to bottom: set up (backbone, head, data), compute the frozen prefix once when
-the strategy allows it, then the epoch loop.
+Read top to bottom: set up (backbone, head, data), the feed (frozen-prefix features
+computed once when nothing random touches the inputs, else live loaders), then the epoch
+loop.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import _batch, plugins
+from . import _batch, pipeline, plugins
 from .cache import CacheKey, FeatureCache, weights_id
 from .data import Dataset
 from .errors import DataError, ModalityError, StrategyError, TrialFailed
 from .model import TransferModel
+from .pipeline import Prepared
 from .preprocessing import Preprocessing
 from .strategy import Strategy
 
 Report = Callable[[float, int], None]
+EVAL_BATCH = 256
 
 
 @dataclass
@@ -49,26 +53,17 @@ class TrialResult:
     info: dict
     preprocessing: Preprocessing
     state_dict: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
-
-
-@dataclass
-class Prepared:
-    """A task's data, preprocessed for one backbone: inputs and encoded targets."""
-
-    x_train: Any
-    y_train: torch.Tensor
-    x_valid: Any
-    y_valid: torch.Tensor
-    info: dict
-    preprocessing: Preprocessing
-    fingerprints: tuple[str, str] = ("", "")  # of the raw train and valid inputs
+    first_step_s: float = 0.0  # from the call to the first optimizer step
 
 
 def prepare(strategy: Strategy, train: Dataset, valid: Dataset, task: str) -> Prepared:
-    """Check the data fits the backbone and the task, then preprocess and encode it."""
+    """Check the data fits the backbone and the task, encode the labels, ready the inputs."""
     backbone = plugins.get_backbone(strategy.backbone)
     head = plugins.get_head(task)
     for name, ds in (("train", train), ("valid", valid)):
+        if not isinstance(ds, Dataset):
+            raise DataError(f"{name} must be an autotransfer Dataset (at.data.from_folder, "
+                            f"from_pandas, from_hf, ...), but got {type(ds).__name__}.")
         if ds.modality != backbone.modality:
             fits = plugins.list_backbones(modality=ds.modality)
             raise ModalityError(
@@ -78,14 +73,22 @@ def prepare(strategy: Strategy, train: Dataset, valid: Dataset, task: str) -> Pr
             )
     if len(train) < 2:
         raise DataError(f"Training needs at least 2 examples, but got {len(train)}.")
-    if strategy.mixup and backbone.modality != "image":
-        raise StrategyError(f"mixup applies to images; backbone {backbone.name!r} takes "
-                            f"{backbone.modality}. Use mixup=0.")
+    _check_applies(strategy, backbone, task)
     pre = backbone.preprocessing(image_size=strategy.image_size, max_length=strategy.max_length)
     y_train, info = head.encode(train.labels)
     y_valid, _ = head.encode(valid.labels, info)
-    return Prepared(pre.prepare(train.inputs), y_train, pre.prepare(valid.inputs), y_valid,
-                    info, pre, (train.fingerprint(), valid.fingerprint()))
+    return pipeline.ready(pre, train, valid, y_train, y_valid, info)
+
+
+def _check_applies(strategy: Strategy, backbone: Any, task: str) -> None:
+    if backbone.modality != "image":
+        for name, off in (("mixup", 0.0), ("cutmix", 0.0), ("augment", "none")):
+            if getattr(strategy, name) != off:
+                raise StrategyError(f"{name} applies to images; backbone {backbone.name!r} "
+                                    f"takes {backbone.modality}. Use {name}={off!r}.")
+    if strategy.mixes and task not in ("classification", "multilabel"):
+        raise StrategyError(f"mixup and cutmix mix class targets; task {task!r} has none. "
+                            f"Use mixup=0 and cutmix=0.")
 
 
 def build_model(strategy: Strategy, task: str, info: dict) -> TransferModel:
@@ -113,7 +116,7 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
         report: Called as ``report(value, epoch)`` after each epoch with the primary
             validation metric; it may raise ``optuna.TrialPruned`` to stop the trial.
         patience: Stop after this many epochs without improvement (None: never).
-        seed: Seeds the head's init, the shuffling and mixup.
+        seed: Seeds the head's init, the shuffling, augmentation and mixing.
         prepared: Data already passed through :func:`prepare` (reused across trials).
         cache: A :class:`FeatureCache` shares frozen-prefix outputs across trials; True
             computes them once for this trial; False runs the prefix every batch (same
@@ -128,105 +131,159 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
     head = plugins.get_head(task)
     data = prepared or prepare(strategy, train, valid, task)
     dev = _Device.for_(device, data.preprocessing.modality)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-
+    gen = _seed_everything(seed)
     model = dev.prepare(build_model(strategy, task, data.info))
-    n_train = _batch.length(data.x_train)
-    batch_size = min(strategy.batch_size, n_train)
-    steps = max(1, n_train // batch_size)  # drop the ragged last batch (BatchNorm needs > 1)
-    applied = strategy.apply(model, steps)
-    normalize = data.preprocessing.normalize
-
-    # The frozen prefix does not change while training, so unless mixup mixes raw inputs
-    # its output is computed once (or found in the cache) and the epochs run only the tail.
-    cached = bool(cache) and model.n_prefix > 0 and not strategy.mixup
-    t0 = time.perf_counter()
-    if cached:
-        (x_train, x_valid), source = _prefix_features(model, data, strategy, dev, cache)
-    else:
-        x_train, x_valid = data.x_train, data.x_valid
-        source = ("off" if not cache else "no (mixup)" if strategy.mixup and model.n_prefix
-                  else "no (nothing frozen)" if strategy.frozen_groups == 0
-                  else "no (prefix not separable)")
-    compute = time.perf_counter() - t0
+    batch_size = _batch_size(strategy, len(data.y_train))
+    applied = strategy.apply(model, max(1, len(data.y_train) // batch_size))
+    # Features of the frozen prefix computed once (or found in the cache) when nothing
+    # random touches the inputs; else the loaders decode and augment every epoch.
+    feed = _feed(model, data, strategy, dev, cache, gen, batch_size)
+    mix = _mixer(strategy, head, data.info)
     timings = timings if timings is not None else {}
-    timings["compute_s"] = compute
-    x_train, x_valid = dev.pin(x_train), dev.pin(x_valid)
-
-    best = -math.inf if head.direction == "maximize" else math.inf
-    best_state: dict[str, torch.Tensor] = {}
-    best_metrics: dict[str, float] = {}
-    best_epoch, bad_epochs, history = 0, 0, []
+    timings.update(compute_s=feed.compute_s, started=started)
+    best, history = _Best(head.direction), []
     try:
         for epoch in range(1, strategy.epochs + 1):
-            # --- train one epoch ---
-            model.train()
             t0 = time.perf_counter()
-            perm = torch.randperm(n_train, generator=gen)
-            total_loss = 0.0
-            for step in range(steps):
-                idx = perm[step * batch_size : (step + 1) * batch_size]
-                xb = dev.batch(_batch.take(x_train, idx))
-                yb = data.y_train[idx].to(dev.device, non_blocking=True)
-                loss = _batch_loss(model, head, strategy, applied, dev, normalize, xb, yb,
-                                   cached, gen)
-                if not torch.isfinite(loss):
-                    raise TrialFailed(
-                        f"loss became {loss.item()} at epoch {epoch}, step {step + 1} "
-                        f"(lr={strategy.lr:g}); try a lower lr or grad_clip > 0"
-                    )
-                _step(model, loss, applied, dev, strategy.grad_clip)
-                total_loss += loss.item()
-
-            # --- validate ---
-            outputs = _predict(model, x_valid, normalize, dev, cached)
-            metrics = head.metrics(outputs, data.y_valid.to(outputs.device), data.info)
-            metrics["train_loss"] = total_loss / steps
-            compute += time.perf_counter() - t0
-            timings["compute_s"] = compute
+            loss = _train_epoch(model, feed, head, strategy, applied, dev, mix, epoch, timings)
+            outputs, targets = _predict(model, feed.valid, dev, feed)
+            metrics = {**head.metrics(outputs, targets, data.info), "train_loss": loss}
+            timings["compute_s"] += time.perf_counter() - t0
             history.append({"epoch": epoch, **metrics})
-            value = metrics[head.metric]
-            improved = value > best if head.direction == "maximize" else value < best
-            if improved:
-                best, best_epoch, best_metrics, bad_epochs = value, epoch, metrics, 0
-                best_state = {k: v.detach().to("cpu", copy=True)
-                              for k, v in model.state_dict().items()}
-            else:
-                bad_epochs += 1
+            best.update(epoch, metrics[head.metric], metrics, model)
             if report is not None:
-                report(value, epoch)  # may raise optuna.TrialPruned
-            if patience is not None and bad_epochs >= patience:
+                report(metrics[head.metric], epoch)  # may raise optuna.TrialPruned
+            if patience is not None and best.stale >= patience:
                 break
     except torch.OutOfMemoryError as exc:
         raise TrialFailed(f"out of memory on {dev.device} at batch_size={batch_size}; "
                           f"try a smaller batch_size or trials_per_device") from exc
-
     trainable, total = model.param_counts()
     return TrialResult(
-        strategy=strategy, task=task, metric=head.metric, value=float(best),
-        metrics=best_metrics, history=history, best_epoch=best_epoch, epochs_run=len(history),
-        duration_s=time.perf_counter() - started, compute_s=compute,
+        strategy=strategy, task=task, metric=head.metric, value=float(best.value),
+        metrics=best.metrics, history=history, best_epoch=best.epoch, epochs_run=len(history),
+        duration_s=time.perf_counter() - started, compute_s=timings["compute_s"],
         trainable_params=trainable, total_params=total, n_groups=model.n_groups,
-        cached=cached, cache_source=source, device=str(dev.device), info=data.info,
-        preprocessing=data.preprocessing,
-        state_dict=best_state,
-    )
+        cached=feed.cached, cache_source=feed.source, device=str(dev.device), info=data.info,
+        preprocessing=data.preprocessing, state_dict=best.state,
+        first_step_s=timings.get("first_step_s", 0.0))
 
 
-def _batch_loss(model, head, strategy, applied, dev, normalize, xb, yb, cached,
-                gen) -> torch.Tensor:
-    ls = strategy.label_smoothing
-    with dev.autocast():
-        if cached:  # xb holds frozen-prefix outputs
-            loss = head.loss(model.forward_tail(xb), yb, label_smoothing=ls)
-        elif strategy.mixup:
-            loss = _mixup_loss(model, head, dev.layout(normalize(xb)), yb, strategy, gen)
+def _seed_everything(seed: int) -> torch.Generator:
+    # timm's Mixup draws from numpy, its augmentations from `random`: seed them all.
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _batch_size(strategy: Strategy, n_train: int) -> int:
+    size = min(strategy.batch_size, n_train)
+    return size - size % 2 if strategy.mixes else size  # mixing pairs a batch with its flip
+
+
+class _Best:
+    """The best epoch so far: its value, metrics and weights; epochs since it."""
+
+    def __init__(self, direction: str) -> None:
+        self.sign = 1 if direction == "maximize" else -1
+        self.value, self.epoch, self.stale = -self.sign * math.inf, 0, 0
+        self.metrics: dict[str, float] = {}
+        self.state: dict[str, torch.Tensor] = {}
+
+    def update(self, epoch: int, value: float, metrics: dict, model: TransferModel) -> None:
+        if self.sign * value > self.sign * self.value:
+            self.value, self.epoch, self.metrics, self.stale = value, epoch, metrics, 0
+            self.state = {k: v.detach().to("cpu", copy=True)
+                          for k, v in model.state_dict().items()}
         else:
-            loss = head.loss(model(dev.layout(normalize(xb))), yb, label_smoothing=ls)
-    if applied.penalty is not None:
-        loss = loss + applied.penalty()
-    return loss
+            self.stale += 1
+
+
+@dataclass
+class _Feed:
+    """Where a trial's batches come from: cached prefix features, or live loaders."""
+
+    train: Iterable
+    valid: Iterable
+    cached: bool  # batches hold frozen-prefix outputs
+    source: str  # memory / disk / computed, or why the prefix runs every batch
+    compute_s: float
+    prep: Callable[[Any], Any]  # on the device: normalize (images) and memory layout
+
+
+def _feed(model: TransferModel, data: Prepared, strategy: Strategy, dev: _Device,
+          cache: bool | FeatureCache, gen: torch.Generator, batch_size: int) -> _Feed:
+    def prep(x: Any) -> Any:
+        return dev.layout(data.preprocessing.normalize(x))
+
+    reason = _live_reason(model, strategy, cache)
+    t0 = time.perf_counter()
+    if reason is None:
+        try:
+            (f_train, f_valid), source = _prefix_features(model, data, strategy, dev, cache)
+            return _Feed(pipeline.rows(f_train, data.y_train, batch_size, shuffle=True,
+                                       generator=gen),
+                         pipeline.rows(f_valid, data.y_valid, EVAL_BATCH), True, source,
+                         time.perf_counter() - t0, prep)
+        except _FeaturesTooLarge as exc:
+            reason = f"no (features {exc.args[0] / 2**20:.0f} MB > cache budget)"
+    pin = dev.device.type == "cuda"
+    return _Feed(pipeline.loader(data, "train", batch_size, shuffle=True,
+                                 augment=strategy.augment, generator=gen, pin=pin),
+                 pipeline.loader(data, "valid", EVAL_BATCH, pin=pin), False, reason,
+                 time.perf_counter() - t0, prep)
+
+
+def _live_reason(model: TransferModel, strategy: Strategy, cache: Any) -> str | None:
+    """Why the frozen prefix must run every batch, or None when its output can be cached."""
+    if not cache:
+        return "off"
+    if model.n_prefix == 0:
+        return "no (nothing frozen)" if strategy.frozen_groups == 0 \
+            else "no (prefix not separable)"
+    if strategy.augment != "none":
+        return f"no (augment={strategy.augment})"
+    if strategy.mixes:
+        return "no (mixup)" if strategy.mixup else "no (cutmix)"
+    return None
+
+
+def _mixer(strategy: Strategy, head: Any, info: dict) -> Callable | None:
+    """timm's Mixup (mixup, CutMix and label smoothing on the targets), or None."""
+    if not strategy.mixes:
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=strategy.mixup, cutmix_alpha=strategy.cutmix, mode="batch",
+                 label_smoothing=strategy.label_smoothing, num_classes=head.n_outputs(info),
+                 multi_label=head.name == "multilabel")
+
+
+def _train_epoch(model, feed, head, strategy, applied, dev, mix, epoch, timings) -> float:
+    model.train()
+    total, steps = 0.0, 0
+    for xb, yb in feed.train:
+        xb, yb = dev.batch(xb), yb.to(dev.device, non_blocking=True)
+        with dev.autocast():
+            if feed.cached:  # xb holds frozen-prefix outputs
+                out = model.forward_tail(xb)
+            else:
+                xb = feed.prep(xb)
+                if mix is not None:  # soft targets, label smoothing included
+                    xb, yb = mix(xb, yb)
+                out = model(xb)
+            ls = 0.0 if mix is not None else strategy.label_smoothing
+            loss = head.loss(out, yb, label_smoothing=ls)
+        if applied.penalty is not None:
+            loss = loss + applied.penalty()
+        if not torch.isfinite(loss):
+            raise TrialFailed(f"loss became {loss.item()} at epoch {epoch}, step {steps + 1} "
+                              f"(lr={strategy.lr:g}); try a lower lr or grad_clip > 0")
+        _step(model, loss, applied, dev, strategy.grad_clip)
+        timings.setdefault("first_step_s", time.perf_counter() - timings["started"])
+        total, steps = total + loss.item(), steps + 1
+    return total / max(1, steps)
 
 
 def _step(model, loss, applied, dev, grad_clip: float) -> None:
@@ -241,40 +298,32 @@ def _step(model, loss, applied, dev, grad_clip: float) -> None:
     applied.scheduler.step()
 
 
-def _mixup_loss(model, head, x, y, strategy, gen) -> torch.Tensor:
-    # Mixup (Zhang et al., 2018): mix the inputs, and the losses with the same weight.
-    seed = int(torch.randint(1 << 30, (1,), generator=gen))
-    lam = float(np.random.default_rng(seed).beta(strategy.mixup, strategy.mixup))
-    perm = torch.randperm(len(x), generator=gen).to(x.device)
-    out = model(lam * x + (1 - lam) * x[perm])
-    ls = strategy.label_smoothing
-    return lam * head.loss(out, y, label_smoothing=ls) + \
-        (1 - lam) * head.loss(out, y[perm], label_smoothing=ls)
-
-
-def _chunks(x: Any, size: int = 256):
-    n = _batch.length(x)
-    for i in range(0, n, size):
-        yield _batch.take(x, slice(i, i + size))
+class _FeaturesTooLarge(Exception):
+    """The prefix outputs of the data set would not fit the cache budget (args: bytes)."""
 
 
 def _prefix_features(model: TransferModel, data: Prepared, strategy: Strategy, dev: _Device,
                      cache: bool | FeatureCache) -> tuple[tuple[Any, Any], str]:
-    normalize = data.preprocessing.normalize
-    if not isinstance(cache, FeatureCache):
-        return (_prefix_all(model, data.x_train, normalize, dev),
-                _prefix_all(model, data.x_valid, normalize, dev)), "computed"
+    budget = cache.max_bytes if isinstance(cache, FeatureCache) else pipeline.HOLD_BYTES
+    n_all = len(data.y_train) + len(data.y_valid)
+
+    def compute(split: str) -> Any:
+        return _prefix_all(model, pipeline.loader(data, split, EVAL_BATCH), dev,
+                           data.preprocessing.normalize, n_all, budget)
+
+    fps = data.fingerprints
+    keyable = all(fps) or isinstance(data.x_train, torch.Tensor)  # held images hash
+    if not isinstance(cache, FeatureCache) or not keyable:
+        return (compute("train"), compute("valid")), "computed"
     backbone = plugins.get_backbone(strategy.backbone)
-    fps = data.fingerprints if all(data.fingerprints) else None
     out, sources = [], []
-    for i, x in enumerate((data.x_train, data.x_valid)):
+    for split, fp, x in (("train", fps[0], data.x_train), ("valid", fps[1], data.x_valid)):
         key = CacheKey(
             backbone=backbone.name, weights=weights_id(backbone),
             pretrained=strategy.pretrained, frozen_groups=strategy.frozen_groups,
             n_prefix=model.n_prefix, preprocessing=repr(data.preprocessing),
-            data=fps[i] if fps else _tensor_fingerprint(x),
-            dtype=str(dev.amp or torch.float32))
-        value, src = cache.get_or_compute(key, lambda x=x: _prefix_all(model, x, normalize, dev))
+            data=fp or _tensor_fingerprint(x), dtype=str(dev.amp or torch.float32))
+        value, src = cache.get_or_compute(key, lambda split=split: compute(split))
         out.append(value)
         sources.append(src)
     return (out[0], out[1]), sources[0] if sources[0] == sources[1] else "/".join(sources)
@@ -289,25 +338,32 @@ def _tensor_fingerprint(x: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def _prefix_all(model: TransferModel, x: Any, normalize, dev: _Device) -> Any:
+def _prefix_all(model: TransferModel, batches: Iterable, dev: _Device, normalize, n_all: int,
+                budget: int) -> Any:
     model.eval()
     parts = []
-    for c in _chunks(x):
+    for xb, _ in batches:
         with dev.autocast():
-            parts.append(_batch.to(model.forward_prefix(dev.layout(normalize(dev.batch(c)))),
+            parts.append(_batch.to(model.forward_prefix(dev.layout(normalize(dev.batch(xb)))),
                                    "cpu"))
+        if len(parts) == 1:  # the first batch tells what the whole set would take
+            estimate = _batch.nbytes(parts[0]) * n_all // _batch.length(parts[0])
+            if estimate > budget:
+                raise _FeaturesTooLarge(estimate)
     return _batch.cat(parts)
 
 
 @torch.no_grad()
-def _predict(model: TransferModel, x: Any, normalize, dev: _Device, cached: bool) -> torch.Tensor:
+def _predict(model: TransferModel, batches: Iterable, dev: _Device,
+             feed: _Feed) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
-    outs = []
-    for c in _chunks(x):
-        c = dev.batch(c)
+    outs, targets = [], []
+    for xb, yb in batches:
+        xb = dev.batch(xb)
         with dev.autocast():
-            outs.append(model.forward_tail(c) if cached else model(dev.layout(normalize(c))))
-    return torch.cat(outs).float()
+            outs.append(model.forward_tail(xb) if feed.cached else model(feed.prep(xb)))
+        targets.append(yb)
+    return torch.cat(outs).float(), torch.cat(targets).to(dev.device)
 
 
 @dataclass

@@ -198,9 +198,9 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
 # prior from common practice (freeze the generic early layers, fine-tune the rest with a
 # learning rate that shrinks toward the input), not a result on any one dataset.
 PORTFOLIO = (
-    (3 / 4, {"lr": 3e-3, "layer_decay": 0.8, "mixup": 0.0}),
-    (1 / 2, {"lr": 3e-3, "layer_decay": 0.8, "mixup": 0.0}),
-    (1 / 4, {"lr": 1e-3, "layer_decay": 0.8, "mixup": 0.0}),
+    (3 / 4, {"lr": 3e-3, "layer_decay": 0.8, "mixup": 0.0, "cutmix": 0.0, "augment": "none"}),
+    (1 / 2, {"lr": 3e-3, "layer_decay": 0.8, "mixup": 0.0, "cutmix": 0.0, "augment": "none"}),
+    (1 / 4, {"lr": 1e-3, "layer_decay": 0.8, "mixup": 0.0, "cutmix": 0.0, "augment": "none"}),
 )
 
 

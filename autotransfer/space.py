@@ -2,8 +2,9 @@
 
 Each field is a :class:`Float`, :class:`Int`, :class:`Categorical` or a fixed value. The
 range of ``frozen_groups`` depends on the backbone a trial picked, and some fields only
-apply to some trials (mixup to images, drop-path to backbones that support it, label
-smoothing to classification), which is why sampling is define-by-run.
+apply to some trials (augmentation to images, mixup and CutMix to image classification,
+drop-path to backbones that support it, label smoothing to classification), which is
+why sampling is define-by-run.
 
 Example:
     >>> space = SearchSpace(frozen_groups=0, lr=(1e-4, 1e-2))  # fix one, narrow another
@@ -50,6 +51,8 @@ _DEFAULTS: dict[str, Dim] = {
     "drop_path": Float(0.0, 0.2),
     "label_smoothing": Float(0.0, 0.1),
     "mixup": Categorical((0.0, 0.2, 0.4, 1.0)),  # Beta alpha; 0 keeps the prefix cacheable
+    "cutmix": Categorical((0.0, 0.25, 1.0)),
+    "augment": Categorical(("none", "flip", "trivial", "randaugment")),
     "l2sp": Float(0.0, 0.1),
     "optimizer": "adamw",
     "batch_size": 32,
@@ -83,6 +86,8 @@ class SearchSpace:
     drop_path: Dim = _default("drop_path")
     label_smoothing: Dim = _default("label_smoothing")
     mixup: Dim = _default("mixup")
+    cutmix: Dim = _default("cutmix")
+    augment: Dim = _default("augment")
     l2sp: Dim = _default("l2sp")
     optimizer: Dim = _default("optimizer")
     batch_size: Dim = _default("batch_size")
@@ -192,7 +197,9 @@ def check_frozen_range(dim: Dim, backbone: str, n_groups: int) -> None:
 
 
 def _applies(name: str, modality: str, task: str, supports_drop_path: bool) -> bool:
-    if name == "mixup":
+    if name in ("mixup", "cutmix"):  # timm's Mixup mixes class targets
+        return modality == "image" and task in ("classification", "multilabel")
+    if name == "augment":
         return modality == "image"
     if name == "drop_path":
         return supports_drop_path
@@ -207,6 +214,8 @@ def _applies(name: str, modality: str, task: str, supports_drop_path: bool) -> b
 
 def _neutral(name: str, dim: Dim) -> Any:
     """The off value of a field that does not apply to this trial."""
+    if name == "augment":
+        return "none"
     return None if name in ("image_size", "max_length") else 0.0
 
 

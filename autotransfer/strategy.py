@@ -12,6 +12,7 @@ import torch
 
 from .errors import StrategyError
 from .model import TransferModel
+from .preprocessing import AUGMENTS
 
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -30,7 +31,13 @@ class Strategy:
         dropout: Dropout before the head's linear layer.
         drop_path: Stochastic depth in the trainable groups (backbones that support it).
         label_smoothing: Label smoothing of the classification loss.
-        mixup: Beta(alpha, alpha) mixup of input images; 0 = off.
+        mixup: Mixup of input images, Beta(alpha, alpha) (timm's ``Mixup``); 0 = off.
+        cutmix: CutMix of input images, Beta(alpha, alpha); 0 = off. With both on, each
+            batch takes one of the two at random.
+        augment: Train-time augmentation: ``"none"``, ``"flip"`` (random resized crop and
+            horizontal flip), ``"trivial"`` (that plus TrivialAugmentWide) or
+            ``"randaugment"`` (that plus RandAugment). Anything but ``"none"`` runs the
+            frozen prefix on every batch instead of reading it from the feature cache.
         l2sp: L2-SP strength, pulling trainable pretrained weights toward their start (it
             replaces weight decay on those weights).
         optimizer: ``"adamw"`` or ``"sgd"`` (Nesterov momentum 0.9).
@@ -57,6 +64,8 @@ class Strategy:
     drop_path: float = 0.0
     label_smoothing: float = 0.0
     mixup: float = 0.0
+    cutmix: float = 0.0
+    augment: str = "none"
     l2sp: float = 0.0
     optimizer: str = "adamw"
     batch_size: int = 32
@@ -80,6 +89,8 @@ class Strategy:
         need(0 <= self.drop_path < 1, "drop_path", self.drop_path, "in [0, 1)")
         need(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1)")
         need(self.mixup >= 0, "mixup", self.mixup, ">= 0 (a Beta alpha; 0 = off)")
+        need(self.cutmix >= 0, "cutmix", self.cutmix, ">= 0 (a Beta alpha; 0 = off)")
+        need(self.augment in AUGMENTS, "augment", self.augment, f"one of {AUGMENTS}")
         need(self.l2sp >= 0, "l2sp", self.l2sp, ">= 0")
         need(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
         need(isinstance(self.batch_size, int) and self.batch_size >= 1,
@@ -94,6 +105,11 @@ class Strategy:
              "max_length", self.max_length, "None or >= 2 tokens")
         need(self.pretrained or self.l2sp == 0, "l2sp", self.l2sp,
              "0 with pretrained=False (it pulls toward pretrained weights)")
+
+    @property
+    def mixes(self) -> bool:
+        """Whether batches are mixed (mixup or CutMix)."""
+        return self.mixup > 0 or self.cutmix > 0
 
     def replace(self, **changes: Any) -> Strategy:
         """A copy with some fields changed (validated again)."""

@@ -16,8 +16,8 @@ from .strategy import Strategy
 
 _STATE_ORDER = {"complete": 0, "pruned": 1, "running": 2, "failed": 3}
 _STRATEGY_COLUMNS = ("frozen_groups", "lr", "layer_decay", "weight_decay", "dropout",
-                     "drop_path", "label_smoothing", "mixup", "l2sp", "optimizer",
-                     "batch_size")
+                     "drop_path", "label_smoothing", "mixup", "cutmix", "augment", "l2sp",
+                     "optimizer", "batch_size")
 
 
 class Study:

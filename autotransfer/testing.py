@@ -67,11 +67,10 @@ def sample_inputs(backbone: Backbone, n: int = 3) -> Any:
     """Raw inputs of the backbone's modality, preprocessed and normalized."""
     pre = backbone.preprocessing()
     if backbone.modality == "text":
-        raw: Any = ["a short sentence", "another, somewhat longer sentence here", "x"][:n]
-    else:
-        g = torch.Generator().manual_seed(0)
-        raw = torch.randint(0, 256, (n, 3, pre.size, pre.size), generator=g, dtype=torch.uint8)
-    return pre.normalize(pre.prepare(raw))
+        return pre.prepare(["a short sentence", "another, somewhat longer sentence here", "x"][:n])
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randint(0, 256, (n, 3, pre.size, pre.size), generator=g, dtype=torch.uint8)
+    return pre.normalize(raw)
 
 
 class BackboneConformance:

@@ -85,7 +85,7 @@ def test_text_classification_with_a_tiny_bert():
     texts = [f"the film was {w} number {i}" for i in range(16) for w, _ in words]
     labels = [lab for _ in range(16) for _, lab in words]
     train, valid = at.data.from_texts(texts, labels).split(0.25)
-    r = at.run_trial(at.Strategy("tiny_bert", lr=3e-3, epochs=6), train, valid)
+    r = at.run_trial(at.Strategy("tiny_bert", lr=3e-3, epochs=8, batch_size=8), train, valid)
     assert r.value >= 0.75
 
 

@@ -139,7 +139,7 @@ def test_pruned_trials_stay_on_the_leaderboard(toy, tmp_path):
 
 def test_failed_trials_record_their_reason_and_the_study_goes_on(toy, tmp_path):
     space = at.SearchSpace(epochs=3, image_size=16, lr=1e8, optimizer="sgd", grad_clip=0.0,
-                           weight_decay=0.0, mixup=0.0)
+                           weight_decay=0.0, mixup=0.0, cutmix=0.0, frozen_groups=0)
     lb = _search(toy, tmp_path, n_trials=3, space=space, baselines=False).leaderboard()
     assert (lb["state"] == "failed").all() and len(lb) == 3
     assert lb["reason"].str.contains("loss became nan").all()

@@ -125,10 +125,18 @@ class TimmBackbone(Backbone):
 
     def preprocessing(self, *, image_size: int | None = None,
                       max_length: int | None = None) -> ImagePreprocessing:
+        """timm's data config for the pretrained weights (size, crop_pct, interpolation,
+        mean/std), at ``image_size`` when given."""
+        from timm.data import resolve_data_config
+
         cfg = self._cfg()
-        size = image_size or self.image_size or (cfg.input_size[-1] if cfg else 224)
-        mean, std = (tuple(cfg.mean), tuple(cfg.std)) if cfg else _IMAGENET
-        return ImagePreprocessing(int(size), mean, std)
+        size = image_size or self.image_size
+        args = {"input_size": (3, int(size), int(size))} if size else {}
+        dc = resolve_data_config(args, pretrained_cfg=cfg.to_dict() if cfg else None)
+        mean, std = (tuple(dc["mean"]), tuple(dc["std"])) if cfg else _IMAGENET
+        return ImagePreprocessing(int(dc["input_size"][-1]), mean, std,
+                                  crop_pct=float(dc.get("crop_pct") or 1.0),
+                                  interpolation=dc.get("interpolation") or "bilinear")
 
     def stages(self, model: nn.Module) -> list[Stage]:
         """Top-level children (sequential stages expanded) then timm's ``forward_head``.

@@ -98,7 +98,8 @@ def enqueue_due_baselines(study: optuna.Study, ctx: TrialContext) -> None:
 def baseline_strategy(kind: str, space: SearchSpace, backbone: str, n_groups: int) -> Strategy:
     """The reference trials every study runs (same epochs, batch size and input size)."""
     neutral = dict(layer_decay=1.0, weight_decay=0.01, dropout=0.0, drop_path=0.0,
-                   label_smoothing=0.0, mixup=0.0, l2sp=0.0, optimizer="adamw")
+                   label_smoothing=0.0, mixup=0.0, cutmix=0.0, augment="none", l2sp=0.0,
+                   optimizer="adamw")
     base = space.base_strategy(backbone)
     if kind == "scratch":
         return base.replace(pretrained=False, frozen_groups=0, lr=1e-3, **neutral)
@@ -202,6 +203,7 @@ def result_attrs(result: TrialResult) -> dict[str, Any]:
         "n_groups": result.n_groups, "trainable_params": result.trainable_params,
         "total_params": result.total_params, "duration_s": round(result.duration_s, 2),
         "compute_s": round(result.compute_s, 2), "cached": result.cache_source,
+        "first_step_s": round(result.first_step_s, 2),
     }
 
 
