@@ -39,6 +39,7 @@ class CacheKey:
     preprocessing: str
     data: str  # fingerprint of the inputs
     dtype: str  # autocast dtype the prefix ran under ("float32" on the CPU)
+    views: str = ""  # augmented views ("flip x4"); "" for the plain inputs
 
     def digest(self) -> str:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:24]

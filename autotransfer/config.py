@@ -28,8 +28,8 @@ EXTRA_KEYS = ("plugins",)  # plugin modules to register (ones not installed as p
 TABLES = ("data", "space")
 DATA_SOURCES = {
     "demo": ("demo", "image_size", "per_class", "valid_per_class", "seed"),
-    "folder": ("folder", "valid_folder"),
-    "csv": ("csv", "text", "label", "valid_csv"),
+    "folder": ("folder", "valid_folder", "on_error"),
+    "csv": ("csv", "image", "text", "label", "valid_csv", "on_error"),
 }
 
 
@@ -80,12 +80,12 @@ def _data(table: dict[str, Any], base: Path, path: Path) -> tuple[Any, Any]:
     if source == "demo":
         return data_mod.demo(table["demo"], **opts)
     if source == "folder":
-        valid = opts.get("valid_folder")
-        return (data_mod.from_folder(base / table["folder"]),
-                data_mod.from_folder(base / valid) if valid else None)
-    for key in ("text", "label"):
-        if key not in opts:
-            raise ConfigError(f"[data] csv in {path} needs {key} = '<column>'.")
+        valid = opts.pop("valid_folder", None)
+        return (data_mod.from_folder(base / table["folder"], **opts),
+                data_mod.from_folder(base / valid, **opts) if valid else None)
+    if "label" not in opts or ("image" in opts) == ("text" in opts):
+        raise ConfigError(f"[data] csv in {path} needs label = '<column>' and one of "
+                          f"image = '<path column>' or text = '<text column>'.")
     valid = opts.pop("valid_csv", None)
     return (data_mod.from_csv(base / table["csv"], **opts),
             data_mod.from_csv(base / valid, **opts) if valid else None)

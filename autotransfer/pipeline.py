@@ -109,17 +109,26 @@ class _HeldAugmented(torch.utils.data.Dataset):
 
 
 class _Rows(torch.utils.data.Dataset):
-    """Tensors (or dicts/tuples of them) read a whole batch of rows at a time."""
+    """Tensors (or dicts/tuples of them) read a whole batch of rows at a time.
 
-    def __init__(self, x: Any, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
+    With ``views`` > 1, ``x`` holds that many versions of every item (view v of item i
+    at row v * N + i) and each read takes one at random.
+    """
+
+    def __init__(self, x: Any, y: torch.Tensor, views: int = 1,
+                 generator: torch.Generator | None = None) -> None:
+        self.x, self.y, self.views, self.generator = x, y, views, generator
 
     def __len__(self) -> int:
         return len(self.y)
 
     def __getitem__(self, idx: list[int]) -> tuple[Any, torch.Tensor]:
         idx_t = torch.as_tensor(idx)
-        return _batch.take(self.x, idx_t), self.y[idx_t]
+        rows = idx_t
+        if self.views > 1:
+            view = torch.randint(self.views, (len(idx_t),), generator=self.generator)
+            rows = view * len(self.y) + idx_t
+        return _batch.take(self.x, rows), self.y[idx_t]
 
 
 class _Tokens(torch.utils.data.Dataset):
@@ -144,9 +153,9 @@ class _PadTokens:
 
 
 def rows(x: Any, y: torch.Tensor, batch_size: int, *, shuffle: bool = False,
-         generator: torch.Generator | None = None) -> DataLoader:
+         generator: torch.Generator | None = None, views: int = 1) -> DataLoader:
     """Batches of in-memory rows (held images, cached features), shuffled or in order."""
-    data = _Rows(x, y)
+    data = _Rows(x, y, views, generator)
     order = RandomSampler(data, generator=generator) if shuffle else SequentialSampler(data)
     return DataLoader(data, sampler=BatchSampler(order, batch_size, drop_last=shuffle),
                       batch_size=None)

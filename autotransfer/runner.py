@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _batch, pipeline, plugins
-from .cache import CacheKey, FeatureCache, weights_id
+from . import _batch, features, pipeline, plugins
+from .cache import FeatureCache
 from .data import Dataset
 from .errors import DataError, ModalityError, StrategyError, TrialFailed
 from .model import TransferModel
@@ -217,36 +217,22 @@ def _feed(model: TransferModel, data: Prepared, strategy: Strategy, dev: _Device
     def prep(x: Any) -> Any:
         return dev.layout(data.preprocessing.normalize(x))
 
-    reason = _live_reason(model, strategy, cache)
+    reason = features.live_reason(model, strategy, cache)
     t0 = time.perf_counter()
     if reason is None:
         try:
-            (f_train, f_valid), source = _prefix_features(model, data, strategy, dev, cache)
-            return _Feed(pipeline.rows(f_train, data.y_train, batch_size, shuffle=True,
-                                       generator=gen),
-                         pipeline.rows(f_valid, data.y_valid, EVAL_BATCH), True, source,
+            f = features.prefix_features(model, data, strategy, dev, cache, EVAL_BATCH)
+            return _Feed(pipeline.rows(f.train, data.y_train, batch_size, shuffle=True,
+                                       generator=gen, views=f.views),
+                         pipeline.rows(f.valid, data.y_valid, EVAL_BATCH), True, f.source,
                          time.perf_counter() - t0, prep)
-        except _FeaturesTooLarge as exc:
+        except features.FeaturesTooLarge as exc:
             reason = f"no (features {exc.args[0] / 2**20:.0f} MB > cache budget)"
     pin = dev.device.type == "cuda"
     return _Feed(pipeline.loader(data, "train", batch_size, shuffle=True,
                                  augment=strategy.augment, generator=gen, pin=pin),
                  pipeline.loader(data, "valid", EVAL_BATCH, pin=pin), False, reason,
                  time.perf_counter() - t0, prep)
-
-
-def _live_reason(model: TransferModel, strategy: Strategy, cache: Any) -> str | None:
-    """Why the frozen prefix must run every batch, or None when its output can be cached."""
-    if not cache:
-        return "off"
-    if model.n_prefix == 0:
-        return "no (nothing frozen)" if strategy.frozen_groups == 0 \
-            else "no (prefix not separable)"
-    if strategy.augment != "none":
-        return f"no (augment={strategy.augment})"
-    if strategy.mixes:
-        return "no (mixup)" if strategy.mixup else "no (cutmix)"
-    return None
 
 
 def _mixer(strategy: Strategy, head: Any, info: dict) -> Callable | None:
@@ -296,61 +282,6 @@ def _step(model, loss, applied, dev, grad_clip: float) -> None:
     dev.scaler.step(applied.optimizer)
     dev.scaler.update()
     applied.scheduler.step()
-
-
-class _FeaturesTooLarge(Exception):
-    """The prefix outputs of the data set would not fit the cache budget (args: bytes)."""
-
-
-def _prefix_features(model: TransferModel, data: Prepared, strategy: Strategy, dev: _Device,
-                     cache: bool | FeatureCache) -> tuple[tuple[Any, Any], str]:
-    budget = cache.max_bytes if isinstance(cache, FeatureCache) else pipeline.HOLD_BYTES
-    n_all = len(data.y_train) + len(data.y_valid)
-
-    def compute(split: str) -> Any:
-        return _prefix_all(model, pipeline.loader(data, split, EVAL_BATCH), dev,
-                           data.preprocessing.normalize, n_all, budget)
-
-    fps = data.fingerprints
-    keyable = all(fps) or isinstance(data.x_train, torch.Tensor)  # held images hash
-    if not isinstance(cache, FeatureCache) or not keyable:
-        return (compute("train"), compute("valid")), "computed"
-    backbone = plugins.get_backbone(strategy.backbone)
-    out, sources = [], []
-    for split, fp, x in (("train", fps[0], data.x_train), ("valid", fps[1], data.x_valid)):
-        key = CacheKey(
-            backbone=backbone.name, weights=weights_id(backbone),
-            pretrained=strategy.pretrained, frozen_groups=strategy.frozen_groups,
-            n_prefix=model.n_prefix, preprocessing=repr(data.preprocessing),
-            data=fp or _tensor_fingerprint(x), dtype=str(dev.amp or torch.float32))
-        value, src = cache.get_or_compute(key, lambda split=split: compute(split))
-        out.append(value)
-        sources.append(src)
-    return (out[0], out[1]), sources[0] if sources[0] == sources[1] else "/".join(sources)
-
-
-def _tensor_fingerprint(x: Any) -> str:
-    import hashlib
-
-    h = hashlib.sha1()
-    for v in (x.values() if isinstance(x, dict) else [x]):
-        h.update(v.contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _prefix_all(model: TransferModel, batches: Iterable, dev: _Device, normalize, n_all: int,
-                budget: int) -> Any:
-    model.eval()
-    parts = []
-    for xb, _ in batches:
-        with dev.autocast():
-            parts.append(_batch.to(model.forward_prefix(dev.layout(normalize(dev.batch(xb)))),
-                                   "cpu"))
-        if len(parts) == 1:  # the first batch tells what the whole set would take
-            estimate = _batch.nbytes(parts[0]) * n_all // _batch.length(parts[0])
-            if estimate > budget:
-                raise _FeaturesTooLarge(estimate)
-    return _batch.cat(parts)
 
 
 @torch.no_grad()

@@ -39,7 +39,9 @@ def search(data: Dataset, *, task: str = "classification",
     """Search backbones x transfer strategies; return the stored, resumable study.
 
     Args:
-        data: Training data (``at.data.from_arrays``, ``from_folder``, ``from_pandas``).
+        data: Training data, a lazy :class:`~autotransfer.data.Dataset` (``at.data.from_folder``,
+            ``from_pandas``/``from_csv`` with an image-path or text column, ``from_hf``,
+            ``from_torch``, ``from_arrays``); decoded in loader workers as trials read it.
         task: A registered head: "classification", "regression" or "multilabel".
         backbones: Registry names and globs; default every available one for the data's
             modality.
@@ -99,9 +101,14 @@ def search(data: Dataset, *, task: str = "classification",
     if not isinstance(keep_checkpoints, int) or keep_checkpoints < 0:
         raise ConfigError(
             f"keep_checkpoints must be an integer >= 0, but got {keep_checkpoints!r}.")
-    if not isinstance(data, Dataset):
-        raise DataError(f"data must be an autotransfer Dataset (at.data.from_arrays, "
-                        f"from_folder, from_pandas), but got {type(data).__name__}.")
+    for what, ds in (("data", data), ("valid", valid)):
+        if ds is not None and not isinstance(ds, Dataset):
+            raise DataError(f"{what} must be an autotransfer Dataset (at.data.from_folder, "
+                            f"from_pandas, from_csv, from_hf, from_torch, from_arrays), but "
+                            f"got {type(ds).__name__}.")
+    if valid is not None and valid.modality != data.modality:
+        raise ModalityError(f"valid holds {valid.modality} but data holds {data.modality}; "
+                            f"give both of one modality.")
     space = space or SearchSpace()
     if not isinstance(space, SearchSpace):
         raise ConfigError(f"space must be an autotransfer.SearchSpace, got {type(space).__name__}.")
