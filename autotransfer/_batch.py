@@ -50,14 +50,6 @@ def cat(parts: list[Batch]) -> Batch:
     return torch.cat(parts)
 
 
-def pin(x: Batch) -> Batch:
-    if isinstance(x, dict):
-        return {k: v.pin_memory() for k, v in x.items()}
-    if isinstance(x, tuple):
-        return tuple(pin(v) for v in x)
-    return x.pin_memory()
-
-
 def nbytes(x: Batch) -> int:
     if isinstance(x, dict):
         return sum(v.nbytes for v in x.values())

@@ -153,12 +153,13 @@ class _PadTokens:
 
 
 def rows(x: Any, y: torch.Tensor, batch_size: int, *, shuffle: bool = False,
-         generator: torch.Generator | None = None, views: int = 1) -> DataLoader:
+         generator: torch.Generator | None = None, views: int = 1,
+         pin: bool = False) -> DataLoader:
     """Batches of in-memory rows (held images, cached features), shuffled or in order."""
     data = _Rows(x, y, views, generator)
     order = RandomSampler(data, generator=generator) if shuffle else SequentialSampler(data)
     return DataLoader(data, sampler=BatchSampler(order, batch_size, drop_last=shuffle),
-                      batch_size=None)
+                      batch_size=None, pin_memory=pin)
 
 
 def loader(p: Prepared, split: str, batch_size: int, *, shuffle: bool = False,
@@ -177,7 +178,8 @@ def loader(p: Prepared, split: str, batch_size: int, *, shuffle: bool = False,
     if isinstance(pre, TextPreprocessing):
         return DataLoader(_Tokens(x, y), collate_fn=_PadTokens(pre), **kw)
     if p.held and augment == "none":
-        return rows(pre.center_crop(x), y, batch_size, shuffle=shuffle, generator=generator)
+        return rows(pre.center_crop(x), y, batch_size, shuffle=shuffle, generator=generator,
+                    pin=pin)
     transform = pre.eval_transform() if augment == "none" else pre.train_transform(augment)
     data = (_HeldAugmented(x, y, transform) if p.held
             else _Decoded(x, transform, pre.resize, y))

@@ -103,29 +103,24 @@ def build_model(strategy: Strategy, task: str, info: dict) -> TransferModel:
 def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
               task: str = "classification", device: str | torch.device = "cpu",
               report: Report | None = None, patience: int | None = 5, seed: int = 0,
-              prepared: Prepared | None = None,
-              cache: bool | FeatureCache = True,
+              prepared: Prepared | None = None, cache: bool | FeatureCache = True,
               timings: dict[str, float] | None = None) -> TrialResult:
     """Train ``strategy`` on ``train``, validating on ``valid`` after every epoch.
 
+    Raises :class:`TrialFailed` when the loss becomes NaN/inf or memory runs out.
+
     Args:
-        strategy: What to train.
-        train, valid: The data (see :mod:`autotransfer.data`).
-        task: A registered head ("classification", "regression", "multilabel").
-        device: Where to train.
+        strategy, train, valid: What to train, on which data (:mod:`autotransfer.data`).
+        task, device: A registered head ("classification", ...); where to train.
         report: Called as ``report(value, epoch)`` after each epoch with the primary
             validation metric; it may raise ``optuna.TrialPruned`` to stop the trial.
         patience: Stop after this many epochs without improvement (None: never).
         seed: Seeds the head's init, the shuffling, augmentation and mixing.
         prepared: Data already passed through :func:`prepare` (reused across trials).
         cache: A :class:`FeatureCache` shares frozen-prefix outputs across trials; True
-            computes them once for this trial; False runs the prefix every batch (same
-            results, slower: for checks and benchmarks).
-        timings: Filled with ``compute_s`` as training goes, so a caller knows the
-            compute time of a trial that ends early (pruned, failed).
-
-    Raises:
-        TrialFailed: the loss became NaN/inf, or the device ran out of memory.
+            computes them once for this trial; False runs the prefix every batch.
+        timings: Filled with ``compute_s`` as training goes (known for a trial that ends
+            early: pruned, failed) and ``first_step_s``.
     """
     started = time.perf_counter()
     head = plugins.get_head(task)
@@ -135,8 +130,7 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
     model = dev.prepare(build_model(strategy, task, data.info))
     batch_size = _batch_size(strategy, len(data.y_train))
     applied = strategy.apply(model, max(1, len(data.y_train) // batch_size))
-    # Features of the frozen prefix computed once (or found in the cache) when nothing
-    # random touches the inputs; else the loaders decode and augment every epoch.
+    # Frozen-prefix features computed once (or cached) unless mixing touches the inputs.
     feed = _feed(model, data, strategy, dev, cache, gen, batch_size)
     mix = _mixer(strategy, head, data.info)
     timings = timings if timings is not None else {}
@@ -218,17 +212,17 @@ def _feed(model: TransferModel, data: Prepared, strategy: Strategy, dev: _Device
         return dev.layout(data.preprocessing.normalize(x))
 
     reason = features.live_reason(model, strategy, cache)
+    pin = dev.device.type == "cuda"  # page-locked batches copy to the GPU asynchronously
     t0 = time.perf_counter()
     if reason is None:
         try:
             f = features.prefix_features(model, data, strategy, dev, cache, EVAL_BATCH)
             return _Feed(pipeline.rows(f.train, data.y_train, batch_size, shuffle=True,
-                                       generator=gen, views=f.views),
-                         pipeline.rows(f.valid, data.y_valid, EVAL_BATCH), True, f.source,
-                         time.perf_counter() - t0, prep)
+                                       generator=gen, views=f.views, pin=pin),
+                         pipeline.rows(f.valid, data.y_valid, EVAL_BATCH, pin=pin), True,
+                         f.source, time.perf_counter() - t0, prep)
         except features.FeaturesTooLarge as exc:
             reason = f"no (features {exc.args[0] / 2**20:.0f} MB > cache budget)"
-    pin = dev.device.type == "cuda"
     return _Feed(pipeline.loader(data, "train", batch_size, shuffle=True,
                                  augment=strategy.augment, generator=gen, pin=pin),
                  pipeline.loader(data, "valid", EVAL_BATCH, pin=pin), False, reason,
@@ -324,9 +318,6 @@ class _Device:
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
-
-    def pin(self, x: Any) -> Any:
-        return _batch.pin(x) if self.device.type == "cuda" else x
 
     def batch(self, x: Any) -> Any:
         return _batch.to(x, self.device, non_blocking=self.device.type == "cuda")
