@@ -122,8 +122,7 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
         timings: Filled with ``compute_s`` as training goes (known for a trial that ends
             early: pruned, failed) and ``first_step_s``.
     """
-    started = time.perf_counter()
-    head = plugins.get_head(task)
+    started, head = time.perf_counter(), plugins.get_head(task)
     data = prepared or prepare(strategy, train, valid, task)
     dev = _Device.for_(device, data.preprocessing.modality)
     gen = _seed_everything(seed)
