@@ -25,6 +25,7 @@ from . import _batch
 
 DEFAULT_BYTES = 1 << 30  # 1 GiB in memory per process
 DISK_FACTOR = 8  # the folder on disk may hold 8x the memory budget
+LOCAL = "local:"  # a CacheKey.data with this prefix names data of this process: memory only
 
 
 @dataclass(frozen=True)
@@ -89,12 +90,13 @@ class FeatureCache:
             self._memory.move_to_end(name)
             self.hits["memory"] += 1
             return self._memory[name], "memory"
-        value = self._read(name)
+        persist = not key.data.startswith(LOCAL)
+        value = self._read(name) if persist else None
         source = "disk"
         if value is None:
             value = compute()
             source = "computed"
-            self._write(name, value)
+            self._write(name, value, persist)
         self.hits[source] += 1
         self._remember(name, value)
         return value, source
@@ -112,9 +114,9 @@ class FeatureCache:
     def _path(self, name: str) -> Path | None:
         return None if self.directory is None else self.directory / f"{name}.pt"
 
-    def _write(self, name: str, value: Any) -> None:
+    def _write(self, name: str, value: Any, persist: bool = True) -> None:
         path = self._path(name)
-        if path is None:
+        if path is None or not persist:
             return
         buf = io.BytesIO()
         torch.save(value, buf)

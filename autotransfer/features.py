@@ -11,7 +11,6 @@ augmentation at cache speed, from a fixed pool of views rather than a fresh one 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import random
 from collections.abc import Iterable, Iterator
@@ -21,7 +20,7 @@ from typing import Any
 import torch
 
 from . import _batch, pipeline, plugins
-from .cache import CacheKey, FeatureCache, weights_id
+from .cache import LOCAL, CacheKey, FeatureCache, weights_id
 from .model import TransferModel
 from .pipeline import Prepared
 from .strategy import Strategy
@@ -79,19 +78,18 @@ def prefix_features(model: TransferModel, data: Prepared, strategy: Strategy, de
         return _batch.cat(parts)
 
     plan = (("train", strategy.augment, views), ("valid", "none", 1))
-    fps = data.fingerprints
-    keyable = all(fps) or isinstance(data.x_train, torch.Tensor)  # held images hash
-    if not isinstance(cache, FeatureCache) or not keyable:
+    if not isinstance(cache, FeatureCache):
         out = [compute(*p) for p in plan]
         return Features(out[0], out[1], views, _label(["computed"] * 2, strategy, views))
     backbone = plugins.get_backbone(strategy.backbone)
     out, sources = [], []
-    for (split, augment, k), fp, x in zip(plan, fps, (data.x_train, data.x_valid)):
+    for (split, augment, k), fp, x in zip(plan, data.fingerprints, (data.x_train, data.x_valid)):
         key = CacheKey(
             backbone=backbone.name, weights=weights_id(backbone),
             pretrained=strategy.pretrained, frozen_groups=strategy.frozen_groups,
             n_prefix=model.n_prefix, preprocessing=repr(data.preprocessing),
-            data=fp or _tensor_fingerprint(x), dtype=str(dev.amp or torch.float32),
+            # data without a fingerprint (a torch Dataset) is shared in this process only
+            data=fp or f"{LOCAL}{os.getpid()}:{id(x)}", dtype=str(dev.amp or torch.float32),
             views="" if augment == "none" else f"{augment} x{k}")
         value, src = cache.get_or_compute(key, lambda p=(split, augment, k): compute(*p))
         out.append(value)
@@ -115,13 +113,6 @@ def _seeded(seed: int) -> Iterator[None]:
             yield
         finally:
             random.setstate(state)
-
-
-def _tensor_fingerprint(x: Any) -> str:
-    h = hashlib.sha1()
-    for v in (x.values() if isinstance(x, dict) else [x]):
-        h.update(v.contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def _prefix_all(model: TransferModel, batches: Iterable, dev: Any, normalize: Any, rows: int,

@@ -1,16 +1,17 @@
 """The data pipeline: a task's data readied for one backbone, and the loaders a trial reads.
 
-Images are decoded in ``DataLoader`` worker processes through timm's transforms. When the
-whole data set, resized to the backbone's input, fits ``HOLD_BYTES``, it is decoded once
-and held as uint8 (the fast path: epochs slice tensors, augmentation crops from the held
-images); past that budget every epoch streams from the source, so memory does not grow
-with the data set. Text is tokenized once and padded per batch.
+Images are decoded in ``DataLoader`` worker processes through timm's transforms; nothing
+is decoded before the first batch. When the whole data set at the trial's input size fits
+``HOLD_BYTES``, the first pass keeps what it decodes as uint8 and later passes slice
+tensors (the fast path; augmented crops then come from the held images); past that
+budget every epoch streams from the source, so memory does not grow with the data set.
+Text is tokenized once and padded per batch.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,21 +21,42 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 from . import _batch
 from .data import Dataset
 from .data._sources import to_pil
-from .preprocessing import ImagePreprocessing, Preprocessing, TextPreprocessing
+from .preprocessing import Preprocessing, TextPreprocessing
 
-# Per process: a data set whose resized images fit is decoded once and held in memory.
-# The bound also bounds that decode pass (about 1,300 images at 224 px), so a trial's
-# first step never waits on decoding a whole large data set.
+# Per process: a data set whose images, at the trial's input size, fit this budget is
+# kept in memory as uint8 once decoded (memory grows by at most this much).
 HOLD_BYTES = int(os.environ.get("AUTOTRANSFER_HOLD_BYTES", 256 << 20))
 SMALL = 512  # fewer items than this: decode in the main process (workers cost more)
+
+
+class Held:
+    """A data set's eval-transformed images, kept as uint8 as loaders first decode them.
+
+    Nothing is decoded up front: the first pass over the data streams from its source
+    through loader workers and fills :attr:`images`; later passes slice tensors.
+    """
+
+    def __init__(self, ds: Dataset, size: int) -> None:
+        self.ds = ds
+        self.images = torch.empty((len(ds), 3, size, size), dtype=torch.uint8)  # lazy pages
+        self.filled = torch.zeros(len(ds), dtype=torch.bool)
+        self.complete = False
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def put(self, idx: torch.Tensor, x: torch.Tensor) -> None:
+        self.images[idx] = x
+        self.filled[idx] = True
+        self.complete = bool(self.filled.all())
 
 
 @dataclass
 class Prepared:
     """A task's data for one backbone's preprocessing: inputs and encoded targets.
 
-    ``x_train``/``x_valid`` are held uint8 images ``(N, 3, R, R)`` (R = the resize side),
-    lists of token encodings, or the :class:`Dataset` itself when images stream.
+    ``x_train``/``x_valid`` are :class:`Held` images, lists of token encodings, or the
+    :class:`Dataset` itself when images stream every epoch.
     """
 
     x_train: Any
@@ -47,32 +69,20 @@ class Prepared:
 
     @property
     def held(self) -> bool:
-        return not isinstance(self.x_train, Dataset)
+        return isinstance(self.x_train, Held)
 
 
 def ready(pre: Preprocessing, train: Dataset, valid: Dataset, y_train: torch.Tensor,
           y_valid: torch.Tensor, info: dict) -> Prepared:
-    """Hold the data (decoded once) when it fits :data:`HOLD_BYTES`, else stream it."""
+    """Hold the images (as they are first decoded) when they fit :data:`HOLD_BYTES`."""
     fps = (train.fingerprint(), valid.fingerprint())
     if isinstance(pre, TextPreprocessing):
         return Prepared(pre.encode(list(train.inputs)), y_train, pre.encode(list(valid.inputs)),
                         y_valid, info, pre, fps)
-    if (len(train) + len(valid)) * 3 * pre.resize ** 2 > HOLD_BYTES:
+    if (len(train) + len(valid)) * 3 * pre.size ** 2 > HOLD_BYTES:
         return Prepared(train, y_train, valid, y_valid, info, pre, fps)
-    return Prepared(decode_all(train, pre), y_train, decode_all(valid, pre), y_valid, info,
+    return Prepared(Held(train, pre.size), y_train, Held(valid, pre.size), y_valid, info,
                     pre, fps)
-
-
-def decode_all(ds: Dataset, pre: ImagePreprocessing) -> torch.Tensor:
-    """Every image of ``ds`` at the hold size, decoded by loader workers into one tensor."""
-    out = torch.empty((len(ds), 3, pre.resize, pre.resize), dtype=torch.uint8)
-    loader = DataLoader(_Decoded(ds, pre.hold_transform(), pre.resize), batch_size=64,
-                        num_workers=workers(len(ds)))
-    i = 0
-    for batch, _ in loader:
-        out[i:i + len(batch)] = batch
-        i += len(batch)
-    return out
 
 
 def workers(n_items: int) -> int:
@@ -81,22 +91,21 @@ def workers(n_items: int) -> int:
 
 
 class _Decoded(torch.utils.data.Dataset):
-    """Items of a Dataset through a transform, with their position as the target."""
+    """Items of a Dataset through a transform: ``(input, target, position)``."""
 
     def __init__(self, ds: Dataset, transform: Any, size_hint: int | None,
-                 targets: torch.Tensor | None = None) -> None:
+                 targets: torch.Tensor) -> None:
         self.ds, self.transform, self.size_hint, self.targets = ds, transform, size_hint, targets
 
     def __len__(self) -> int:
         return len(self.ds)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
-        x = self.transform(self.ds.load(i, self.size_hint))
-        return x, (i if self.targets is None else self.targets[i])
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, Any, int]:
+        return self.transform(self.ds.load(i, self.size_hint)), self.targets[i], i
 
 
 class _HeldAugmented(torch.utils.data.Dataset):
-    """Held images through a train-time transform (crops come from the held size)."""
+    """Held images through a train-time transform."""
 
     def __init__(self, held: torch.Tensor, targets: torch.Tensor, transform: Any) -> None:
         self.held, self.targets, self.transform = held, targets, transform
@@ -104,8 +113,36 @@ class _HeldAugmented(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.held)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(to_pil(self.held[i])), self.targets[i]
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return self.transform(to_pil(self.held[i])), self.targets[i], i
+
+
+class _Stream:
+    """Batches ``(inputs, targets)`` of a decoding loader; fills ``held`` on the way.
+
+    With ``full`` set, a smaller (ragged last) batch is decoded and held but not yielded.
+    """
+
+    def __init__(self, loader: DataLoader, held: Held | None = None,
+                 full: int | None = None) -> None:
+        self.loader, self.held, self.full = loader, held, full
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y, idx in self.loader:
+            if self.held is not None:
+                self.held.put(idx, x)
+            if self.full is None or len(x) == self.full:
+                yield x, y
+
+
+class _Switch:
+    """A held split: read from the held images once complete, else from the source."""
+
+    def __init__(self, held: Held, fast: Iterable, slow: Iterable) -> None:
+        self.held, self.fast, self.slow = held, fast, slow
+
+    def __iter__(self) -> Iterator[tuple[Any, torch.Tensor]]:
+        return iter(self.fast if self.held.complete else self.slow)
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -177,11 +214,22 @@ def loader(p: Prepared, split: str, batch_size: int, *, shuffle: bool = False,
                               generator=generator, pin_memory=pin)
     if isinstance(pre, TextPreprocessing):
         return DataLoader(_Tokens(x, y), collate_fn=_PadTokens(pre), **kw)
-    if p.held and augment == "none":
-        return rows(pre.center_crop(x), y, batch_size, shuffle=shuffle, generator=generator,
-                    pin=pin)
-    transform = pre.eval_transform() if augment == "none" else pre.train_transform(augment)
-    data = (_HeldAugmented(x, y, transform) if p.held
-            else _Decoded(x, transform, pre.resize, y))
     n = workers(len(y))
-    return DataLoader(data, num_workers=n, persistent_workers=n > 0, **kw)
+    source = x.ds if p.held else x
+    if augment != "none":
+        transform = pre.train_transform(augment)
+        slow = _Stream(DataLoader(_Decoded(source, transform, pre.resize, y), num_workers=n,
+                                  persistent_workers=n > 0, **kw))
+        if not p.held:
+            return slow
+        fast = _Stream(DataLoader(_HeldAugmented(x.images, y, transform), num_workers=n,
+                                  persistent_workers=n > 0, **kw))
+        return _Switch(x, fast, slow)
+    if not p.held:
+        return _Stream(DataLoader(_Decoded(x, pre.eval_transform(), pre.resize, y),
+                                  num_workers=n, persistent_workers=n > 0, **kw))
+    kw["drop_last"] = False  # a training pass fills every item, yields only full batches
+    slow = _Stream(DataLoader(_Decoded(source, pre.eval_transform(), pre.resize, y),
+                              num_workers=n, **kw), x, batch_size if shuffle else None)
+    return _Switch(x, rows(x.images, y, batch_size, shuffle=shuffle, generator=generator,
+                           pin=pin), slow)

@@ -50,17 +50,6 @@ class ImagePreprocessing:
                                 interpolation=self.interpolation, mean=self.mean, std=self.std,
                                 normalize=False)
 
-    def hold_transform(self) -> Any:
-        """PIL image -> uint8 ``(3, resize, resize)``: what the in-memory fast path keeps.
-
-        Center-cropping ``size`` from it equals :meth:`eval_transform`; train-time crops
-        are taken from it.
-        """
-        from timm.data import create_transform
-
-        return create_transform(input_size=self.resize, is_training=False, crop_pct=1.0,
-                                interpolation=self.interpolation, normalize=False)
-
     def train_transform(self, augment: str) -> Any:
         """PIL image -> uint8 ``(3, size, size)`` with train-time augmentation.
 
@@ -84,12 +73,6 @@ class ImagePreprocessing:
         policy = {"flip": [], "trivial": [v2.TrivialAugmentWide()],
                   "randaugment": [v2.RandAugment()]}[augment]
         return transforms.Compose(list(primary.transforms) + policy + list(final.transforms))
-
-    def center_crop(self, held: torch.Tensor) -> torch.Tensor:
-        """The eval crop of held ``(N, 3, resize, resize)`` images (a view)."""
-        top = int(round((held.shape[-2] - self.size) / 2.0))
-        left = int(round((held.shape[-1] - self.size) / 2.0))
-        return held[..., top:top + self.size, left:left + self.size]
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 ``(N, 3, S, S)`` on any device -> normalized float32."""

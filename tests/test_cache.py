@@ -137,3 +137,30 @@ def test_leaderboard_says_which_trials_used_the_cache(tmp_path):
     assert cached["linear_probe"] == "computed"
     assert cached["default_finetune"] == "no (nothing frozen)"
     assert cached[""] in ("no (mixup)", "no (nothing frozen)")  # the searched trial mixes
+
+
+def test_augmented_frozen_trials_read_cached_views(toy, tmp_path):
+    """A frozen trial with augmentation caches K augmented views; another trial reuses them."""
+    from autotransfer import features
+
+    cache = FeatureCache(tmp_path / "cache")
+    flip = BASE.replace(augment="flip")
+    first = _run(flip, toy, cache)
+    again = _run(flip.replace(lr=1e-3), toy, cache)
+    plain = _run(BASE, toy, cache)
+    views = f"({features.AUG_VIEWS} views, augment=flip)"
+    assert first.cached and first.cache_source == f"computed {views}"
+    assert again.cache_source == f"memory {views}"
+    assert plain.cache_source == "computed/memory"  # the plain validation features are shared
+    train_rows = len(toy[0]) * features.AUG_VIEWS
+    assert len(cache._memory) == 3  # augmented train views, plain train, plain valid
+    assert sorted(len(v) for v in cache._memory.values())[-1] == train_rows
+
+
+def test_augment_runs_the_prefix_live_when_views_are_off(toy, monkeypatch):
+    from autotransfer import features
+
+    monkeypatch.setattr(features, "AUG_VIEWS", 0)
+    r = _run(BASE.replace(augment="trivial"), toy, True)
+    assert not r.cached and r.cache_source == "no (augment=trivial)"
+    assert 0 <= r.value <= 1

@@ -117,3 +117,29 @@ def test_pretrained_efficientnet_transfers_to_digits():
     half = at.run_trial(base.replace(frozen_groups=4, lr=3e-3, layer_decay=0.8), train, valid)
     scratch = at.run_trial(base.replace(pretrained=False, lr=1e-3), train, valid)
     assert half.value > scratch.value + 0.2, (half.value, scratch.value)
+
+
+@pytest.mark.parametrize("mix", [dict(mixup=0.4), dict(cutmix=1.0), dict(mixup=0.2, cutmix=1.0)])
+def test_mixup_and_cutmix_train_with_soft_targets(toy, mix):
+    s = at.Strategy("tiny_cnn", lr=1e-2, epochs=3, image_size=16, frozen_groups=2,
+                    label_smoothing=0.1, batch_size=15, **mix)
+    r = at.run_trial(s, *toy, patience=None)
+    assert not r.cached and r.cache_source in ("no (mixup)", "no (cutmix)")
+    assert all(np.isfinite(h["train_loss"]) for h in r.history) and r.value > 1 / 3
+
+
+@pytest.mark.parametrize("augment", ["flip", "trivial", "randaugment"])
+def test_every_augmentation_trains_a_full_fine_tune(toy, augment):
+    r = at.run_trial(at.Strategy("tiny_cnn", lr=1e-2, epochs=2, image_size=16, augment=augment),
+                     *toy, patience=None)
+    assert r.cache_source == "no (nothing frozen)" and r.epochs_run == 2
+    assert np.isfinite(r.history[-1]["train_loss"])
+
+
+def test_augmentation_and_mixing_need_what_they_apply_to(toy):
+    words = at.data.from_texts(["good film", "bad film"] * 4, ["pos", "neg"] * 4)
+    with pytest.raises(at.StrategyError, match="augment applies to images; backbone 'tiny_bert' takes text. Use augment='none'"):
+        at.run_trial(at.Strategy("tiny_bert", augment="flip"), words, words)
+    reg = [at.data.Dataset(ds.inputs, ds.labels.astype(float), "image") for ds in toy]
+    with pytest.raises(at.StrategyError, match="mixup and cutmix mix class targets; task 'regression'"):
+        at.run_trial(at.Strategy("tiny_cnn", cutmix=1.0, image_size=16), *reg, task="regression")

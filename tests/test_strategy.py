@@ -16,6 +16,8 @@ from autotransfer.runner import build_model
     ("optimizer", "lamb", "one of"),
     ("batch_size", 0, "an integer >= 1"),
     ("frozen_groups", -1, "an integer >= 0"),
+    ("augment", "autoaugment", r"one of \('none', 'flip', 'trivial', 'randaugment'\)"),
+    ("cutmix", -1.0, ">= 0"),
 ])
 def test_out_of_range_values_name_the_field(field, value, accepted):
     with pytest.raises(at.StrategyError, match=f"{field} must be {accepted}"):

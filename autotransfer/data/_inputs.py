@@ -15,7 +15,15 @@ import torch
 
 from ..errors import DataError, ModalityError
 from ._dataset import Dataset
-from ._sources import CHANNELS, IMAGE_SUFFIXES, ImageFiles, ImageList, Texts, image_tensor
+from ._sources import (
+    CHANNELS,
+    IMAGE_SUFFIXES,
+    ImageFiles,
+    ImageList,
+    Texts,
+    image_tensor,
+    open_image,
+)
 
 
 def as_dataset(inputs: Any, modality: str, *, column: str | None = None) -> tuple[Dataset, bool]:
@@ -64,7 +72,7 @@ def _images(x: Any) -> tuple[Dataset, bool]:
     from PIL import Image
 
     if isinstance(x, Image.Image):
-        return _one(image_tensor(np.asarray(x.convert("RGB")))), True
+        return _one(image_tensor(x)), True
     if isinstance(x, (str, Path)):
         path = Path(x)
         if path.is_dir():
@@ -93,18 +101,24 @@ def _images(x: Any) -> tuple[Dataset, bool]:
 def _items(v: Any, i: int) -> torch.Tensor:
     from PIL import Image
 
-    if isinstance(v, Image.Image):
-        return image_tensor(np.asarray(v.convert("RGB")), f"input {i}")
-    if isinstance(v, (np.ndarray, torch.Tensor)):
+    if isinstance(v, (Image.Image, np.ndarray, torch.Tensor)):
         return image_tensor(v, f"input {i}")
+    if isinstance(v, (str, Path)) and Path(v).is_file():
+        return image_tensor(open_image(str(v)), f"input {i}")
     raise ModalityError(f"This model takes images, but input {i} is {_describe(v)}.")
 
 
 def _array(x: Any) -> tuple[Dataset, bool]:
-    """One image (2-D, or 3-D with a channel axis of 1, 3 or 4) or a batch ``(N, ...)``."""
+    """One image (2-D, or 3-D with a channel axis of 1, 3 or 4) or a batch ``(N, ...)``.
+
+    A 3-D array whose first or last axis is 1, 3 or 4 is one image: a batch of 1, 3 or 4
+    grayscale images must be given as a list or as ``(N, H, W, 1)``.
+    """
     shape = tuple(x.shape)
     if isinstance(x, np.ndarray) and x.dtype.kind in "USO":
         raise ModalityError(f"This model takes images, but got an array of {x.dtype} values.")
+    if len(shape) == 3 and shape[-1] in (2, 5):  # an (H, W, C) image with a bad channel count
+        raise DataError(f"Images must have 1, 3 or 4 channels, but got shape {shape}.")
     if len(shape) == 2 or (len(shape) == 3 and (shape[0] in CHANNELS or shape[-1] in CHANNELS)):
         return _one(image_tensor(x)), True
     if len(shape) in (3, 4):

@@ -165,8 +165,13 @@ class HFColumn(Source):
         return len(self.ds)
 
     def load(self, i: int, size_hint: int | None = None) -> Any:
-        value = self.ds[int(i)][self.column]
-        return value if self.modality == "text" else as_pil(value, f"row {i} of {self.column!r}")
+        where = f"row {i} of column {self.column!r}"
+        try:
+            value = self.ds[int(i)][self.column]
+        except Exception as exc:  # the dataset decodes its Image column when read
+            raise DataError(f"Cannot read {where} of the Hugging Face dataset: "
+                            f"{type(exc).__name__}: {exc}.") from exc
+        return value if self.modality == "text" else as_pil(value, where)
 
     def fingerprint(self, index: np.ndarray) -> str | None:
         fp = getattr(self.ds, "_fingerprint", None)
@@ -209,11 +214,29 @@ def open_image(path: str, size_hint: int | None = None) -> Any:
         with Image.open(path) as im:
             if size_hint and im.format == "JPEG":
                 im.draft("RGB", (size_hint, size_hint))  # decode at 1/2, 1/4 or 1/8 scale
-            im = ImageOps.exif_transpose(im)
-            return im.convert("RGB")
+            return rgb(ImageOps.exif_transpose(im))
     except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"Cannot read image {path!r}: {type(exc).__name__}: {exc}. Fix or "
-                        f"remove it, or pass on_error='skip' to skip unreadable files.") from exc
+        # on_error="skip" checks headers when the data set is built; this file's header
+        # was fine and its pixels are not, so only fixing or removing it helps.
+        raise DataError(f"Cannot read image {path!r}: {type(exc).__name__}: {exc}. Its "
+                        f"header is valid but its data is not: fix or remove the file.") from exc
+
+
+def rgb(im: Any) -> Any:
+    """An RGB image; 16-bit and float images are scaled to 8 bits, not clipped."""
+    from PIL import Image
+
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 1.0 if im.mode == "F" and arr.max(initial=0) <= 1 else \
+            255.0 if arr.max(initial=0) <= 255 else 65535.0
+        im = Image.fromarray(np.clip(arr / top * 255, 0, 255).round().astype(np.uint8))
+    return im.convert("RGB")
+
+
+def pil_tensor(im: Any) -> torch.Tensor:
+    """A PIL image -> uint8 ``(3, H, W)`` (its layout is known: no guessing)."""
+    return torch.from_numpy(np.array(rgb(im))).permute(2, 0, 1).contiguous()
 
 
 def check_image_file(path: str) -> str | None:
@@ -240,7 +263,7 @@ def as_pil(x: Any, where: str) -> Any:
     from PIL import Image
 
     if isinstance(x, Image.Image):
-        return x.convert("RGB")
+        return rgb(x)
     if isinstance(x, (str, Path)):
         return open_image(str(x))
     if isinstance(x, (np.ndarray, torch.Tensor)):
@@ -250,7 +273,11 @@ def as_pil(x: Any, where: str) -> Any:
 
 
 def image_tensor(x: Any, where: str = "image") -> torch.Tensor:
-    """One image array (HW, CHW or HWC; uint8 or float in [0, 1]) -> uint8 ``(3, H, W)``."""
+    """One image (HW, CHW or HWC array; uint8 or float in [0, 1]; or PIL) -> uint8 (3, H, W)."""
+    from PIL import Image
+
+    if isinstance(x, Image.Image):
+        return pil_tensor(x)
     t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     if t.ndim == 2:
         t = t[None]
