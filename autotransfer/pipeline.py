@@ -210,26 +210,32 @@ def loader(p: Prepared, split: str, batch_size: int, *, shuffle: bool = False,
     """
     x, y = (p.x_train, p.y_train) if split == "train" else (p.x_valid, p.y_valid)
     pre = p.preprocessing
-    kw: dict[str, Any] = dict(batch_size=batch_size, shuffle=shuffle, drop_last=shuffle,
-                              generator=generator, pin_memory=pin)
-    if isinstance(pre, TextPreprocessing):
-        return DataLoader(_Tokens(x, y), collate_fn=_PadTokens(pre), **kw)
     n = workers(len(y))
+
+    def batches(data: Any, *, drop_last: bool = shuffle, **kw: Any) -> DataLoader:
+        # The order comes from ``generator`` alone, whichever path reads the data, so a
+        # cached, held or streamed trial sees the same batches.
+        order = RandomSampler(data, generator=generator) if shuffle else SequentialSampler(data)
+        return DataLoader(data, batch_size=batch_size, sampler=order, drop_last=drop_last,
+                          pin_memory=pin, **kw)
+
+    if isinstance(pre, TextPreprocessing):
+        return batches(_Tokens(x, y), collate_fn=_PadTokens(pre))
     source = x.ds if p.held else x
     if augment != "none":
         transform = pre.train_transform(augment)
-        slow = _Stream(DataLoader(_Decoded(source, transform, pre.resize, y), num_workers=n,
-                                  persistent_workers=n > 0, **kw))
+        slow = _Stream(batches(_Decoded(source, transform, pre.resize, y), num_workers=n,
+                               persistent_workers=n > 0))
         if not p.held:
             return slow
-        fast = _Stream(DataLoader(_HeldAugmented(x.images, y, transform), num_workers=n,
-                                  persistent_workers=n > 0, **kw))
+        fast = _Stream(batches(_HeldAugmented(x.images, y, transform), num_workers=n,
+                               persistent_workers=n > 0))
         return _Switch(x, fast, slow)
     if not p.held:
-        return _Stream(DataLoader(_Decoded(x, pre.eval_transform(), pre.resize, y),
-                                  num_workers=n, persistent_workers=n > 0, **kw))
-    kw["drop_last"] = False  # a training pass fills every item, yields only full batches
-    slow = _Stream(DataLoader(_Decoded(source, pre.eval_transform(), pre.resize, y),
-                              num_workers=n, **kw), x, batch_size if shuffle else None)
+        return _Stream(batches(_Decoded(x, pre.eval_transform(), pre.resize, y),
+                               num_workers=n, persistent_workers=n > 0))
+    # A first pass holds every item it decodes; in training it yields only full batches.
+    slow = _Stream(batches(_Decoded(source, pre.eval_transform(), pre.resize, y),
+                           drop_last=False, num_workers=n), x, batch_size if shuffle else None)
     return _Switch(x, rows(x.images, y, batch_size, shuffle=shuffle, generator=generator,
                            pin=pin), slow)
