@@ -48,12 +48,10 @@ class Source(ABC):
         return self.kind
 
 
-class TensorImages(Source):
-    """uint8 images ``(N, 3, H, W)`` held in memory (arrays, the digits demo)."""
-
+class _InMemoryImages(Source):
     kind = "arrays"
 
-    def __init__(self, images: torch.Tensor) -> None:
+    def __init__(self, images: Any) -> None:
         self.images = images
 
     def __len__(self) -> int:
@@ -61,6 +59,10 @@ class TensorImages(Source):
 
     def load(self, i: int, size_hint: int | None = None) -> Any:
         return to_pil(self.images[i])
+
+
+class TensorImages(_InMemoryImages):
+    """uint8 images ``(N, 3, H, W)`` held in memory (arrays, the digits demo)."""
 
     def fingerprint(self, index: np.ndarray) -> str:
         h = hashlib.sha1(b"tensor")
@@ -68,19 +70,8 @@ class TensorImages(Source):
         return h.hexdigest()[:16]
 
 
-class ImageList(Source):
+class ImageList(_InMemoryImages):
     """uint8 ``(3, H, W)`` images of varied sizes held in memory."""
-
-    kind = "arrays"
-
-    def __init__(self, images: list[torch.Tensor]) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def load(self, i: int, size_hint: int | None = None) -> Any:
-        return to_pil(self.images[i])
 
     def fingerprint(self, index: np.ndarray) -> str:
         h = hashlib.sha1(b"list")
