@@ -302,3 +302,24 @@ def test_quickstart_study_file_parses():
     assert kwargs["backbones"] == ["efficientnet_lite0"] and kwargs["name"] == "quickstart"
     assert kwargs["storage"].endswith(os.path.join("studies", "quickstart.db"))
     assert len(train) == 200 and train.inputs.shape[-1] == 32
+
+
+def test_a_study_file_reads_a_csv_of_image_paths(tmp_path, capsys):
+    from PIL import Image
+
+    from autotransfer.config import load_study_file
+
+    (tmp_path / "img").mkdir()
+    rows = ["path,breed"]
+    for i in range(6):
+        Image.new("RGB", (30 + i, 20), (40 * i, 0, 0)).save(tmp_path / "img" / f"{i}.jpg")
+        rows.append(f"img/{i}.jpg,{'pug' if i % 2 else 'tabby'}")
+    (tmp_path / "pets.csv").write_text("\n".join(rows) + "\n")
+    study = tmp_path / "pets.toml"
+    study.write_text('n_trials = 2\n[data]\ncsv = "pets.csv"\nimage = "path"\nlabel = "breed"\n')
+    kwargs, train, valid = load_study_file(study)
+    assert valid is None and train.modality == "image" and train.classes == ["pug", "tabby"]
+    assert train.source.paths[0] == str(tmp_path / "img" / "0.jpg")  # relative to the CSV
+    study.write_text('n_trials = 2\n[data]\ncsv = "pets.csv"\nlabel = "breed"\n')
+    assert main(["run", str(study)]) == 2
+    assert "one of image = '<path column>' or text = '<text column>'" in capsys.readouterr().err
