@@ -83,22 +83,33 @@ class FeatureCache:
         self._bytes = 0
         self.hits = {"memory": 0, "disk": 0, "computed": 0, "rebuilt": 0}
 
-    def get_or_compute(self, key: CacheKey, compute: Callable[[], Any]) -> tuple[Any, str]:
-        """The features for ``key`` and where they came from: memory, disk, computed."""
+    def get(self, key: CacheKey) -> tuple[Any, str | None]:
+        """The features for ``key`` and where they were found (memory, disk), or (None, None)."""
         name = key.digest()
         if name in self._memory:
             self._memory.move_to_end(name)
             self.hits["memory"] += 1
             return self._memory[name], "memory"
-        persist = not key.data.startswith(LOCAL)
-        value = self._read(name) if persist else None
-        source = "disk"
+        value = self._read(name) if not key.data.startswith(LOCAL) else None
         if value is None:
-            value = compute()
-            source = "computed"
-            self._write(name, value, persist)
-        self.hits[source] += 1
+            return None, None
+        self.hits["disk"] += 1
         self._remember(name, value)
+        return value, "disk"
+
+    def put(self, key: CacheKey, value: Any) -> None:
+        """Keep freshly computed features (in memory, and on disk unless process-local)."""
+        name = key.digest()
+        self.hits["computed"] += 1
+        self._write(name, value, persist=not key.data.startswith(LOCAL))
+        self._remember(name, value)
+
+    def get_or_compute(self, key: CacheKey, compute: Callable[[], Any]) -> tuple[Any, str]:
+        """The features for ``key`` and where they came from: memory, disk, computed."""
+        value, source = self.get(key)
+        if value is None:
+            value, source = compute(), "computed"
+            self.put(key, value)
         return value, source
 
     def _remember(self, name: str, value: Any) -> None:

@@ -118,21 +118,22 @@ class _HeldAugmented(torch.utils.data.Dataset):
 
 
 class _Stream:
-    """Batches ``(inputs, targets)`` of a decoding loader; fills ``held`` on the way.
+    """Batches ``(inputs, targets)`` of a loader, with the items' positions when
+    ``indexed``; fills ``held`` on the way.
 
     With ``full`` set, a smaller (ragged last) batch is decoded and held but not yielded.
     """
 
-    def __init__(self, loader: DataLoader, held: Held | None = None,
-                 full: int | None = None) -> None:
-        self.loader, self.held, self.full = loader, held, full
+    def __init__(self, loader: DataLoader, held: Held | None = None, full: int | None = None,
+                 indexed: bool = False) -> None:
+        self.loader, self.held, self.full, self.indexed = loader, held, full, indexed
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple]:
         for x, y, idx in self.loader:
             if self.held is not None:
                 self.held.put(idx, x)
-            if self.full is None or len(x) == self.full:
-                yield x, y
+            if self.full is None or len(y) == self.full:
+                yield (x, y, idx) if self.indexed else (x, y)
 
 
 class _Switch:
@@ -159,13 +160,13 @@ class _Rows(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.y)
 
-    def __getitem__(self, idx: list[int]) -> tuple[Any, torch.Tensor]:
+    def __getitem__(self, idx: list[int]) -> tuple[Any, torch.Tensor, torch.Tensor]:
         idx_t = torch.as_tensor(idx)
         rows = idx_t
         if self.views > 1:
             view = torch.randint(self.views, (len(idx_t),), generator=self.generator)
             rows = view * len(self.y) + idx_t
-        return _batch.take(self.x, rows), self.y[idx_t]
+        return _batch.take(self.x, rows), self.y[idx_t], idx_t
 
 
 class _Tokens(torch.utils.data.Dataset):
@@ -175,67 +176,70 @@ class _Tokens(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.y)
 
-    def __getitem__(self, i: int) -> tuple[dict, torch.Tensor]:
-        return self.encodings[i], self.y[i]
+    def __getitem__(self, i: int) -> tuple[dict, torch.Tensor, int]:
+        return self.encodings[i], self.y[i], i
 
 
 class _PadTokens:
-    """Collate (encoding, target) pairs: pad the batch to its longest input."""
+    """Collate (encoding, target, position) triples: pad the batch to its longest input."""
 
     def __init__(self, pre: TextPreprocessing) -> None:
         self.pre = pre
 
-    def __call__(self, items: list[tuple[dict, torch.Tensor]]) -> tuple[dict, torch.Tensor]:
-        return self.pre.collate([e for e, _ in items]), torch.stack([y for _, y in items])
+    def __call__(self, items: list[tuple]) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        return (self.pre.collate([e for e, _, _ in items]), torch.stack([y for _, y, _ in items]),
+                torch.tensor([i for _, _, i in items]))
 
 
 def rows(x: Any, y: torch.Tensor, batch_size: int, *, shuffle: bool = False,
-         generator: torch.Generator | None = None, views: int = 1,
-         pin: bool = False) -> DataLoader:
+         generator: torch.Generator | None = None, views: int = 1, pin: bool = False,
+         indexed: bool = False, every: bool = False) -> Iterable:
     """Batches of in-memory rows (held images, cached features), shuffled or in order."""
     data = _Rows(x, y, views, generator)
     order = RandomSampler(data, generator=generator) if shuffle else SequentialSampler(data)
-    return DataLoader(data, sampler=BatchSampler(order, batch_size, drop_last=shuffle),
-                      batch_size=None, pin_memory=pin)
+    sampler = BatchSampler(order, batch_size, drop_last=shuffle and not every)
+    return _Stream(DataLoader(data, sampler=sampler, batch_size=None, pin_memory=pin),
+                   indexed=indexed)
 
 
 def loader(p: Prepared, split: str, batch_size: int, *, shuffle: bool = False,
            augment: str = "none", generator: torch.Generator | None = None,
-           pin: bool = False) -> Iterable:
+           pin: bool = False, indexed: bool = False, every: bool = False) -> Iterable:
     """(inputs, targets) batches of ``split`` ("train" or "valid"), in order or shuffled
     (then the ragged last batch is dropped: BatchNorm needs more than one example).
 
     Image inputs are uint8 ``(N, 3, size, size)``, to normalize on the device; text
-    inputs are padded token tensors.
+    inputs are padded token tensors. ``indexed`` adds the items' positions to each
+    batch; ``every`` yields the ragged last batch of a shuffled pass too.
     """
     x, y = (p.x_train, p.y_train) if split == "train" else (p.x_valid, p.y_valid)
     pre = p.preprocessing
     n = workers(len(y))
 
-    def batches(data: Any, *, drop_last: bool = shuffle, **kw: Any) -> DataLoader:
+    drop = shuffle and not every
+
+    def batches(data: Any, *, held: Held | None = None, **kw: Any) -> _Stream:
         # The order comes from ``generator`` alone, whichever path reads the data, so a
-        # cached, held or streamed trial sees the same batches.
+        # cached, held or streamed trial sees the same batches. A pass that fills ``held``
+        # reads every item and yields only the batches a dropping pass would.
         order = RandomSampler(data, generator=generator) if shuffle else SequentialSampler(data)
-        return DataLoader(data, batch_size=batch_size, sampler=order, drop_last=drop_last,
-                          pin_memory=pin, **kw)
+        return _Stream(DataLoader(data, batch_size=batch_size, sampler=order,
+                                  drop_last=drop and held is None, pin_memory=pin, **kw),
+                       held, batch_size if drop and held is not None else None, indexed)
 
     if isinstance(pre, TextPreprocessing):
         return batches(_Tokens(x, y), collate_fn=_PadTokens(pre))
-    source = x.ds if p.held else x
+    source, parallel = (x.ds if p.held else x), dict(num_workers=n, persistent_workers=n > 0)
     if augment != "none":
         transform = pre.train_transform(augment)
-        slow = _Stream(batches(_Decoded(source, transform, pre.resize, y), num_workers=n,
-                               persistent_workers=n > 0))
+        slow = batches(_Decoded(source, transform, pre.resize, y), **parallel)
         if not p.held:
             return slow
-        fast = _Stream(batches(_HeldAugmented(x.images, y, transform), num_workers=n,
-                               persistent_workers=n > 0))
-        return _Switch(x, fast, slow)
+        return _Switch(x, batches(_HeldAugmented(x.images, y, transform), **parallel), slow)
     if not p.held:
-        return _Stream(batches(_Decoded(x, pre.eval_transform(), pre.resize, y),
-                               num_workers=n, persistent_workers=n > 0))
+        return batches(_Decoded(x, pre.eval_transform(), pre.resize, y), **parallel)
     # A first pass holds every item it decodes; in training it yields only full batches.
-    slow = _Stream(batches(_Decoded(source, pre.eval_transform(), pre.resize, y),
-                           drop_last=False, num_workers=n), x, batch_size if shuffle else None)
+    slow = batches(_Decoded(source, pre.eval_transform(), pre.resize, y), held=x,
+                   num_workers=n)
     return _Switch(x, rows(x.images, y, batch_size, shuffle=shuffle, generator=generator,
-                           pin=pin), slow)
+                           pin=pin, indexed=indexed, every=every), slow)

@@ -129,11 +129,11 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
     model = dev.prepare(build_model(strategy, task, data.info))
     batch_size = _batch_size(strategy, len(data.y_train))
     applied = strategy.apply(model, max(1, len(data.y_train) // batch_size))
-    # Frozen-prefix features computed once (or cached) unless mixing touches the inputs.
+    # Frozen-prefix outputs kept as first read (or cached) unless mixing touches inputs.
     feed = _feed(model, data, strategy, dev, cache, gen, batch_size)
     mix = _mixer(strategy, head, data.info)
     timings = timings if timings is not None else {}
-    timings.update(compute_s=feed.compute_s, started=started)
+    timings.update(compute_s=0.0, started=started)
     best, history = _Best(head.direction), []
     try:
         for epoch in range(1, strategy.epochs + 1):
@@ -157,7 +157,7 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
         metrics=best.metrics, history=history, best_epoch=best.epoch, epochs_run=len(history),
         duration_s=time.perf_counter() - started, compute_s=timings["compute_s"],
         trainable_params=trainable, total_params=total, n_groups=model.n_groups,
-        cached=feed.cached, cache_source=feed.source, device=str(dev.device), info=data.info,
+        cached=feed.cached(), cache_source=feed.source(), device=str(dev.device), info=data.info,
         preprocessing=data.preprocessing, state_dict=best.state,
         first_step_s=timings.get("first_step_s", 0.0))
 
@@ -195,13 +195,13 @@ class _Best:
 
 @dataclass
 class _Feed:
-    """Where a trial's batches come from: cached prefix features, or live loaders."""
+    """Where a trial's batches come from: frozen-prefix outputs, or live loaders."""
 
     train: Iterable
     valid: Iterable
-    cached: bool  # batches hold frozen-prefix outputs
-    source: str  # memory / disk / computed, or why the prefix runs every batch
-    compute_s: float
+    prefixed: bool  # batches hold frozen-prefix outputs
+    cached: Callable[[], bool]  # ... and they were kept (not over the cache budget)
+    source: Callable[[], str]  # memory / disk / computed, or why the prefix runs live
     prep: Callable[[Any], Any]  # on the device: normalize (images) and memory layout
 
 
@@ -212,20 +212,14 @@ def _feed(model: TransferModel, data: Prepared, strategy: Strategy, dev: _Device
 
     reason = features.live_reason(model, strategy, cache)
     pin = dev.device.type == "cuda"  # page-locked batches copy to the GPU asynchronously
-    t0 = time.perf_counter()
     if reason is None:
-        try:
-            f = features.prefix_features(model, data, strategy, dev, cache, EVAL_BATCH)
-            return _Feed(pipeline.rows(f.train, data.y_train, batch_size, shuffle=True,
-                                       generator=gen, views=f.views, pin=pin),
-                         pipeline.rows(f.valid, data.y_valid, EVAL_BATCH, pin=pin), True,
-                         f.source, time.perf_counter() - t0, prep)
-        except features.FeaturesTooLarge as exc:
-            reason = f"no (features {exc.args[0] / 2**20:.0f} MB > cache budget)"
+        f = features.prefix_features(model, data, strategy, dev, cache, batch_size=batch_size,
+                                     eval_batch=EVAL_BATCH, generator=gen, pin=pin)
+        return _Feed(f.train, f.valid, True, lambda: f.cached, lambda: f.source, prep)
     return _Feed(pipeline.loader(data, "train", batch_size, shuffle=True,
                                  augment=strategy.augment, generator=gen, pin=pin),
-                 pipeline.loader(data, "valid", EVAL_BATCH, pin=pin), False, reason,
-                 time.perf_counter() - t0, prep)
+                 pipeline.loader(data, "valid", EVAL_BATCH, pin=pin), False, lambda: False,
+                 lambda: reason, prep)
 
 
 def _mixer(strategy: Strategy, head: Any, info: dict) -> Callable | None:
@@ -245,7 +239,7 @@ def _train_epoch(model, feed, head, strategy, applied, dev, mix, epoch, timings)
     for xb, yb in feed.train:
         xb, yb = dev.batch(xb), yb.to(dev.device, non_blocking=True)
         with dev.autocast():
-            if feed.cached:  # xb holds frozen-prefix outputs
+            if feed.prefixed:  # xb holds frozen-prefix outputs
                 out = model.forward_tail(xb)
             else:
                 xb = feed.prep(xb)
@@ -285,7 +279,7 @@ def _predict(model: TransferModel, batches: Iterable, dev: _Device,
     for xb, yb in batches:
         xb = dev.batch(xb)
         with dev.autocast():
-            outs.append(model.forward_tail(xb) if feed.cached else model(feed.prep(xb)))
+            outs.append(model.forward_tail(xb) if feed.prefixed else model(feed.prep(xb)))
         targets.append(yb)
     return torch.cat(outs).float(), torch.cat(targets).to(dev.device)
 

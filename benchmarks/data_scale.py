@@ -283,11 +283,14 @@ def _rand_images(n: int, size: int):
 
 
 def _steps(model, applied, batch, steps: int) -> float:
-    """Items/s of full fine-tune steps (forward, backward, optimizer) after one warm-up."""
+    """Items/s of full fine-tune steps (forward, backward, optimizer): the batch size over
+    the median step time after one warm-up step (the median resists a busy shared machine)."""
+    import statistics
+
     import torch.nn.functional as F
 
     model.train()
-    done, elapsed = 0, 0.0
+    times, n = [], 0
     for s in range(steps + 1):
         t0 = time.perf_counter()
         x, y = batch()
@@ -296,8 +299,9 @@ def _steps(model, applied, batch, steps: int) -> float:
         loss.backward()
         applied.optimizer.step()
         if s:  # the first step is the warm-up
-            done, elapsed = done + len(y), elapsed + time.perf_counter() - t0
-    return done / elapsed
+            times.append(time.perf_counter() - t0)
+            n = len(y)
+    return n / statistics.median(times)
 
 
 def text_speed(steps: int) -> dict:
@@ -400,14 +404,16 @@ def throughput_tables(res: dict) -> list[str]:
     x = t["text"]
     return [
         f"Loader vs training at {t['image_size']} px (batch 32, streamed: held="
-        f"{t['held']}, {t['workers']} loader worker(s); measured apart, on the same 2 cores):",
+        f"{t['held']}, {t['workers']} loader worker(s); measured apart, on the same 2 cores; "
+        f"load avg {t['load_before']:.1f}/{t['load_after']:.1f} before/after):",
         "", "| measure | images/s |", "|---|---|",
         f"| training loader, augment=flip, {t['batches']} batches after a warm-up "
         f"({t['loader_warmup_s']:.1f} s) | {t['loader_ips']:.1f} |",
-        f"| full fine-tune step, {t['steps']} steps after a warm-up | {t['train_ips']:.1f} |",
+        f"| full fine-tune step, median of {t['steps']} after a warm-up | "
+        f"{t['train_ips']:.1f} |",
         "", f"{TEXT_BACKBONE} fine-tune steps, batch 32, 1-10 random words (tokens per "
         f"input: mean {x['tokens_mean']:.1f}, max {x['tokens_max']}):", "",
-        "| padding | sequences/s |", "|---|---|",
+        f"| padding (median of {t['steps']} steps) | sequences/s |", "|---|---|",
         f"| max_length=128 | {x['padded_128']:.1f} |",
         f"| per batch (library) | {x['dynamic']:.1f} |"]
 

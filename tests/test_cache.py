@@ -140,18 +140,22 @@ def test_leaderboard_says_which_trials_used_the_cache(tmp_path):
 
 
 def test_augmented_frozen_trials_read_cached_views(toy, tmp_path):
-    """A frozen trial with augmentation caches K augmented views; another trial reuses them."""
+    """A frozen trial's first K epochs keep one augmented view each; later trials reuse them."""
     from autotransfer import features
 
     cache = FeatureCache(tmp_path / "cache")
-    flip = BASE.replace(augment="flip")
+    flip = BASE.replace(augment="flip", epochs=features.AUG_VIEWS)
+    short = _run(flip.replace(epochs=features.AUG_VIEWS - 1), toy, cache)
+    assert len(cache._memory) == 1  # too few epochs to see every view: only valid is kept
     first = _run(flip, toy, cache)
     again = _run(flip.replace(lr=1e-3), toy, cache)
     plain = _run(BASE, toy, cache)
     views = f"({features.AUG_VIEWS} views, augment=flip)"
-    assert first.cached and first.cache_source == f"computed {views}"
+    assert short.cache_source == f"computed {views}"
+    assert first.cache_source == f"computed/memory {views}"  # the views are computed again
     assert again.cache_source == f"memory {views}"
     assert plain.cache_source == "computed/memory"  # the plain validation features are shared
+    assert first.cached and first.epochs_run == features.AUG_VIEWS
     train_rows = len(toy[0]) * features.AUG_VIEWS
     assert len(cache._memory) == 3  # augmented train views, plain train, plain valid
     assert sorted(len(v) for v in cache._memory.values())[-1] == train_rows
