@@ -2,6 +2,7 @@
 
 from . import data
 from .backbones import Backbone, HFBackbone, PackageWeights, Stage, TimmBackbone
+from .backends import Backend, OptunaBackend, RayBackend
 from .errors import (
     AutotransferError,
     ConfigError,
@@ -9,6 +10,7 @@ from .errors import (
     DeviceError,
     ModalityError,
     PluginError,
+    SearchFailed,
     StorageError,
     StrategyError,
     TrialFailed,
@@ -36,7 +38,8 @@ from .study import Study
 __version__ = "0.1.0"
 
 __all__ = [
-    "AutotransferError", "Backbone", "ConfigError", "DataError", "DeviceError", "HFBackbone",
+    "AutotransferError", "Backbone", "Backend", "OptunaBackend", "RayBackend",
+    "SearchFailed", "ConfigError", "DataError", "DeviceError", "HFBackbone",
     "Head", "ModalityError", "PackageWeights", "PluginError", "Stage", "StorageError",
     "Strategy", "StrategyError", "TimmBackbone", "TransferModel", "TrialFailed",
     "TrialResult", "UnknownNameError", "WeightsUnavailableError", "create_backbone", "data",

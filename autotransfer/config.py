@@ -20,10 +20,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SEARCH_KEYS = ("name", "task", "backbones", "n_trials", "timeout", "backend", "devices",
-               "storage", "seed", "baselines", "valid_fraction", "pruner", "keep_checkpoints",
-               "patience", "trials_per_device", "address", "max_retries",
-               "warm_start")
+SEARCH_KEYS = ("name", "task", "backbones", "n_trials", "timeout", "backend", "storage",
+               "seed", "baselines", "valid_fraction", "pruner", "sampler", "keep_checkpoints",
+               "patience", "warm_start")
+BACKEND_KEYS = ("devices", "trials_per_device", "address", "max_retries", "resources")
 EXTRA_KEYS = ("plugins",)  # plugin modules to register (ones not installed as packages)
 TABLES = ("data", "space")
 DATA_SOURCES = {
@@ -42,20 +42,30 @@ def load_study_file(path: str | Path) -> tuple[dict[str, Any], Any, Any]:
         cfg = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    unknown = sorted(set(cfg) - set(SEARCH_KEYS) - set(EXTRA_KEYS) - set(TABLES))
+    unknown = sorted(set(cfg) - set(SEARCH_KEYS + BACKEND_KEYS + EXTRA_KEYS + TABLES))
     if unknown:
         raise ConfigError(f"Unknown key {unknown[0]!r} in {path}; accepted: "
-                          f"{', '.join(SEARCH_KEYS + EXTRA_KEYS)}, and the tables [data] and "
-                          f"[space].")
-    for module in cfg.get("plugins", []):
+                          f"{', '.join(SEARCH_KEYS + BACKEND_KEYS + EXTRA_KEYS)}, and the "
+                          f"tables [data] and [space].")
+    modules = cfg.get("plugins", [])
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise ConfigError(f"plugins in {path} must be a list of module names, but got "
+                          f"plugins={modules!r}.")
+    for module in modules:
         register_plugin(module)
     if "data" not in cfg:
         raise ConfigError(f"{path} has no [data] table; give one of "
                           f"{', '.join(f'{k} = ...' for k in DATA_SOURCES)}.")
     kwargs = {k: v for k, v in cfg.items() if k in SEARCH_KEYS}
+    kwargs["backend"] = _backend(cfg, path)
     kwargs.setdefault("name", path.stem)
     base = path.parent
-    if "storage" in kwargs and "://" not in str(kwargs["storage"]):
+    if not isinstance(kwargs["name"], str):
+        raise ConfigError(f"name in {path} must be a string, but got name={kwargs['name']!r}.")
+    if "storage" in kwargs and not isinstance(kwargs["storage"], str):
+        raise ConfigError(f"storage in {path} must be a path or URL string, but got "
+                          f"storage={kwargs['storage']!r}.")
+    if "storage" in kwargs and "://" not in kwargs["storage"]:
         kwargs["storage"] = str(base / kwargs["storage"])
     kwargs.setdefault("storage", str(base / f"{kwargs['name']}.db"))
     space = cfg.get("space", {})
@@ -64,6 +74,23 @@ def load_study_file(path: str | Path) -> tuple[dict[str, Any], Any, Any]:
     kwargs["space"] = SearchSpace.from_dict(space)
     train, valid = _data(cfg["data"], base, path)
     return kwargs, train, valid
+
+
+def _backend(cfg: dict[str, Any], path: Path) -> Any:
+    """``backend`` plus its settings (devices, address, ...) -> a Backend object."""
+    from .backends import OptunaBackend, RayBackend, as_backend
+
+    name = cfg.get("backend", "optuna")
+    given = {k: cfg[k] for k in BACKEND_KEYS if k in cfg}
+    accepted = {"optuna": ("devices", "trials_per_device"),
+                "ray": ("devices", "trials_per_device", "address", "max_retries", "resources")}
+    backend = as_backend(name)
+    wrong = sorted(set(given) - set(accepted[backend.name]))
+    if wrong:
+        raise ConfigError(f"{wrong[0]} in {path} applies to backend='ray', not "
+                          f"backend={name!r}; keys for {backend.name!r}: "
+                          f"{', '.join(accepted[backend.name])}.")
+    return (RayBackend if backend.name == "ray" else OptunaBackend)(**given)
 
 
 def _data(table: dict[str, Any], base: Path, path: Path) -> tuple[Any, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -34,11 +35,14 @@ def resolve(devices: Any = "auto", trials_per_device: int = 1, *,
 
     On a CPU-only machine ``devices=N`` means N worker processes sharing the cores.
     """
-    if not isinstance(trials_per_device, int) or trials_per_device < 1:
+    if isinstance(trials_per_device, bool) or not isinstance(
+            trials_per_device, numbers.Integral) or trials_per_device < 1:
         raise DeviceError(f"trials_per_device must be an integer >= 1, but got "
-                          f"{trials_per_device!r}.")
+                          f"trials_per_device={trials_per_device!r}.")
     gpus = gpu_count() if gpus is None else gpus
     cpus = cpus or os.cpu_count() or 1
+    if isinstance(devices, numbers.Integral) and not isinstance(devices, bool):
+        devices = int(devices)
     names = [f"cuda:{i}" for i in range(gpus)]
     if devices == "auto":
         chosen = names or ["cpu"]
@@ -52,13 +56,17 @@ def resolve(devices: Any = "auto", trials_per_device: int = 1, *,
                 raise DeviceError(f"Asked for {devices} GPUs, but this machine has {gpus} "
                                   f"({', '.join(names)}).")
             chosen = names[:devices]
+        elif devices * trials_per_device > cpus:
+            raise DeviceError(f"Asked for {devices * trials_per_device} CPU worker processes "
+                              f"(devices={devices}, trials_per_device={trials_per_device}), "
+                              f"but this machine has {cpus} cores and no GPU; give at most "
+                              f"{cpus}.")
         else:
             chosen = ["cpu"] * devices
     elif isinstance(devices, (list, tuple)) and devices:
         chosen = []
         for d in devices:
-            d = str(d)
-            if d != "cpu" and d not in names:
+            if not isinstance(d, str) or (d != "cpu" and d not in names):
                 raise DeviceError(
                     f"Device {d!r} does not exist here; this machine has "
                     f"{', '.join(names + ['cpu']) if names else 'no GPU (only cpu)'}.")

@@ -76,3 +76,7 @@ def check_choice(kind: str, value: str, accepted: Iterable[str]) -> str:
     if value not in accepted:
         raise UnknownNameError(kind, value, accepted)
     return value
+
+
+class SearchFailed(AutotransferError):
+    """Every trial of a search failed: the cause is the data, the space or the setup."""

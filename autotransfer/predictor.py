@@ -109,14 +109,25 @@ class Predictor:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str = "cpu") -> Predictor:
-        """Load a file written by :meth:`save` (the backbone must be registered)."""
+    def load(cls, path: str | Path, *, device: str = "cpu", study: str | None = None
+             ) -> Predictor:
+        """Load a file written by :meth:`save` (the backbone must be registered).
+
+        ``study``: the id of the study the file must belong to (``Study.load_best`` checks).
+        """
         path = Path(path)
         if not path.is_file():
             raise StorageError(f"Model file {str(path)!r} does not exist.")
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        try:  # weights_only: loading a model file never runs code
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise StorageError(f"{str(path)!r} is not an autotransfer model file ({FORMAT}): "
+                               f"{type(exc).__name__}: {str(exc)[:200]}") from exc
         if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
             raise StorageError(f"{str(path)!r} is not an autotransfer model file ({FORMAT}).")
+        if study and ckpt.get("study") != study:
+            raise StorageError(f"{str(path)!r} holds a model of another study (id "
+                               f"{ckpt.get('study')!r}, not {study!r}); it was not used.")
         strategy = Strategy.from_dict(ckpt["strategy"])
         # Architecture only: the saved state replaces every weight.
         model = build_model(strategy.replace(pretrained=False, l2sp=0.0), ckpt["task"],
@@ -134,10 +145,12 @@ class Predictor:
 
 
 def save_checkpoint(path: Path, state_dict: dict, strategy: Strategy, task: str, info: dict,
-                    preprocessing: Preprocessing) -> None:
+                    preprocessing: Preprocessing, *, study: str = "") -> None:
+    """Write a model file; ``study`` is the id of the study whose trial it is."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save({
-        "format": FORMAT, "strategy": strategy.to_dict(), "task": task, "info": info,
+        "format": FORMAT, "study": study, "strategy": strategy.to_dict(), "task": task,
+        "info": info,
         "preprocessing": dataclasses.asdict(preprocessing), "state_dict": state_dict,
     }, tmp)
     tmp.replace(path)  # never a half-written checkpoint under the real name

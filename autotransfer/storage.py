@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,8 @@ INTERRUPTED = "autotransfer:interrupted"
 HISTORY = "autotransfer:history"
 META = "autotransfer:meta"
 RESULT = "autotransfer:result"
+EXCLUDED = "autotransfer:excluded"  # failed for a cause fixed before a rerun: not counted
+RUN = "autotransfer:run"  # the search() call that ran a trial
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,6 @@ class StorageSpec:
             if self.journal:
                 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-                Path(self.journal).parent.mkdir(parents=True, exist_ok=True)
                 return JournalStorage(JournalFileBackend(self.journal))
             kwargs: dict[str, Any] = {}
             if self.url.startswith("sqlite"):
@@ -66,23 +69,42 @@ class StorageSpec:
 
 def resolve(storage: str | os.PathLike | None, name: str, *,
             root: Path | None = None) -> StorageSpec:
-    """``None`` -> ``<root>/studies/<name>.db``; a path or URL otherwise."""
+    """``None`` -> ``<root>/studies/<name>.db``; a path or URL otherwise. Touches nothing."""
     if storage is None:
-        path = (root or Path.cwd()) / "studies" / f"{name}.db"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = (root or Path.cwd()) / "studies" / f"{safe_name(name)}.db"
         return StorageSpec(f"sqlite:///{path.resolve()}")
+    if not isinstance(storage, (str, os.PathLike)):
+        raise StorageError(f"storage must be a path or a URL, but got {storage!r}; "
+                           f"accepted: {ACCEPTED}.")
     text = os.fspath(storage)
+    if text in ("sqlite:///:memory:", "sqlite://", ":memory:"):
+        raise StorageError(f"storage={text!r} keeps the study in memory: worker processes "
+                           f"cannot share it and it is gone when the search returns; accepted: "
+                           f"{ACCEPTED}.")
     if "://" in text:
-        if text.startswith("sqlite:///") and text != "sqlite:///:memory:":
-            Path(text[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         return StorageSpec(text)
     path = Path(text)
     if path.suffix in JOURNAL_SUFFIXES:
         return StorageSpec(f"journal:{path.resolve()}", journal=str(path.resolve()))
     if path.suffix in SQLITE_SUFFIXES:
-        path.parent.mkdir(parents=True, exist_ok=True)
         return StorageSpec(f"sqlite:///{path.resolve()}")
     raise StorageError(f"Cannot tell what storage {text!r} is; accepted: {ACCEPTED}.")
+
+
+def make_room(spec: StorageSpec, name: str) -> Path:
+    """Create the storage's folder and the study's folder; refuse ones that cannot be written."""
+    folders = [workdir_for(spec, name)] + ([spec.path.parent] if spec.path else [])
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"Cannot create folder {str(folder)!r} for storage "
+                               f"{spec.url!r}: {exc.strerror or exc}; give a storage path in "
+                               f"a folder you can write.") from exc
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StorageError(f"Folder {str(folder)!r} of storage {spec.url!r} is not "
+                               f"writable; give a storage path in a folder you can write.")
+    return folders[0]
 
 
 def existing(storage: str | os.PathLike) -> StorageSpec:
@@ -94,9 +116,54 @@ def existing(storage: str | os.PathLike) -> StorageSpec:
 
 
 def workdir_for(spec: StorageSpec, name: str) -> Path:
-    """The study's folder (checkpoints, caches): next to a file storage, else ./studies/."""
-    base = spec.path.parent if spec.path is not None else Path.cwd() / "studies"
-    return base / name
+    """The study's own folder (checkpoints, caches, locks), derived from storage *and* name.
+
+    ``studies/pets.db`` + name ``pets`` -> ``studies/pets.db.d/pets``: two storages in one
+    folder, or two studies in one storage, never share files, and the folder's name (with a
+    dot) can never shadow an importable package next to the user's script. A storage that
+    is not a local file gets ``./studies/<hash of its URL>.d/<name>``.
+    """
+    if spec.path is not None:
+        base = spec.path.parent / f"{spec.path.name}.d"
+    else:
+        base = Path.cwd() / "studies" / f"{hashlib.sha1(spec.url.encode()).hexdigest()[:10]}.d"
+    return base / safe_name(name)
+
+
+def safe_name(name: str) -> str:
+    """A file name for any study name: no separators, no '..', distinct for distinct names."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:80] or "study"
+    if slug != name:
+        slug += "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return slug
+
+
+def lock(spec: StorageSpec, name: str) -> Any:
+    """A lock held while a study is created or enqueued, shared by every process here.
+
+    A new SQLite or journal file is created once, and baselines and the warm-start points
+    are enqueued once, however many ``search`` processes start on it together.
+    """
+    from filelock import FileLock
+
+    return FileLock(str(workdir_for(spec, name).parent / f"{safe_name(name)}.lock"))
+
+
+def excluded(study: optuna.Study) -> set[int]:
+    """Numbers of the trials a study keeps out of ``n_trials``: every trial of a search that
+    all failed (a cause the user fixes before rerunning). Kept on the study, since a
+    finished trial's attributes cannot change."""
+    return set(study._storage.get_study_system_attrs(study._study_id).get(EXCLUDED, []))
+
+
+def exclude(study: optuna.Study, numbers: list[int]) -> None:
+    study._storage.set_study_system_attr(study._study_id, EXCLUDED,
+                                         sorted(excluded(study) | set(numbers)))
+
+
+def uncounted(trial: Any, left_out: set[int]) -> bool:
+    """A trial that does not count toward ``n_trials``: interrupted, or excluded."""
+    return bool(trial.system_attrs.get(INTERRUPTED)) or trial.number in left_out
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,12 @@ from .model import TransferModel
 from .preprocessing import AUGMENTS
 
 OPTIMIZERS = ("adamw", "sgd")
+
+
+MAX_IMAGE_SIZE = 4096
+_FLOATS = ("lr", "layer_decay", "weight_decay", "dropout", "drop_path", "label_smoothing",
+           "mixup", "cutmix", "l2sp", "warmup", "grad_clip")
+_INTS = ("frozen_groups", "batch_size", "epochs", "image_size", "max_length")
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,8 @@ class Strategy:
             if not ok:
                 raise StrategyError(f"{what} must be {accepted}, but got {what}={value!r}.")
 
+        self._coerce()
+
         need(isinstance(self.frozen_groups, int) and self.frozen_groups >= 0,
              "frozen_groups", self.frozen_groups, "an integer >= 0")
         need(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "a finite number > 0")
@@ -99,12 +108,26 @@ class Strategy:
              "epochs", self.epochs, "an integer >= 1")
         need(0 <= self.warmup < 1, "warmup", self.warmup, "in [0, 1)")
         need(self.grad_clip >= 0, "grad_clip", self.grad_clip, ">= 0 (0 = off)")
-        need(self.image_size is None or self.image_size >= 8,
-             "image_size", self.image_size, "None or >= 8 pixels")
+        need(self.image_size is None or 8 <= self.image_size <= MAX_IMAGE_SIZE,
+             "image_size", self.image_size, f"None or 8 to {MAX_IMAGE_SIZE} pixels")
         need(self.max_length is None or self.max_length >= 2,
              "max_length", self.max_length, "None or >= 2 tokens")
         need(self.pretrained or self.l2sp == 0, "l2sp", self.l2sp,
              "0 with pretrained=False (it pulls toward pretrained weights)")
+
+    def _coerce(self) -> None:
+        """Numbers of any numeric type (numpy too) become float/int; other types are refused."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name in _FLOATS or f.name in _INTS:
+                whole = f.name in _INTS
+                kind = numbers.Integral if whole else numbers.Real
+                if v is None and f.name in ("image_size", "max_length"):
+                    continue
+                if isinstance(v, bool) or not isinstance(v, kind):
+                    raise StrategyError(f"{f.name} must be {'an integer' if whole else 'a number'}"
+                                        f", but got {f.name}={v!r} ({type(v).__name__}).")
+                object.__setattr__(self, f.name, int(v) if whole else float(v))
 
     @property
     def mixes(self) -> bool:

@@ -86,12 +86,15 @@ class Study:
         return Strategy.from_dict(self.best_trial.system_attrs[st.STRATEGY])
 
     def load_best(self, *, device: str = "cpu") -> Predictor:
-        """The best trial that kept a checkpoint, ready to ``predict``."""
+        """The best trial that kept a checkpoint, ready to ``predict``.
+
+        The file must carry this study's id: a checkpoint of another study is never used.
+        """
         ranked = self.leaderboard()
         for number in ranked.loc[ranked["state"] == "complete", "trial"]:
             path = self.optuna.trials[int(number)].system_attrs.get(st.CHECKPOINT)
             if path and Path(path).is_file():
-                return Predictor.load(path, device=device)
+                return Predictor.load(path, device=device, study=self.meta.get("uid"))
         raise StorageError(
             f"Study {self.name!r} kept no checkpoint of a completed trial "
             f"(keep_checkpoints=0, or the files under {self.workdir} were removed)."

@@ -11,6 +11,8 @@
   ``tiny_resnet``, ``tiny_bert``) built from config for fast tests:
   ``at.register_plugin("autotransfer.testing")``.
 - :func:`toy_images`: a small learnable image task.
+- :class:`PauseAt` / :func:`paused_head`: a task that pauses a trial at a known point, for
+  fault drills that synchronise on a file instead of on time.
 """
 
 from __future__ import annotations
@@ -61,6 +63,56 @@ def toy_images(n: int = 96, *, classes: int = 3, size: int = 16, seed: int = 0) 
         r, col = divmod(int(c) % 4, 2)
         x[i, :, r * half:(r + 1) * half, col * half:(col + 1) * half] += 150
     return Dataset(torch.from_numpy(x), y, "image")
+
+
+def paused_head(marker: str, after: int) -> Any:
+    """A classification head that pauses, once, at the ``after``-th validation of a process.
+
+    For fault drills that must not depend on timing: with ``E`` epochs per trial and no
+    pruning or early stopping, ``after = k * E + 2`` pauses with k trials done and one an
+    epoch in. It then creates ``marker`` (holding the process id) and waits there until the
+    process is killed or interrupted; a test waits for the file, not for time. A process
+    that finds the marker already made never pauses (a restarted worker, a rerun).
+    """
+    from autotransfer_plugins.heads import ClassificationHead
+
+    class Paused(ClassificationHead):
+        name = "paused"
+        validations = 0
+
+        def metrics(self, outputs: Any, targets: Any, info: dict) -> dict[str, float]:
+            out = super().metrics(outputs, targets, info)
+            Paused.validations += 1
+            if Paused.validations == after:
+                _pause(marker)
+            return out
+
+    return Paused()
+
+
+def _pause(marker: str) -> None:
+    import os
+    import time
+
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    while True:  # until killed, or Ctrl-C raises here
+        time.sleep(0.05)
+
+
+class PauseAt:
+    """An object plugin registering :func:`paused_head` as task ``"paused"``."""
+
+    def __init__(self, marker: str, after: int) -> None:
+        self.marker, self.after = str(marker), after
+
+    @hookimpl
+    def register_heads(self, register: Any) -> None:
+        register(paused_head(self.marker, self.after))
 
 
 def sample_inputs(backbone: Backbone, n: int = 3) -> Any:

@@ -27,8 +27,10 @@ def run(data, valid, *, backend: str, devices, n_trials: int, space, backbone: s
     folder = Path(tempfile.mkdtemp(prefix="at-bench-"))
     t0 = time.perf_counter()
     study = at.search(data, valid=valid, backbones=[backbone], n_trials=n_trials,
-                      storage=folder / "b.db", name="bench", backend=backend,
-                      devices=devices, baselines=False, pruner="none", patience=None,
+                      storage=folder / "b.db", name="bench",
+                      backend=(at.RayBackend if backend == "ray" else at.OptunaBackend)(
+                          devices=devices),
+                      baselines=False, pruner="none", patience=None,
                       space=space, progress=False)
     wall = time.perf_counter() - t0
     trials = [t for t in study.trials() if t.datetime_complete]

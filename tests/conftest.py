@@ -24,9 +24,10 @@ FIRST_PARTY = [
 
 @pytest.fixture(autouse=True)
 def first_party_plugins():
-    """Every test starts with the first-party plugins and the tiny test backbones."""
-    plugins.reset(autoload=False)
+    """Every test gets a fresh plugin host with the first-party plugins and the tiny test
+    backbones; nothing a test registers leaks into the next."""
+    host = plugins.PluginHost(autoload=False)
     for name in FIRST_PARTY:
-        at.register_plugin(name)
-    yield
-    plugins.reset(autoload=False)
+        host.register(name)
+    with plugins.use(host):
+        yield host

@@ -1,29 +1,37 @@
-"""Shared by tests that watch a search running in another process."""
+"""Shared by tests that drive a search in another process.
+
+They synchronise on a file the search writes when it reaches a known point (see
+``autotransfer.testing.paused_head``), never on how fast it runs: the time limit below
+is only a safety net for a search that is broken, not a guess at its speed.
+"""
 
 import time
+from pathlib import Path
 
-import optuna
+SAFETY_NET_S = 900
 
 
-def wait_mid_trial(storage: str, name: str, proc, *, min_done: int = 2, min_running: int = 1,
-                   need_pid: bool = False, timeout: float = 120):
-    """Block until >= min_done trials finished and >= min_running are mid-way (an epoch in).
+def wait_for_pause(marker: Path, proc) -> int:
+    """Block until the search in ``proc`` has paused (``marker`` exists); its process id."""
+    deadline = time.monotonic() + SAFETY_NET_S
+    while not marker.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the search exited with code {proc.returncode} before "
+                                 f"pausing")
+        if time.monotonic() > deadline:
+            raise AssertionError("the search never paused (broken, not slow)")
+        time.sleep(0.05)
+    while not marker.read_text():  # created, pid being written
+        time.sleep(0.01)
+    return int(marker.read_text())
 
-    Returns ({number: value} of the finished trials, the mid-way trials).
-    """
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            trials = optuna.load_study(study_name=name, storage=storage).trials
-        except Exception:  # not created yet, or a write in progress
-            time.sleep(0.2)
-            continue
-        done = [t for t in trials if t.state.is_finished()]
-        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING
-                   and t.intermediate_values
-                   and (not need_pid or "autotransfer:pid" in t.system_attrs)]
-        if len(done) >= min_done and len(running) >= min_running:
-            return {t.number: t.value for t in done}, running
-        time.sleep(0.02)
-    raise AssertionError(f"the search never had {min_done} trials done and {min_running} "
-                         f"mid-way")
+
+def pause_plugin(folder: Path, marker: Path, after: int) -> str:
+    """Write a plugin module registering task 'paused'; returns its module name."""
+    (folder / "pause_plugin.py").write_text(
+        "import autotransfer as at\n"
+        "from autotransfer.testing import paused_head\n\n\n"
+        "@at.hookimpl\n"
+        "def register_heads(register):\n"
+        f"    register(paused_head({str(marker)!r}, {after}))\n")
+    return "pause_plugin"

@@ -1,21 +1,24 @@
 """Trials across device slots: parallel CPU worker processes, device requests, dead workers."""
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
 
+import optuna
 import pytest
 
 import autotransfer as at
 from autotransfer.devices import resolve
 from autotransfer.testing import toy_images
 
-from helpers import wait_mid_trial
+from helpers import wait_for_pause
 
 
 def test_two_cpu_workers_share_one_study(tmp_path):
     study = at.search(toy_images(200, classes=3, size=16), backbones=["tiny_cnn"], n_trials=10,
-                      storage=tmp_path / "p.db", name="par", devices=2, progress=False,
+                      storage=tmp_path / "p.db", name="par", backend=at.OptunaBackend(devices=2), progress=False,
                       space=at.SearchSpace(epochs=4, image_size=16))
     lb = study.leaderboard()
     assert sorted(lb["trial"]) == list(range(10))  # none duplicated, none lost
@@ -46,45 +49,50 @@ def test_cpu_workers_split_the_cores():
 @pytest.mark.parametrize("devices,tpd,gpus,match", [
     (3, 1, 2, r"Asked for 3 GPUs, but this machine has 2 \(cuda:0, cuda:1\)"),
     (["cuda:1"], 1, 0, "Device 'cuda:1' does not exist here; this machine has no GPU"),
-    ("auto", 0, 0, "trials_per_device must be an integer >= 1, but got 0"),
+    ("auto", 0, 0, "trials_per_device must be an integer >= 1, but got trials_per_device=0"),
+    (99, 1, 0, "Asked for 99 CPU worker processes .* has 2 cores"),
     ("tpu", 1, 0, "devices must be 'auto', 'cpu', a count, or a list"),
 ])
 def test_bad_device_requests(devices, tpd, gpus, match):
     with pytest.raises(at.DeviceError, match=match):
-        resolve(devices, tpd, gpus=gpus)
+        resolve(devices, tpd, gpus=gpus, cpus=2)
 
 
 def test_search_refuses_gpus_this_machine_lacks(tmp_path):
     with pytest.raises(at.DeviceError, match="'cuda:0' does not exist here"):
         at.search(toy_images(30), backbones=["tiny_cnn"], n_trials=2, storage=tmp_path / "x.db",
-                  devices=["cuda:0"], progress=False)
+                  backend=at.OptunaBackend(devices=["cuda:0"]), progress=False)
 
 
 _SCRIPT = textwrap.dedent("""
     import sys
     import autotransfer as at
-    from autotransfer.testing import toy_images
+    from autotransfer.testing import PauseAt, toy_images
     for m in ["autotransfer_plugins.heads", "autotransfer.testing"]:
         at.register_plugin(m)
-    at.search(toy_images(400, classes=4, size=32), backbones=["tiny_cnn"], n_trials=10,
-              storage=sys.argv[1], name="w", pruner="none", patience=None, devices=2,
-              space=at.SearchSpace(epochs=6, image_size=32, mixup=0.0), progress=False)
+    at.register_plugin(PauseAt(sys.argv[2], after=1 * 4 + 2), name="pause")  # reaches workers
+    at.search(toy_images(200, classes=4, size=16), backbones=["tiny_cnn"], n_trials=8,
+              task="paused", storage=sys.argv[1], name="w", pruner="none", patience=None,
+              backend=at.OptunaBackend(devices=2), progress=False,
+              space=at.SearchSpace(epochs=4, image_size=16, mixup=0.0))
 """)
 
 
 def test_a_dead_worker_loses_its_trial_only_and_the_study_finishes(tmp_path):
-    script = tmp_path / "run.py"
+    script, marker = tmp_path / "run.py", tmp_path / "paused"
     script.write_text(_SCRIPT)
     storage = f"sqlite:///{tmp_path / 'w.db'}"
-    parent = subprocess.Popen([sys.executable, str(script), storage])
-    _, (victim, *_) = wait_mid_trial(storage, "w", parent, need_pid=True)
-    subprocess.run(["kill", "-9", str(victim.system_attrs["autotransfer:pid"])], check=True)
-    assert parent.wait(timeout=300) == 0  # the search itself carried on and finished
+    parent = subprocess.Popen([sys.executable, str(script), storage, str(marker)])
+    victim_pid = wait_for_pause(marker, parent)  # a worker: one trial done, one an epoch in
+    (victim,) = [t for t in optuna.load_study(study_name="w", storage=storage).trials
+                 if t.system_attrs.get("autotransfer:pid") == victim_pid
+                 and t.state == optuna.trial.TrialState.RUNNING]
+    os.kill(victim_pid, signal.SIGKILL)
+    assert parent.wait(timeout=600) == 0  # the search itself carried on and finished
 
-    study = at.Study.load(tmp_path / "w.db")
-    lb = study.leaderboard()
+    lb = at.Study.load(tmp_path / "w.db").leaderboard()
     killed = lb[lb["trial"] == victim.number].iloc[0]
     assert killed["state"] == "failed" and "interrupted: its process" in killed["reason"]
-    assert (lb["state"] == "complete").sum() == 10  # replaced: n_trials reached
-    assert sorted(lb["trial"]) == list(range(11))
-
+    assert (lb["state"] == "complete").sum() == 8  # replaced: n_trials reached
+    assert sorted(lb["trial"]) == list(range(9))
+    assert not list((tmp_path / "w.db.d").rglob("job-*"))  # no job file, ever

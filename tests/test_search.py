@@ -16,7 +16,7 @@ import autotransfer as at
 from autotransfer.cli import main
 from autotransfer.testing import toy_images
 
-from helpers import wait_mid_trial
+from helpers import pause_plugin, wait_for_pause
 
 SPACE = at.SearchSpace(epochs=3, image_size=16)
 
@@ -114,7 +114,7 @@ def test_journal_storage_works_too(toy, tmp_path):
 
 def test_best_model_predicts_and_saves_with_its_strategy(toy, tmp_path):
     study = _search(toy, tmp_path, n_trials=6, keep_checkpoints=2)
-    files = list((tmp_path / "toy" / "checkpoints").glob("*.pt"))
+    files = list((study.workdir / "checkpoints").glob("*.pt"))
     assert len(files) == 2  # only the best two are kept
     model = study.load_best()
     assert model.strategy == study.best_strategy
@@ -140,7 +140,9 @@ def test_pruned_trials_stay_on_the_leaderboard(toy, tmp_path):
 def test_failed_trials_record_their_reason_and_the_study_goes_on(toy, tmp_path):
     space = at.SearchSpace(epochs=3, image_size=16, lr=1e8, optimizer="sgd", grad_clip=0.0,
                            weight_decay=0.0, mixup=0.0, cutmix=0.0, frozen_groups=0)
-    lb = _search(toy, tmp_path, n_trials=3, space=space, baselines=False).leaderboard()
+    with pytest.raises(at.SearchFailed, match="All 3 trial.*loss became nan.*rerun"):
+        _search(toy, tmp_path, n_trials=3, space=space, baselines=False)
+    lb = at.Study.load(tmp_path / "s.db").leaderboard()
     assert (lb["state"] == "failed").all() and len(lb) == 3
     assert lb["reason"].str.contains("loss became nan").all()
 
@@ -170,7 +172,7 @@ def test_an_exception_in_a_plugin_fails_only_that_trial(toy, tmp_path):
 
 @pytest.mark.parametrize("kwargs,error,match", [
     (dict(n_trials=None), at.ConfigError, "Give n_trials .* or timeout .*neither was given"),
-    (dict(backend="tensorflow"), at.UnknownNameError, "Unknown backend 'tensorflow'; accepted: optuna, ray"),
+    (dict(backend="tensorflow"), at.ConfigError, "backend must be 'optuna', 'ray', or a Backend .* but got backend='tensorflow'"),
     (dict(pruner="asha"), at.UnknownNameError, "Unknown pruner 'asha'"),
     (dict(storage="postgresql://nobody@127.0.0.1:1/nodb"), at.StorageError, "Cannot open storage 'postgresql://"),
     (dict(storage="study.xyz"), at.StorageError, "Cannot tell what storage 'study.xyz' is"),
@@ -204,68 +206,76 @@ def test_search_space_fix_narrow_choose():
 _SCRIPT = textwrap.dedent("""
     import sys
     import autotransfer as at
-    from autotransfer.testing import toy_images
+    from autotransfer.testing import PauseAt, toy_images
     for m in ["autotransfer_plugins.heads", "autotransfer.testing"]:
         at.register_plugin(m)
-    at.search(toy_images(400, classes=4, size=32), backbones=["tiny_cnn"], n_trials=8,
-              storage=sys.argv[1], name="killed", pruner="none", patience=None,
-              space=at.SearchSpace(epochs=6, image_size=32, mixup=0.0), progress=False)
+    at.register_plugin(PauseAt(sys.argv[2], after=2 * 4 + 2), name="pause")
+    at.search(toy_images(200, classes=4, size=16), backbones=["tiny_cnn"], n_trials=6,
+              task="paused", storage=sys.argv[1], name="killed", pruner="none", patience=None,
+              space=at.SearchSpace(epochs=4, image_size=16, mixup=0.0), progress=False)
 """)
 
 
 def test_sigkill_mid_trial_then_rerun_loses_no_completed_trial(tmp_path):
-    script = tmp_path / "run.py"
+    script, marker = tmp_path / "run.py", tmp_path / "paused"
     script.write_text(_SCRIPT)
     storage = f"sqlite:///{tmp_path / 'k.db'}"
-    proc = subprocess.Popen([sys.executable, str(script), storage])
-    done, (running, *_) = wait_mid_trial(storage, "killed", proc)
-    killed = running.number
+    proc = subprocess.Popen([sys.executable, str(script), storage, str(marker)])
+    wait_for_pause(marker, proc)  # two trials done, the third an epoch in
+    before = optuna.load_study(study_name="killed", storage=storage).trials
+    done = {t.number: t.value for t in before if t.state.is_finished()}
+    (running,) = [t for t in before if t.state == optuna.trial.TrialState.RUNNING]
+    assert len(done) == 2 and len(running.intermediate_values) == 1
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    subprocess.run([sys.executable, str(script), storage], check=True, timeout=300)
+    subprocess.run([sys.executable, str(script), storage, str(marker)], check=True, timeout=600)
 
     trials = {t.number: t for t in optuna.load_study(study_name="killed", storage=storage).trials}
     for number, value in done.items():  # every trial completed before the kill survived
         assert trials[number].value == value
-    assert trials[killed].state == optuna.trial.TrialState.FAIL
-    assert "interrupted: its process" in trials[killed].user_attrs["fail_reason"]
+    assert trials[running.number].state == optuna.trial.TrialState.FAIL
+    assert "interrupted: its process" in trials[running.number].user_attrs["fail_reason"]
     complete = [t for t in trials.values() if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == 8  # the killed trial was replaced: n_trials reached
-    assert len(trials) == 9
+    assert len(complete) == 6  # the killed trial was replaced: n_trials reached
+    assert len(trials) == 7
 
 
 def test_ctrl_c_marks_the_trial_interrupted_and_the_same_command_resumes(tmp_path):
+    marker = tmp_path / "paused"
+    module = pause_plugin(tmp_path, marker, after=1 * 4 + 2)
     toml = tmp_path / "study.toml"
-    toml.write_text(textwrap.dedent("""
+    toml.write_text(textwrap.dedent(f"""
         name = "ctrlc"
-        task = "classification"
+        task = "paused"
         backbones = ["tiny_cnn"]
-        n_trials = 5
+        n_trials = 4
         pruner = "none"
         patience = 100
-        plugins = ["autotransfer_plugins.heads", "autotransfer.testing"]
+        plugins = ["autotransfer_plugins.heads", "autotransfer.testing", "{module}"]
         [data]
         demo = "digits"
-        image_size = 32
-        per_class = 30
+        image_size = 16
+        per_class = 10
         [space]
-        epochs = 8
-        image_size = 32
+        epochs = 4
+        image_size = 16
         mixup = 0.0
     """))
     cmd = [sys.executable, "-m", "autotransfer.cli", "run", str(toml), "--no-progress"]
-    proc = subprocess.Popen(cmd)
-    _, (running, *_) = wait_mid_trial(f"sqlite:///{tmp_path / 'ctrlc.db'}", "ctrlc", proc,
-                                      min_done=1)
-    interrupted = running.number
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    proc = subprocess.Popen(cmd, env=env)
+    wait_for_pause(marker, proc)  # one trial done, the second an epoch in
+    storage = f"sqlite:///{tmp_path / 'ctrlc.db'}"
+    (running,) = [t for t in optuna.load_study(study_name="ctrlc", storage=storage).trials
+                  if t.state == optuna.trial.TrialState.RUNNING]
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 130
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600).stdout
+    assert proc.wait(timeout=120) == 130
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True,
+                         timeout=600).stdout
     study = at.Study.load(tmp_path / "ctrlc.db")
-    t = study.optuna.trials[interrupted]
-    assert t.user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
-    lb = study.leaderboard()
-    assert (lb["state"] == "complete").sum() == 5
+    assert study.optuna.trials[running.number].user_attrs["fail_reason"] == \
+        "interrupted (Ctrl-C)"
+    assert (study.leaderboard()["state"] == "complete").sum() == 4
     assert "best: trial" in out
 
 

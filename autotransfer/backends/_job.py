@@ -1,0 +1,135 @@
+"""A search job (what every worker needs to run trials of one study) and its per-process
+context: data prepared once per preprocessing, group counts, define-by-run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from .. import plugins
+from .. import storage as st
+from ..baselines import BASELINES, FINISHED, baseline_strategy
+from ..cache import DEFAULT_BYTES, FeatureCache
+from ..data import Dataset
+from ..runner import Prepared, TrialResult, prepare, run_trial
+from ..space import SearchSpace
+from ..strategy import Strategy
+
+
+@dataclass
+class SearchJob:
+    """Everything a worker needs to run trials of one study (sent to worker processes)."""
+
+    storage: st.StorageSpec
+    study_name: str
+    task: str
+    modality: str
+    backbones: list[str]
+    space: SearchSpace
+    n_trials: int | None
+    timeout: float | None
+    seed: int
+    workdir: str
+    direction: str
+    run: str  # this search() call: its trials are told apart from a previous run's
+    pruner: Any = "hyperband"  # a name in policy.PRUNERS, or an optuna pruner
+    sampler: Any = "tpe"  # a name in policy.SAMPLERS, or an optuna sampler
+    patience: int | None = 5
+    keep_checkpoints: int = 3
+    baselines: bool = True
+    feature_cache: bool = True
+    cache_bytes: int = DEFAULT_BYTES
+    progress: bool = True
+    plugins: list[tuple[str, Any]] = field(default_factory=list)  # PluginHost.portable()
+    deadline: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.deadline is None and self.timeout is not None:
+            self.deadline = time.time() + self.timeout
+
+    def budget_left(self, study: optuna.Study) -> bool:
+        """Trials still to start: n_trials counts finished and running, not uncounted ones."""
+        if self.deadline is not None and time.time() >= self.deadline:
+            return False
+        if self.n_trials is None:
+            return True
+        return counted_trials(study) < self.n_trials
+
+
+def counted_trials(study: optuna.Study) -> int:
+    trials = study.get_trials(deepcopy=False, states=FINISHED + (optuna.trial.TrialState.RUNNING,))
+    left_out = st.excluded(study)
+    return sum(1 for t in trials if not st.uncounted(t, left_out))
+
+
+class TrialContext:
+    """Per-process state of a search: data prepared once per preprocessing, group counts."""
+
+    def __init__(self, job: SearchJob, train: Dataset, valid: Dataset) -> None:
+        self.job, self.train, self.valid = job, train, valid
+        self._prepared: dict[tuple, Prepared] = {}
+        self._groups: dict[str, int] = {}
+        self.cache: FeatureCache | bool = (
+            FeatureCache(Path(job.workdir) / "cache", job.cache_bytes)
+            if job.feature_cache else False)
+
+    def n_groups(self, backbone: str) -> int:
+        if backbone not in self._groups:
+            b = plugins.get_backbone(backbone)
+            self._groups[backbone] = len(b.layer_groups(b.build(pretrained=False)))
+        return self._groups[backbone]
+
+    def params_for(self, backbone: str, values: dict[str, Any]) -> dict[str, Any]:
+        """The entries of ``values`` that the search space samples for ``backbone``."""
+        b = plugins.get_backbone(backbone)
+        return self.job.space.params_for(
+            values, self.n_groups(b.name), modality=self.job.modality, task=self.job.task,
+            supports_drop_path=b.supports_drop_path)
+
+    def baseline_trials(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """(params, user_attrs) to enqueue for each baseline of each backbone."""
+        out = []
+        for name in self.job.backbones:
+            for kind in BASELINES:
+                s = baseline_strategy(kind, self.job.space, name, self.n_groups(name))
+                params = {} if kind == "scratch" else {
+                    "backbone": name, **self.params_for(name, s.to_dict())}
+                out.append((params, {"baseline": kind, "backbone": name}))
+        return out
+
+    def define(self, trial: optuna.Trial) -> tuple[Strategy, str]:
+        """The trial's strategy, define-by-run; baselines keep their fixed definition."""
+        kind = trial.user_attrs.get("baseline", "")
+        if kind:
+            name = trial.user_attrs["backbone"]
+            strategy = baseline_strategy(kind, self.job.space, name, self.n_groups(name))
+            if kind != "scratch":  # list the (enqueued) params so the sampler learns from them
+                trial.suggest_categorical("backbone", self.job.backbones)
+                self.job.space.record(trial, self.params_for(name, strategy.to_dict()),
+                                      self.n_groups(name))
+            return strategy, kind
+        name = trial.suggest_categorical("backbone", self.job.backbones)
+        b = plugins.get_backbone(name)
+        strategy = self.job.space.sample(
+            trial, name, self.n_groups(name), modality=self.job.modality, task=self.job.task,
+            supports_drop_path=b.supports_drop_path)
+        return strategy, ""
+
+    def prepared(self, strategy: Strategy) -> Prepared:
+        pre = plugins.get_backbone(strategy.backbone).preprocessing(
+            image_size=strategy.image_size, max_length=strategy.max_length)
+        key = (strategy.backbone, pre)
+        if key not in self._prepared:
+            self._prepared[key] = prepare(strategy, self.train, self.valid, self.job.task)
+        return self._prepared[key]
+
+    def run(self, strategy: Strategy, report: Callable[[float, int], None], *, device: str,
+            seed: int, timings: dict[str, float] | None = None) -> TrialResult:
+        return run_trial(strategy, self.train, self.valid, task=self.job.task, device=device,
+                         report=report, patience=self.job.patience, seed=seed,
+                         prepared=self.prepared(strategy), cache=self.cache, timings=timings)

