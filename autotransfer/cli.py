@@ -128,11 +128,29 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes print ``error: ...`` (what is wrong and what is accepted), exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message}; see `{self.prog} --help`.\n")
+
+
+def _count(text: str) -> int:
+    """A row count for --top: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, but got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, but got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="autotransfer",
         description="Search the best way to transfer a pretrained model to your task.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("plugins", help="list installed plugins and what they register")
     p.set_defaults(func=cmd_plugins)
@@ -144,16 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run (or resume) the search a study file describes")
     p.add_argument("study_file", help="a TOML study file, e.g. studies/quickstart.toml")
-    p.add_argument("--n-trials", type=int, help="override n_trials")
+    p.add_argument("--n-trials", type=_count, help="override n_trials")
     p.add_argument("--timeout", type=float, help="override timeout (seconds)")
-    p.add_argument("--top", type=int, default=None, help="rows of the leaderboard to print")
+    p.add_argument("--top", type=_count, default=None,
+                   help="rows of the leaderboard to print")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("leaderboard", help="print a stored study's trials, best first")
     p.add_argument("storage", help="a .db/.log file or an Optuna storage URL")
     p.add_argument("--name", help="study name (needed when the storage holds several)")
-    p.add_argument("--top", type=int, default=None, help="only the best K rows")
+    p.add_argument("--top", type=_count, default=None, help="only the best K rows")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--all-columns", action="store_true", help="every column in table format")
     p.set_defaults(func=cmd_leaderboard)

@@ -37,7 +37,8 @@ def load_study_file(path: str | Path) -> tuple[dict[str, Any], Any, Any]:
     """Read a study file -> (search keyword arguments, train data, valid data or None)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"Study file {str(path)!r} does not exist.")
+        raise ConfigError(f"Study file {str(path)!r} does not exist; give the path of a TOML "
+                          f"study file such as studies/quickstart.toml.")
     try:
         cfg = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
@@ -89,7 +90,8 @@ def _backend(cfg: dict[str, Any], path: Path) -> Any:
     if wrong:
         raise ConfigError(f"{wrong[0]} in {path} applies to backend='ray', not "
                           f"backend={name!r}; keys for {backend.name!r}: "
-                          f"{', '.join(accepted[backend.name])}.")
+                          f"{', '.join(accepted[backend.name])}; use backend='ray' or remove "
+                          f"{wrong[0]}.")
     return (RayBackend if backend.name == "ray" else OptunaBackend)(**given)
 
 
@@ -97,7 +99,8 @@ def _data(table: dict[str, Any], base: Path, path: Path) -> tuple[Any, Any]:
     sources = [k for k in DATA_SOURCES if k in table]
     if len(sources) != 1:
         raise ConfigError(f"[data] in {path} needs exactly one of "
-                          f"{', '.join(DATA_SOURCES)}; got {sources or 'none'}.")
+                          f"{', '.join(DATA_SOURCES)}; got {sources or 'none'} (keys: "
+                          f"{sorted(table)}).")
     source = sources[0]
     unknown = sorted(set(table) - set(DATA_SOURCES[source]))
     if unknown:

@@ -79,3 +79,22 @@ def resolve(devices: Any = "auto", trials_per_device: int = 1, *,
     threads = max(1, cpus // max(1, cpu_slots))  # CPU workers split the cores
     return [Slot(d, None if d == "cpu" else int(d.split(":")[1]),
                  threads if d == "cpu" else max(1, cpus // len(slots))) for d in slots]
+
+
+def torch_device(device: Any) -> Any:
+    """``device`` as a ``torch.device`` that exists here ("cpu", "cuda", "cuda:1", ...)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', but got "
+                          f"device={device!r}.") from exc
+    if dev.type == "cuda" and (dev.index or 0) >= gpu_count():
+        have = gpu_count()
+        raise DeviceError(f"device={device!r} does not exist here; this machine has "
+                          f"{f'{have} GPU(s): cuda:0..cuda:{have - 1}' if have else 'no GPU'}"
+                          f"; use 'cpu'{' or one of those' if have else ''}.")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"device must be 'cpu' or a CUDA device, but got device={device!r}.")
+    return dev

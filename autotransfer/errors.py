@@ -80,3 +80,23 @@ def check_choice(kind: str, value: str, accepted: Iterable[str]) -> str:
 
 class SearchFailed(AutotransferError):
     """Every trial of a search failed: the cause is the data, the space or the setup."""
+
+
+def known_fields(cls: type) -> type:
+    """Class decorator for a dataclass: an unknown keyword names close matches, rather
+    than Python's bare ``TypeError: unexpected keyword argument``."""
+    import dataclasses
+    import functools
+
+    init = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls)]
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):  # noqa: N807
+        for key in kwargs:
+            if key not in names:
+                raise UnknownNameError(f"{cls.__name__} field", key, names)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls

@@ -68,7 +68,8 @@ class PluginHost:
             try:
                 plugin = importlib.import_module(plugin)
             except ImportError as exc:
-                raise PluginError(f"Cannot import plugin module {plugin!r}: {exc}") from exc
+                raise PluginError(f"Cannot import plugin module {plugin!r}: {exc}; install it, "
+                                  f"or give an importable module path.") from exc
         name = name or getattr(plugin, "__name__", None) or repr(plugin)
         if self.pm.has_plugin(name):
             return name

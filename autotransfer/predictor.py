@@ -11,6 +11,7 @@ import torch
 from . import _batch, pipeline, plugins
 from .data import Dataset
 from .data._inputs import as_dataset
+from .devices import torch_device
 from .errors import DataError, StorageError
 from .model import TransferModel
 from .preprocessing import ImagePreprocessing, Preprocessing, TextPreprocessing
@@ -45,6 +46,9 @@ class Predictor:
     def _outputs(self, inputs: Any, batch_size: int,
                  column: str | None) -> tuple[torch.Tensor, bool, Any]:
         """Model outputs for the inputs, whether one input was given, and a row index."""
+        from .checks import integer
+
+        integer("batch_size", batch_size, low=1)
         ds, single = as_dataset(inputs, self.preprocessing.modality, column=column)
         index = inputs.index if hasattr(inputs, "columns") and hasattr(inputs, "index") \
             else None
@@ -116,15 +120,19 @@ class Predictor:
         ``study``: the id of the study the file must belong to (``Study.load_best`` checks).
         """
         path = Path(path)
+        torch_device(device)
         if not path.is_file():
-            raise StorageError(f"Model file {str(path)!r} does not exist.")
+            raise StorageError(f"Model file {str(path)!r} does not exist; give a file written "
+                               f"by Predictor.save or kept by a study.")
         try:  # weights_only: loading a model file never runs code
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise StorageError(f"{str(path)!r} is not an autotransfer model file ({FORMAT}): "
-                               f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+                               f"{type(exc).__name__}: {str(exc)[:200]}; give a file written "
+                               f"by Predictor.save or kept by a study.") from exc
         if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-            raise StorageError(f"{str(path)!r} is not an autotransfer model file ({FORMAT}).")
+            raise StorageError(f"{str(path)!r} is not an autotransfer model file ({FORMAT}); "
+                               f"give a file written by Predictor.save or kept by a study.")
         if study and ckpt.get("study") != study:
             raise StorageError(f"{str(path)!r} holds a model of another study (id "
                                f"{ckpt.get('study')!r}, not {study!r}); it was not used.")

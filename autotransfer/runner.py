@@ -20,6 +20,7 @@ import torch
 from . import _batch, features, pipeline, plugins
 from .cache import FeatureCache
 from .data import Dataset
+from .devices import torch_device
 from .errors import DataError, ModalityError, StrategyError, TrialFailed
 from .model import TransferModel
 from .pipeline import Prepared
@@ -122,7 +123,7 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
         timings: Filled with ``compute_s`` as training goes (known for a trial that ends
             early: pruned, failed) and ``first_step_s``.
     """
-    started, head = time.perf_counter(), plugins.get_head(task)
+    started, head = time.perf_counter(), _checked(strategy, task, patience)
     data = prepared or prepare(strategy, train, valid, task)
     dev = _Device.for_(device, data.preprocessing.modality)
     gen = _seed_everything(seed)
@@ -160,6 +161,19 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
         cached=feed.cached(), cache_source=feed.source(), device=str(dev.device), info=data.info,
         preprocessing=data.preprocessing, state_dict=best.state,
         first_step_s=timings.get("first_step_s", 0.0))
+
+
+def _checked(strategy: Any, task: str, patience: Any) -> Any:
+    """The task's head, once the call's own arguments are known to be sound."""
+    if not isinstance(strategy, Strategy):
+        raise StrategyError(f"strategy must be an autotransfer.Strategy (e.g. "
+                            f"at.Strategy('efficientnet_lite0', frozen_groups=4)), but got "
+                            f"{type(strategy).__name__} {strategy!r:.80}.")
+    if patience is not None:
+        from .checks import integer
+
+        integer("patience", patience, low=1)
+    return plugins.get_head(task)
 
 
 def _seed_everything(seed: int) -> torch.Generator:
@@ -297,7 +311,7 @@ class _Device:
 
     @classmethod
     def for_(cls, device: str | torch.device, modality: str) -> _Device:
-        device = torch.device(device)
+        device = torch_device(device)
         cuda = device.type == "cuda"
         amp = None
         if cuda:

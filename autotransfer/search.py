@@ -18,7 +18,7 @@ from .backends._policy import check as check_policy
 from .baselines import enqueue_due_baselines, enqueue_portfolio
 from .cache import DEFAULT_BYTES
 from .data import Dataset
-from .errors import ConfigError, StorageError
+from .errors import ConfigError, StorageError, UnknownNameError
 from .space import SearchSpace, check_frozen_range
 from .study import Study
 
@@ -32,7 +32,8 @@ def search(data: Dataset, *, task: str = "classification",
            pruner: str | optuna.pruners.BasePruner = "hyperband",
            sampler: str | optuna.samplers.BaseSampler = "tpe", patience: int | None = 5,
            keep_checkpoints: int = 3, feature_cache: bool | int = True,
-           progress: bool = True, root: str | os.PathLike | None = None) -> Study:
+           progress: bool = True, root: str | os.PathLike | None = None,
+           **unknown: Any) -> Study:
     """Search backbones x transfer strategies; return the stored, resumable study.
 
     Everything is checked before the study exists: every argument, and the data against
@@ -72,6 +73,7 @@ def search(data: Dataset, *, task: str = "classification",
         SearchFailed: every trial this call ran failed; they do not count toward
             ``n_trials``, so the corrected rerun under the same name runs them.
     """
+    _refuse(unknown)
     backend = as_backend(backend)
     backend.check()
     job, train, valid = _plan(locals())
@@ -79,6 +81,23 @@ def search(data: Dataset, *, task: str = "classification",
     backend.run(job, train, valid)
     close_run(study, job.run)
     return Study(study, job.storage, Path(job.workdir))
+
+
+MOVED = ("devices", "trials_per_device", "address", "max_retries", "resources")
+
+
+def _refuse(unknown: dict[str, Any]) -> None:
+    """A misspelt or moved keyword gets a message, not Python's bare TypeError."""
+    import inspect
+
+    for key in unknown:
+        if key in MOVED:
+            raise ConfigError(f"search() takes {key}= through the backend: "
+                              f"backend=at.OptunaBackend(devices=..., trials_per_device=...) "
+                              f"or at.RayBackend(address=..., max_retries=..., resources=...); "
+                              f"got {key}={unknown[key]!r}.")
+        accepted = [p for p in inspect.signature(search).parameters if p != "unknown"]
+        raise UnknownNameError("search() argument", key, accepted)
 
 
 def _plan(a: dict[str, Any]) -> tuple[SearchJob, Dataset, Dataset]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError, StrategyError
+from .errors import ConfigError, StrategyError, known_fields
 from .strategy import Strategy
 
 
@@ -69,6 +69,7 @@ def _default(name: str) -> Any:
     return field(default=_DEFAULTS[name])
 
 
+@known_fields
 @dataclass(frozen=True)
 class SearchSpace:
     """The ranges searched for each Strategy field (all but ``backbone`` and ``pretrained``).
@@ -242,7 +243,8 @@ def _normalize(name: str, value: Any) -> Dim:
         dim = value
     elif isinstance(value, tuple):
         if len(value) != 2:
-            raise ConfigError(f"SearchSpace {name}={value!r}: a range is (low, high).")
+            raise ConfigError(f"SearchSpace {name}={value!r}: a range must be a (low, high) "
+                              f"tuple; give a value to fix it or a list to choose from.")
         lo, hi = value
         if lo > hi:
             raise ConfigError(f"SearchSpace {name}={value!r}: low must be <= high.")

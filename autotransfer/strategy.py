@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .errors import StrategyError
+from .errors import StrategyError, known_fields
 from .model import TransferModel
 from .preprocessing import AUGMENTS
 
@@ -24,6 +24,7 @@ _FLOATS = ("lr", "layer_decay", "weight_decay", "dropout", "drop_path", "label_s
 _INTS = ("frozen_groups", "batch_size", "epochs", "image_size", "max_length")
 
 
+@known_fields
 @dataclass(frozen=True)
 class Strategy:
     """How to transfer a backbone to a task.
@@ -127,6 +128,9 @@ class Strategy:
                 if isinstance(v, bool) or not isinstance(v, kind):
                     raise StrategyError(f"{f.name} must be {'an integer' if whole else 'a number'}"
                                         f", but got {f.name}={v!r} ({type(v).__name__}).")
+                if not whole and not math.isfinite(v):
+                    raise StrategyError(f"{f.name} must be a finite number, but got "
+                                        f"{f.name}={v!r}.")
                 object.__setattr__(self, f.name, int(v) if whole else float(v))
 
     @property

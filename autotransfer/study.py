@@ -97,7 +97,8 @@ class Study:
                 return Predictor.load(path, device=device, study=self.meta.get("uid"))
         raise StorageError(
             f"Study {self.name!r} kept no checkpoint of a completed trial "
-            f"(keep_checkpoints=0, or the files under {self.workdir} were removed)."
+            f"(keep_checkpoints=0, or the files under {self.workdir} were removed); use "
+            f"study.best_strategy with at.run_trial to train it again."
         )
 
     def leaderboard(self) -> Any:

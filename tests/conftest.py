@@ -8,7 +8,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import autotransfer as at  # noqa: E402
 from autotransfer import plugins  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -69,6 +69,9 @@ def to_uint8_images(x: Any) -> torch.Tensor:
         t = t.permute(0, 3, 1, 2)
     if t.shape[1] not in CHANNELS:
         raise DataError(f"Images must have 1, 3 or 4 channels, but got shape {tuple(t.shape)}.")
+    if min(t.shape[-2:]) < MIN_SIDE:
+        raise DataError(f"Images must be at least {MIN_SIDE}x{MIN_SIDE} pixels, but got shape "
+                        f"{tuple(t.shape)}.")
     return to_uint8(t)
 
 
@@ -80,6 +83,9 @@ def from_texts(texts: Any, labels: Any) -> Dataset:
         raise DataError(f"Text inputs must be strings, but got {type(bad[0]).__name__}: "
                         f"{bad[0]!r}.")
     return Dataset(Texts(texts), _labels(labels))
+
+
+MIN_SIDE = 4  # pixels: a smaller "image" is a vector in the wrong shape, not a picture
 
 
 def _labels(y: Any) -> Any:
@@ -128,7 +134,8 @@ def from_folder(path: str | Path, *, on_error: str = "raise") -> Dataset:
     _check_on_error(on_error)
     root = Path(path)
     if not root.is_dir():
-        raise DataError(f"Data folder {str(root)!r} does not exist or is not a folder.")
+        raise DataError(f"Data folder {str(root)!r} does not exist or is not a folder; give a "
+                        f"folder with one subfolder of images (or .txt files) per class.")
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(f"Data folder {str(root)!r} has no class subfolders; expected "
@@ -185,6 +192,9 @@ def from_pandas(df: Any, *, label: str | list[str], image: str | None = None,
         >>> at.data.from_pandas(df, image="path", label="breed")                   # doctest: +SKIP
     """
     _check_on_error(on_error)
+    if not hasattr(df, "columns"):
+        raise DataError(f"from_pandas takes a pandas DataFrame, but got {type(df).__name__}; "
+                        f"for arrays or lists use from_arrays, for a CSV file from_csv.")
     if (image is None) == (text is None):
         got = "both" if image is not None else "neither"
         raise DataError(f"Give exactly one of image='<path column>' or text='<text column>'; "
@@ -221,7 +231,8 @@ def from_csv(path: str | Path, *, label: str | list[str], image: str | None = No
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"CSV file {str(path)!r} does not exist.")
+        raise DataError(f"CSV file {str(path)!r} does not exist; give the path of a CSV with "
+                        f"a label column and an image-path or text column.")
     return from_pandas(pd.read_csv(path), label=label, image=image, text=text,
                        root=path.parent, on_error=on_error)
 

@@ -55,7 +55,7 @@ class ClassificationHead(at.Head):
         if unknown:
             raise DataError(
                 f"Label {unknown[0]!r} is not among the training classes "
-                f"{info['classes'][:20]}."
+                f"{info['classes'][:20]}; give validation labels that occur in training."
             )
         return torch.tensor([index[v] for v in arr.tolist()], dtype=torch.long), info
 
@@ -96,10 +96,11 @@ class RegressionHead(at.Head):
         if arr.ndim == 1:
             arr = arr[:, None]
         if arr.ndim != 2 or not np.all(np.isfinite(arr)):
+            bad = arr[~np.isfinite(arr)]
             raise DataError(
                 f"Regression labels must be finite numbers, shape (N,) or (N, targets), "
-                f"but got shape {arr.shape} with {int((~np.isfinite(arr)).sum())} non-finite."
-            )
+                f"but got shape {arr.shape} with {bad.size} non-finite"
+                + (f" (e.g. {bad.flat[0].item()!r})" if bad.size else "") + ".")
         if info is None:
             std = arr.std(0)
             info = {"n_targets": arr.shape[1], "mean": arr.mean(0).tolist(),

@@ -1,0 +1,1048 @@
+"""Bad inputs: does every mistake fail at once, with a message that helps?
+
+    .venv/bin/python benchmarks/bad_inputs.py          # a few minutes on a 2-core CPU machine
+    .venv/bin/python benchmarks/bad_inputs.py -k toml  # only cases whose id contains "toml"
+    .venv/bin/python benchmarks/bad_inputs.py -v       # also show what each case printed
+
+Tries ~100 kinds of bad input on the Python API (``at.search``, ``at.data.from_*``,
+``at.SearchSpace``, ``at.Strategy``, ``at.run_trial``, ``Study.load``/``load_best``,
+``predictor.predict``, ``at.load``), on TOML study files run through the CLI
+(``python -m autotransfer.cli run file.toml``) and on the CLI itself. One line per case:
+
+    GOOD|WEAK|BAD  <case id>  <short outcome>
+
+- GOOD: an ``AutotransferError`` raised before any training, whose message names the bad
+  value and says what is accepted. CLI: exit code 2, stderr starting with ``error:`` with
+  such a message, no traceback, no trial recorded in the storage.
+- WEAK: an ``AutotransferError`` (CLI: exit 2, no traceback) whose message lacks the value
+  or the hint of what is accepted (or, CLI, does not start with ``error:``).
+- BAD: another exception type, a traceback, the bad input accepted (the call returned),
+  a refusal that only came after training started, or a timeout (120 s).
+
+Cases marked "accepted" are inputs that must work (numpy integers, a study name with
+``..`` that must stay inside its folder): GOOD when they run, BAD when refused.
+Every case runs in its own temporary folder (the working folder too), one at a time.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["AUTOTRANSFER_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import functools  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import sqlite3  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any
+
+import numpy as np  # noqa: E402
+
+import autotransfer as at  # noqa: E402
+import autotransfer.runner as _runner  # noqa: E402
+from autotransfer.testing import toy_images  # noqa: E402
+
+CASE_TIMEOUT = 120  # seconds per case
+PLUGINS = ("autotransfer_plugins.heads", "autotransfer.testing")
+HINTS = ("must", "accepted", "accepts", "expected", "one of", "give", "use ", "pass ", ">=",
+         "<=", "needs", "need ", "at least", "at most", "e.g.", "instead", "takes", "try ",
+         # or it lists the alternatives
+         "columns:", "studies there", "close matches", "this machine has", "available:",
+         "choose")
+NOBODY = 65534  # uid for the read-only-folder case when this runs as root
+
+for _p in PLUGINS:
+    at.register_plugin(_p)
+warnings.filterwarnings("ignore")
+
+
+# --------------------------------------------------------------------------- machinery
+class Timeout(BaseException):
+    """Raised by SIGALRM; a BaseException so no `except Exception` in the library eats it."""
+
+
+def _on_alarm(signum, frame):
+    raise Timeout()
+
+
+TRAINED: list[int] = []  # one entry per training epoch started (in this process)
+_train_epoch = _runner._train_epoch
+
+
+def _spy_train_epoch(*args, **kwargs):
+    TRAINED.append(1)
+    return _train_epoch(*args, **kwargs)
+
+
+_runner._train_epoch = _spy_train_epoch  # run_trial looks it up in its module
+
+
+@dataclass
+class Case:
+    id: str
+    kind: str  # "api" | "cli"
+    fn: Callable[[Path], Any] | None = None  # api: fn(tmp) -> result
+    tokens: tuple[str, ...] = ()  # any one of them in the message = "names the bad value"
+    accepted: bool = False  # an input that must be accepted
+    check_ok: Callable[[Any, Path], str | None] | None = None  # accepted: None = fine
+    as_nobody: bool = False
+    # cli
+    argv: list[str] | Callable[[Path], list[str]] | None = None
+    files: dict[str, str] = field(default_factory=dict)  # name -> text, written first
+    storage: str | None = None  # a file whose recorded trials mean "it trained"
+
+
+CASES: list[Case] = []
+
+
+def api(cid: str, *tokens: str, accepted: bool = False, check_ok=None, as_nobody=False):
+    def deco(fn):
+        CASES.append(Case(cid, "api", fn, tokens, accepted, check_ok, as_nobody))
+        return fn
+    return deco
+
+
+def cli(cid: str, argv, *tokens: str, files: dict[str, str] | None = None,
+        storage: str | None = None) -> None:
+    CASES.append(Case(cid, "cli", None, tokens, argv=argv, files=files or {},
+                      storage=storage))
+
+
+def _has_token(msg: str, tokens: tuple[str, ...]) -> bool:
+    for t in tokens:
+        pat = re.escape(t)
+        if t[:1].isdigit() or t[:1] == "-":  # "5" must not match inside "1.5" or "25"
+            pat = r"(?<![\w.])" + pat
+        elif t[:1].isalpha():
+            pat = r"(?<!\w)" + pat
+        if t[-1:].isalnum():
+            pat = pat + r"(?!\w)"
+        if re.search(pat, msg, re.I):
+            return True
+    return False
+
+
+def _judge_message(msg: str, tokens: tuple[str, ...]) -> tuple[str, str]:
+    value = _has_token(msg, tokens)
+    hint = any(h in msg.lower() for h in HINTS)
+    if value and hint:
+        return "GOOD", ""
+    missing = [w for w, ok in (("value", value), ("accepted-hint", hint)) if not ok]
+    return "WEAK", f"[no {' / no '.join(missing)}] "
+
+
+def _short(text: str, n: int = 170) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _describe_return(result: Any) -> str:
+    if isinstance(result, at.Study):
+        states = [t.state.name.lower() for t in result.trials()]
+        counts = {s: states.count(s) for s in sorted(set(states))}
+        tag = " (EVERY trial failed)" if states and set(states) == {"fail"} else ""
+        return f"returned a Study: {counts}{tag}"
+    return f"returned {_short(repr(result), 80)}"
+
+
+def _evaluate_api(case: Case, tmp: Path, verbose: bool) -> tuple[str, str]:
+    """Run one API case here (cwd = tmp) -> (verdict, outcome)."""
+    TRAINED.clear()
+    out = io.StringIO()
+    old = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.alarm(CASE_TIMEOUT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            result = case.fn(tmp)
+        signal.alarm(0)
+    except Timeout:
+        return "BAD", f"timeout after {CASE_TIMEOUT} s (trained: {bool(TRAINED)})"
+    except at.AutotransferError as exc:
+        signal.alarm(0)
+        msg = str(exc)
+        head = f"{type(exc).__name__}: {msg}"
+        if case.accepted:
+            return "BAD", f"refused an input that must be accepted: {_short(head)}"
+        if TRAINED:
+            return "BAD", f"raised only after training started ({len(TRAINED)} epoch(s)): " \
+                          f"{_short(head)}"
+        verdict, why = _judge_message(msg, case.tokens)
+        return verdict, why + _short(head)
+    except BaseException as exc:  # noqa: BLE001 - any other type is the finding
+        signal.alarm(0)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        loc = f" (at {Path(where.filename).name}:{where.lineno})"
+        return "BAD", _short(f"{type(exc).__name__}: {exc}", 150) + loc
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+        if verbose and out.getvalue().strip():
+            print("    | " + out.getvalue().strip().replace("\n", "\n    | "))
+    if case.accepted:
+        problem = case.check_ok(result, tmp) if case.check_ok else None
+        if problem:
+            return "BAD", f"accepted case: {problem}; {_describe_return(result)}"
+        return "GOOD", f"accepted, as it must be: {_describe_return(result)}"
+    return "BAD", f"bad input accepted: {_describe_return(result)}" + (
+        f" (trained {len(TRAINED)} epoch(s))" if TRAINED else "")
+
+
+def _run_api_as(case: Case, tmp: Path, verbose: bool, uid: int) -> tuple[str, str]:
+    """A forked child under another uid (root ignores folder permissions)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        try:
+            os.setgid(uid)
+            os.setuid(uid)
+            res = _evaluate_api(case, tmp, verbose)
+        except BaseException as exc:  # noqa: BLE001
+            res = ("BAD", f"child failed: {type(exc).__name__}: {exc}")
+        os.write(w, json.dumps(res).encode())
+        os.close(w)
+        os._exit(0)
+    os.close(w)
+    deadline = time.monotonic() + CASE_TIMEOUT + 15
+    while time.monotonic() < deadline:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(r)
+        return "BAD", f"timeout after {CASE_TIMEOUT} s (killed)"
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    if not data:
+        return "BAD", "child process died without a result"
+    verdict, outcome = json.loads(data)
+    return verdict, outcome
+
+
+def run_api(case: Case, verbose: bool) -> tuple[str, str]:
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="bad_inputs_") as d:
+        tmp = Path(d)
+        os.chdir(tmp)
+        try:
+            if case.as_nobody and os.geteuid() == 0:
+                os.chmod(tmp, 0o777)  # the case makes its folders as that user
+                verdict, outcome = _run_api_as(case, tmp, verbose, NOBODY)
+                return verdict, outcome + f" (run as uid {NOBODY}: root ignores modes)"
+            return _evaluate_api(case, tmp, verbose)
+        finally:
+            os.chdir(here)
+            for p in tmp.rglob("*"):  # chmod 0o500 folders would block the cleanup
+                with contextlib.suppress(OSError):
+                    if p.is_dir() and not p.is_symlink():
+                        p.chmod(0o755)
+
+
+def _recorded_trials(db: Path) -> int:
+    if not db.is_file():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(str(db))) as con:
+            return int(con.execute("select count(*) from trials where state != 'WAITING'")
+                       .fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def run_cli(case: Case, verbose: bool) -> tuple[str, str]:
+    with tempfile.TemporaryDirectory(prefix="bad_inputs_") as d:
+        tmp = Path(d)
+        for name, text in case.files.items():
+            (tmp / name).write_text(text)
+        try:
+            argv = case.argv(tmp) if callable(case.argv) else list(case.argv)
+        except Exception as exc:  # noqa: BLE001 - the fixture study could not be made
+            return "BAD", _short(f"{type(exc).__name__}: {exc}", 160)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "autotransfer.cli", *argv], cwd=tmp,
+                                  capture_output=True, text=True, timeout=CASE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return "BAD", f"timeout after {CASE_TIMEOUT} s"
+        err = proc.stderr.strip()
+        if verbose:
+            print("    | rc=%s\n    | %s" % (proc.returncode, (err + "\n" + proc.stdout.strip())
+                                              .replace("\n", "\n    | ")))
+        trained = _recorded_trials(tmp / case.storage) if case.storage else 0
+        if "Traceback" in proc.stderr or "Traceback" in proc.stdout:
+            last = [ln for ln in err.splitlines() if ln.strip()][-1:] or ["?"]
+            return "BAD", f"traceback (rc={proc.returncode}): {_short(last[0], 150)}"
+        if proc.returncode == 0:
+            return "BAD", "bad input accepted: exit 0" + (
+                f", {trained} trial(s) recorded" if trained else "")
+        if proc.returncode != 2:
+            return "BAD", f"exit code {proc.returncode}: {_short(err or proc.stdout, 150)}"
+        if trained:
+            return "BAD", f"refused only after {trained} trial(s) ran: {_short(err, 150)}"
+        error_lines = [ln for ln in err.splitlines() if "error:" in ln]
+        msg = " ".join(error_lines) or err
+        verdict, why = _judge_message(msg, case.tokens)
+        if not err.startswith("error:"):
+            first = err.splitlines()[0] if err else "(empty)"
+            return "WEAK", (f"[stderr starts with {_short(first, 30)!r}, not 'error:'] " + why
+                            + _short(msg, 140))
+        return verdict, why + _short(msg, 160)
+
+
+# --------------------------------------------------------------------------- helpers
+def small_space(**kw) -> at.SearchSpace:
+    return at.SearchSpace(**{"epochs": 1, "image_size": 16, **kw})
+
+
+def toy() -> at.data.Dataset:
+    return toy_images(40, classes=2, size=16)
+
+
+def images(n: int = 24, size: int = 16, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (n, 3, size, size), dtype=np.uint8)
+
+
+def texts(n: int = 24) -> at.data.Dataset:
+    words = ["alpha beta", "gamma delta", "epsilon zeta", "eta theta"]
+    return at.data.from_arrays([words[i % 4] + f" {i}" for i in range(n)],
+                               [i % 2 for i in range(n)])
+
+
+def search(data=None, **kw):
+    """A bounded search: tiny backbone, one trial, one epoch at 16 px, no progress bars."""
+    base = dict(backbones=["tiny_cnn"], n_trials=1, space=small_space(), progress=False)
+    base.update(kw)
+    return at.search(toy() if data is None else data, **base)
+
+
+def backend(**kw) -> dict[str, Any]:
+    """devices=/trials_per_device= for a backend object where the API has them."""
+    if hasattr(at, "OptunaBackend"):
+        return {"backend": at.OptunaBackend(**kw)}
+    return kw
+
+
+def write_pngs(folder: Path, n: int, size: int = 16) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images(n, size, seed=len(str(folder)))):
+        Image.fromarray(img.transpose(1, 2, 0)).save(folder / f"{i}.png")
+
+
+FIXTURE: dict[str, Any] = {}
+
+
+def make_fixture() -> None:
+    """One finished study (its storage and best model) for the load/predict cases."""
+    d = Path(tempfile.mkdtemp(prefix="bad_inputs_fixture_"))
+    old = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.alarm(CASE_TIMEOUT)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            study = search(storage=str(d / "fix.db"), name="fix", baselines=False,
+                           warm_start=False)
+            FIXTURE.update(dir=d, db=d / "fix.db", study=study, pred=study.load_best())
+    except BaseException as exc:  # noqa: BLE001
+        FIXTURE.update(dir=d, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def fixture(key: str) -> Any:
+    if "error" in FIXTURE:
+        raise RuntimeError(f"fixture study failed, case not run: {FIXTURE['error']}")
+    return FIXTURE[key]
+
+
+# --------------------------------------------------------------------------- API: data via search
+@api("search-nan-labels", "nan")
+def _(tmp):
+    y = np.array([0.0, 1.0] * 12)
+    y[5] = np.nan
+    return search(at.data.from_arrays(images(), y))
+
+
+@api("search-inf-labels", "inf")
+def _(tmp):
+    y = np.array([0.0, 1.0] * 12)
+    y[3] = np.inf
+    return search(at.data.from_arrays(images(), y))
+
+
+@api("search-one-class-only", "'cat'", "cat")
+def _(tmp):
+    return search(at.data.from_arrays(images(), ["cat"] * 24))
+
+
+@api("search-two-examples", "2", "two")
+def _(tmp):
+    return search(at.data.from_arrays(images(2), [0, 1]))
+
+
+@api("search-regression-string-labels", "'a'", "'b'", "str")
+def _(tmp):
+    return search(at.data.from_arrays(images(), ["a", "b"] * 12), task="regression")
+
+
+@api("search-regression-nan-target", "nan")
+def _(tmp):
+    y = np.linspace(0, 1, 24)
+    y[4] = np.nan
+    return search(at.data.from_arrays(images(), y), task="regression")
+
+
+class _HubPlugin:
+    """A plugin object whose backbones want weights from the hub (offline here)."""
+
+    @at.hookimpl
+    def register_backbones(self, register):
+        register(at.TimmBackbone("hub_resnet18", timm_name="resnet18", weights="hub"))
+        register(at.HFBackbone("hub_bert", hf_name="bert-base-uncased", weights="hub"))
+
+
+@api("search-timm-hub-weights-offline", "hub_resnet18", "'hub'")
+def _(tmp):
+    at.register_plugin(_HubPlugin(), name="bad_inputs_hub")
+    return search(backbones=["hub_resnet18"])
+
+
+@api("search-hf-hub-weights-offline", "hub_bert", "'hub'", "bert-base-uncased")
+def _(tmp):
+    at.register_plugin(_HubPlugin(), name="bad_inputs_hub")
+    return search(texts(), backbones=["hub_bert"], space=at.SearchSpace(epochs=1))
+
+
+@api("from_arrays-float-images-nan-patch", "nan")
+def _(tmp):
+    x = np.random.default_rng(0).random((24, 3, 16, 16), dtype=np.float32)
+    x[3, :, 4:8, 4:8] = np.nan
+    return search(at.data.from_arrays(x, [0, 1] * 12))
+
+
+@api("search-mixed-type-labels", "'cat'", "1.5")
+def _(tmp):
+    return search(at.data.from_arrays(images(), [0, "cat", 1.5, 1] * 6))
+
+
+@api("search-labels-all-None", "None")
+def _(tmp):
+    return search(at.data.from_arrays(images(), [None] * 24))
+
+
+@api("search-valid-unseen-class", "'zebra'", "zebra")
+def _(tmp):
+    valid = at.data.from_arrays(images(8, seed=1), ["cat", "dog", "zebra", "cat"] * 2)
+    return search(at.data.from_arrays(images(), ["cat", "dog"] * 12), valid=valid)
+
+
+@api("search-valid-other-modality", "text")
+def _(tmp):
+    return search(valid=texts(8))
+
+
+@api("search-data-numpy-array", "ndarray")
+def _(tmp):
+    return search(images())
+
+
+@api("search-data-None", "None", "NoneType")
+def _(tmp):
+    return at.search(None, backbones=["tiny_cnn"], n_trials=1, space=small_space(),
+                     progress=False)
+
+
+@api("search-frozen-groups-beyond-backbone", "99", "[0, 99]")
+def _(tmp):
+    return search(space=small_space(frozen_groups=(0, 99)))
+
+
+# --------------------------------------------------------------------------- API: search arguments
+SEARCH_ROWS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
+    ("search-patience-0", dict(patience=0), ("patience=0", "0")),
+    ("search-patience-nan", dict(patience=float("nan")), ("nan",)),
+    ("search-timeout-nan", dict(timeout=float("nan")), ("nan",)),
+    ("search-timeout-inf", dict(n_trials=None, timeout=float("inf")), ("inf",)),
+    ("search-timeout-negative", dict(timeout=-1), ("-1", "-1.0")),
+    ("search-timeout-str", dict(timeout="10"), ("'10'",)),
+    ("search-no-budget", dict(n_trials=None, timeout=None), ("None", "neither")),
+    ("search-seed-negative", dict(seed=-1), ("-1",)),
+    ("search-seed-float", dict(seed=1.5), ("1.5",)),
+    ("search-n_trials-0", dict(n_trials=0), ("n_trials=0", "0")),
+    ("search-n_trials-2.5", dict(n_trials=2.5), ("2.5",)),
+    ("search-n_trials-True", dict(n_trials=True), ("True",)),
+    ("search-n_trials-str", dict(n_trials="3"), ("'3'",)),
+    ("search-valid_fraction-1.5", dict(valid_fraction=1.5), ("1.5",)),
+    ("search-valid_fraction-0", dict(valid_fraction=0), ("0", "0.0")),
+    ("search-keep_checkpoints-negative", dict(keep_checkpoints=-1), ("-1",)),
+    ("search-feature_cache-negative", dict(feature_cache=-5), ("-5",)),
+    ("search-baselines-str", dict(baselines="yes"), ("'yes'",)),
+    ("search-progress-int", dict(progress=2), ("2",)),
+    ("search-backend-spark", dict(backend="spark"), ("'spark'",)),
+    ("search-backend-class-not-instance", dict(backend=getattr(at, "OptunaBackend", None)),
+     ("OptunaBackend",)),
+    ("search-pruner-asha", dict(pruner="asha"), ("'asha'",)),
+    ("search-pruner-int", dict(pruner=5), ("5",)),
+    ("search-sampler-grid", dict(sampler="grid"), ("'grid'",)),
+    ("search-task-segmentation", dict(task="segmentation"), ("'segmentation'",)),
+    ("search-task-int", dict(task=5), ("5",)),
+    ("search-backbones-resnet9000", dict(backbones="resnet9000"), ("'resnet9000'",)),
+    ("search-backbones-empty-list", dict(backbones=[]), ("[]",)),
+    ("search-backbones-int", dict(backbones=5), ("5",)),
+    ("search-backbones-glob-matches-none", dict(backbones=["zz*"]), ("'zz*'",)),
+    ("search-space-str", dict(space="big"), ("'big'",)),
+    ("search-space-dict", dict(space={"epochs": 1}), ("{'epochs': 1}", "dict")),
+    ("search-name-empty", dict(name=""), ("''",)),
+    ("search-name-int", dict(name=5), ("5",)),
+    ("search-storage-memory", dict(storage="sqlite:///:memory:"), ("':memory:'", ":memory:")),
+    ("search-storage-int", dict(storage=5), ("5",)),
+    ("search-storage-unknown-suffix", dict(storage="study.txt"), ("study.txt",)),
+    ("search-storage-parent-is-file", None, ("somefile.txt",)),
+    ("search-unknown-keyword", dict(n_trails=3), ("n_trails",)),
+    ("search-devices-99", dict(**{"__backend__": dict(devices=99)}), ("99",)),
+    ("search-devices-gpu", dict(**{"__backend__": dict(devices="gpu")}), ("'gpu'",)),
+    ("search-devices-empty-list", dict(**{"__backend__": dict(devices=[])}), ("[]",)),
+    ("search-devices-cuda7", dict(**{"__backend__": dict(devices=["cuda:7"])}), ("'cuda:7'",)),
+    ("search-devices-0", dict(**{"__backend__": dict(devices=0)}), ("0",)),
+    ("search-trials_per_device-0",
+     dict(**{"__backend__": dict(devices="cpu", trials_per_device=0)}), ("0",)),
+]
+
+
+def _search_row(kw: dict[str, Any], tmp: Path):
+    kw = dict(kw)
+    kw.update(backend(**kw.pop("__backend__")) if "__backend__" in kw else {})
+    return search(**kw)
+
+
+for _cid, _kw, _tokens in SEARCH_ROWS:
+    if _kw is not None:
+        CASES.append(Case(_cid, "api", functools.partial(_search_row, _kw), _tokens))
+
+
+def _storage_parent_is_file(tmp: Path):
+    (tmp / "somefile.txt").write_text("not a folder")
+    return search(storage="somefile.txt/x.db")
+
+
+CASES.append(Case("search-storage-parent-is-file", "api", _storage_parent_is_file,
+                  ("somefile.txt",)))
+
+
+@api("search-storage-read-only-folder", "ro", "s.db", as_nobody=True)
+def _(tmp):
+    ro = tmp / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    return search(storage=ro / "s.db")
+
+
+@api("search-ray-max_retries-negative", "-1")
+def _(tmp):
+    return search(backend=at.RayBackend(max_retries=-1))
+
+
+@api("search-ray-address-int", "6379")
+def _(tmp):
+    return search(backend=at.RayBackend(address=6379))
+
+
+def _contained(result: Any, tmp: Path) -> str | None:
+    outside = sorted(p.name for p in tmp.iterdir() if p.name != "a")
+    outside += sorted(f"a/{p.name}" for p in (tmp / "a").iterdir() if p.name != "b")
+    if outside:
+        return f"files escaped the working folder: {outside}"
+    if not isinstance(result, at.Study):
+        return f"returned {type(result).__name__}, not a Study"
+    return None
+
+
+@api("search-name-dotdot (accepted if contained)", "../../x", accepted=True,
+     check_ok=_contained)
+def _(tmp):
+    work = tmp / "a" / "b"
+    work.mkdir(parents=True)
+    os.chdir(work)
+    return search(name="../../x")
+
+
+def _ran(result: Any, tmp: Path) -> str | None:
+    if not isinstance(result, at.Study):
+        return f"returned {type(result).__name__}, not a Study"
+    if not any(t.state.name == "COMPLETE" for t in result.trials()):
+        return "no trial completed"
+    return None
+
+
+@api("search-n_trials-numpy-int64 (accepted)", accepted=True, check_ok=_ran)
+def _(tmp):
+    return search(n_trials=np.int64(3))
+
+
+# --------------------------------------------------------------------------- API: SearchSpace, Strategy
+@api("SearchSpace-image_size-1e6", "1000000")
+def _(tmp):
+    return search(space=small_space(image_size=10**6))
+
+
+@api("SearchSpace-lr-fast", "'fast'")
+def _(tmp):
+    return at.SearchSpace(lr="fast")
+
+
+@api("SearchSpace-lr-reversed", "(0.1, 0.001)", "[0.1, 0.001]")
+def _(tmp):
+    return at.SearchSpace(lr=(0.1, 0.001))
+
+
+@api("SearchSpace-lr-log-zero", "0.0", "0")
+def _(tmp):
+    return at.SearchSpace(lr=(0.0, 0.1))
+
+
+@api("SearchSpace-epochs-0", "0")
+def _(tmp):
+    return at.SearchSpace(epochs=0)
+
+
+@api("SearchSpace-epochs-float", "2.5")
+def _(tmp):
+    return at.SearchSpace(epochs=2.5)
+
+
+@api("SearchSpace-augment-bogus", "'sharpen'")
+def _(tmp):
+    return at.SearchSpace(augment=["none", "sharpen"])
+
+
+@api("SearchSpace-empty-choice-list", "[]")
+def _(tmp):
+    return at.SearchSpace(dropout=[])
+
+
+@api("SearchSpace-three-tuple", "(1, 2, 3)")
+def _(tmp):
+    return at.SearchSpace(epochs=(1, 2, 3))
+
+
+@api("SearchSpace-unknown-field", "bogus")
+def _(tmp):
+    return at.SearchSpace(bogus=1)
+
+
+@api("SearchSpace-dropout-nan", "nan")
+def _(tmp):
+    return at.SearchSpace(dropout=float("nan"))
+
+
+@api("Strategy-lr-fast", "'fast'")
+def _(tmp):
+    return at.Strategy("tiny_cnn", lr="fast")
+
+
+@api("Strategy-lr-nan", "nan")
+def _(tmp):
+    return at.Strategy("tiny_cnn", lr=float("nan"))
+
+
+@api("Strategy-frozen_groups-negative", "-1")
+def _(tmp):
+    return at.Strategy("tiny_cnn", frozen_groups=-1)
+
+
+@api("Strategy-optimizer-lion", "'lion'")
+def _(tmp):
+    return at.Strategy("tiny_cnn", optimizer="lion")
+
+
+@api("Strategy-weight_decay-inf", "inf")
+def _(tmp):
+    return at.Strategy("tiny_cnn", weight_decay=float("inf"))
+
+
+# --------------------------------------------------------------------------- API: run_trial
+def _trial_data():
+    train, valid = toy().split(0.25, seed=0)
+    return train, valid
+
+
+@api("run_trial-unknown-backbone", "'nope'")
+def _(tmp):
+    train, valid = _trial_data()
+    return at.run_trial(at.Strategy("nope", epochs=1, image_size=16), train, valid)
+
+
+@api("run_trial-train-not-dataset", "ndarray")
+def _(tmp):
+    _, valid = _trial_data()
+    return at.run_trial(at.Strategy("tiny_cnn", epochs=1, image_size=16), images(), valid)
+
+
+@api("run_trial-text-to-image-backbone", "text")
+def _(tmp):
+    return at.run_trial(at.Strategy("tiny_cnn", epochs=1, image_size=16), texts(), texts(8))
+
+
+@api("run_trial-strategy-dict", "dict", "{'backbone'")
+def _(tmp):
+    train, valid = _trial_data()
+    return at.run_trial({"backbone": "tiny_cnn", "epochs": 1}, train, valid)
+
+
+@api("run_trial-patience-0", "0")
+def _(tmp):
+    train, valid = _trial_data()
+    return at.run_trial(at.Strategy("tiny_cnn", epochs=1, image_size=16), train, valid,
+                        patience=0)
+
+
+@api("run_trial-device-cuda7", "'cuda:7'", "cuda:7")
+def _(tmp):
+    train, valid = _trial_data()
+    return at.run_trial(at.Strategy("tiny_cnn", epochs=1, image_size=16), train, valid,
+                        device="cuda:7")
+
+
+@api("run_trial-task-segmentation", "'segmentation'")
+def _(tmp):
+    train, valid = _trial_data()
+    return at.run_trial(at.Strategy("tiny_cnn", epochs=1, image_size=16), train, valid,
+                        task="segmentation")
+
+
+@api("run_trial-frozen_groups-99", "99")
+def _(tmp):
+    train, valid = _trial_data()
+    return at.run_trial(at.Strategy("tiny_cnn", frozen_groups=99, epochs=1, image_size=16),
+                        train, valid)
+
+
+# --------------------------------------------------------------------------- API: adapters
+@api("from_folder-missing", "no_such_folder")
+def _(tmp):
+    return at.data.from_folder(tmp / "no_such_folder")
+
+
+@api("from_folder-empty", "empty")
+def _(tmp):
+    (tmp / "empty").mkdir()
+    return at.data.from_folder(tmp / "empty")
+
+
+@api("from_folder-one-class (then search)", "'cat'", "cat")
+def _(tmp):
+    write_pngs(tmp / "data" / "cat", 12)
+    return search(at.data.from_folder(tmp / "data"))
+
+
+@api("from_folder-on_error-bogus", "'ignore'")
+def _(tmp):
+    write_pngs(tmp / "data" / "cat", 2)
+    return at.data.from_folder(tmp / "data", on_error="ignore")
+
+
+@api("from_folder-non-image-file", "notes.doc")
+def _(tmp):
+    write_pngs(tmp / "data" / "cat", 3)
+    write_pngs(tmp / "data" / "dog", 3)
+    (tmp / "data" / "dog" / "notes.doc").write_text("hello")
+    return at.data.from_folder(tmp / "data")
+
+
+@api("from_folder-corrupt-png", "bad.png")
+def _(tmp):
+    write_pngs(tmp / "data" / "cat", 3)
+    write_pngs(tmp / "data" / "dog", 3)
+    (tmp / "data" / "dog" / "bad.png").write_bytes(b"\x89PNG garbage")
+    return at.data.from_folder(tmp / "data")
+
+
+@api("from_csv-missing-file", "missing.csv")
+def _(tmp):
+    return at.data.from_csv(tmp / "missing.csv", image="path", label="y")
+
+
+@api("from_pandas-image-and-text", "both")
+def _(tmp):
+    import pandas as pd
+
+    df = pd.DataFrame({"path": ["a.png", "b.png"], "text": ["x", "y"], "y": [0, 1]})
+    return at.data.from_pandas(df, image="path", text="text", label="y")
+
+
+@api("from_pandas-missing-label-column", "'breed'")
+def _(tmp):
+    import pandas as pd
+
+    df = pd.DataFrame({"text": ["x", "y", "z", "w"], "y": [0, 1, 0, 1]})
+    return at.data.from_pandas(df, text="text", label="breed")
+
+
+@api("from_pandas-missing-image-files", "nope0.png")
+def _(tmp):
+    import pandas as pd
+
+    df = pd.DataFrame({"path": [f"nope{i}.png" for i in range(4)], "y": [0, 1, 0, 1]})
+    return at.data.from_pandas(df, image="path", label="y")
+
+
+@api("from_pandas-not-a-dataframe", "list")
+def _(tmp):
+    return at.data.from_pandas([{"text": "x", "y": 0}], text="text", label="y")
+
+
+@api("from_arrays-5-channels", "5", "(24, 5, 16, 16)")
+def _(tmp):
+    return at.data.from_arrays(np.zeros((24, 5, 16, 16), np.uint8), [0, 1] * 12)
+
+
+@api("from_arrays-labels-length-mismatch", "24", "23")
+def _(tmp):
+    return at.data.from_arrays(images(), [0, 1] * 11 + [0])
+
+
+@api("from_arrays-2d-array", "(24, 16)")
+def _(tmp):
+    return at.data.from_arrays(np.zeros((24, 16), np.uint8), [0, 1] * 12)
+
+
+@api("from_arrays-complex-dtype", "complex64")
+def _(tmp):
+    return at.data.from_arrays(np.zeros((24, 3, 16, 16), np.complex64), [0, 1] * 12)
+
+
+@api("from_arrays-empty", "[]", "empty")
+def _(tmp):
+    return at.data.from_arrays([], [])
+
+
+@api("from_arrays-tiny-images (then search)", "1", "(1, 1)", "1x1")
+def _(tmp):
+    return search(at.data.from_arrays(np.zeros((24, 3, 1, 1), np.uint8), [0, 1] * 12),
+                  space=at.SearchSpace(epochs=1))
+
+
+@api("from_hf-missing-column", "'image'")
+def _(tmp):
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"text": ["a", "b", "c", "d"], "label": [0, 1, 0, 1]})
+    return at.data.from_hf(ds, input="image", label="label")
+
+
+@api("from_hf-not-a-dataset", "dict")
+def _(tmp):
+    return at.data.from_hf({"text": ["a"], "label": [0]}, input="text", label="label")
+
+
+@api("from_torch-not-a-dataset", "int")
+def _(tmp):
+    return at.data.from_torch(5)
+
+
+@api("from_torch-items-not-pairs", "int", "triple", "3")
+def _(tmp):
+    return at.data.from_torch([(1, 2, 3)] * 4)
+
+
+# --------------------------------------------------------------------------- API: study / predictor
+@api("Study.load-missing-file", "missing.db")
+def _(tmp):
+    return at.Study.load(tmp / "missing.db")
+
+
+@api("Study.load-wrong-name", "'nope'")
+def _(tmp):
+    return at.Study.load(fixture("db"), name="nope")
+
+
+@api("Study.load-not-a-database", "notes.db")
+def _(tmp):
+    (tmp / "notes.db").write_text("just some text, not sqlite")
+    return at.Study.load(tmp / "notes.db")
+
+
+@api("study.load_best-no-completed-trial", "'empty'", "empty")
+def _(tmp):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(storage=f"sqlite:///{tmp / 'e.db'}", study_name="empty")
+    return at.Study.load(tmp / "e.db").load_best()
+
+
+@api("study.load_best-device-tpu", "'tpu'", "tpu")
+def _(tmp):
+    return fixture("study").load_best(device="tpu")
+
+
+@api("at.load-non-model-file", "notes.pt")
+def _(tmp):
+    (tmp / "notes.pt").write_text("hello")
+    return at.load(tmp / "notes.pt")
+
+
+@api("at.load-foreign-torch-file", "other.pt")
+def _(tmp):
+    import torch
+
+    torch.save({"weights": torch.zeros(3)}, tmp / "other.pt")
+    return at.load(tmp / "other.pt")
+
+
+@api("predict-wrong-modality-text-dataset", "text")
+def _(tmp):
+    return fixture("pred").predict(texts(4))
+
+
+@api("predict-wrong-modality-string", "'a sentence, not a path'")
+def _(tmp):
+    return fixture("pred").predict("a sentence, not a path")
+
+
+@api("predict-batch_size-0", "0")
+def _(tmp):
+    return fixture("pred").predict(images(2), batch_size=0)
+
+
+@api("predict-5-channel-array", "5", "(2, 5, 16, 16)")
+def _(tmp):
+    return fixture("pred").predict(np.zeros((2, 5, 16, 16), np.uint8))
+
+
+@api("predict-dataframe-missing-column", "'photo'")
+def _(tmp):
+    import pandas as pd
+
+    return fixture("pred").predict(pd.DataFrame({"a": ["x"], "b": ["y"]}), column="photo")
+
+
+# --------------------------------------------------------------------------- TOML through the CLI
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def study_toml(top: dict | None = None, data: dict | None = None, space: dict | None = None,
+               *, drop: tuple[str, ...] = (), extra: str = "", own_data: bool = False) -> str:
+    """A tiny valid study (tiny_cnn, one trial, one epoch, digits at 16 px), then changes.
+
+    ``own_data``: ``data`` is the whole [data] table instead of changes to the demo one.
+    """
+    t = {"plugins": list(PLUGINS), "name": "t", "backbones": ["tiny_cnn"], "n_trials": 1,
+         "seed": 0, **(top or {})}
+    demo = {"demo": "digits", "image_size": 16, "per_class": 4, "valid_per_class": 4}
+    d = dict(data or {}) if own_data else {**demo, **(data or {})}
+    s = {"epochs": 1, "image_size": 16, **(space or {})}
+    lines = [f"{k} = {toml_value(v)}" for k, v in t.items() if k not in drop]
+    if "data" not in drop:
+        lines += ["", "[data]"] + [f"{k} = {toml_value(v)}" for k, v in d.items()]
+    lines += ["", "[space]"] + [f"{k} = {toml_value(v)}" for k, v in s.items()]
+    return "\n".join(lines) + "\n" + extra
+
+
+def toml_case(cid: str, text: str, *tokens: str, args: tuple[str, ...] = ()) -> None:
+    cli(cid, ["run", "study.toml", "--no-progress", *args], *tokens,
+        files={"study.toml": text}, storage="t.db")
+
+
+toml_case("toml-data-per_class-negative", study_toml(data={"per_class": -1}), "-1")
+toml_case("toml-backbones-int", study_toml({"backbones": 5}), "5")
+toml_case("toml-unknown-key", study_toml({"n_trails": 3}), "'n_trails'", "n_trails")
+toml_case("toml-invalid-syntax", study_toml(extra="this is = = not toml\n"), "line 1",
+          "line", "study.toml")
+toml_case("toml-missing-data-table", study_toml(drop=("data",)), "[data]", "data")
+toml_case("toml-unknown-data-source", study_toml(data={"parquet": "x.parquet"}, own_data=True),
+          "parquet")
+toml_case("toml-n_trials-many", study_toml({"n_trials": "many"}), "'many'")
+toml_case("toml-devices-gpu", study_toml({"devices": "gpu"}), "'gpu'")
+toml_case("toml-space-epochs-0", study_toml(space={"epochs": 0}), "0")
+toml_case("toml-space-lr-reversed", study_toml(space={"lr": [1, 0]}), "[1, 0]", "(1, 0)")
+toml_case("toml-pruner-int", study_toml({"pruner": 5}), "5")
+toml_case("toml-timeout-negative", study_toml({"timeout": -1}), "-1", "-1.0")
+toml_case("toml-space-unknown-field", study_toml(space={"bogus": 1}), "bogus")
+toml_case("toml-space-table-not-choices", study_toml(space={}) + "\n[space.lr]\nlow = 1\n",
+          "low")
+toml_case("toml-data-folder-missing", study_toml(data={"folder": "nowhere"}, own_data=True),
+          "nowhere")
+toml_case("toml-backend-spark", study_toml({"backend": "spark"}), "'spark'")
+toml_case("toml-address-with-optuna", study_toml({"address": "head:6379"}), "address")
+toml_case("toml-storage-memory", study_toml({"storage": "sqlite:///:memory:"}), ":memory:")
+toml_case("toml-name-int", study_toml({"name": 5}), "5")
+toml_case("toml-plugins-missing-module", study_toml({"plugins": ["no_such_plugin_mod"]}),
+          "no_such_plugin_mod")
+toml_case("toml-seed-negative", study_toml({"seed": -1}), "-1")
+toml_case("toml-data-demo-unknown", study_toml(data={"demo": "mnist"}), "'mnist'")
+
+# --------------------------------------------------------------------------- the CLI itself
+cli("cli-leaderboard-missing-file", ["leaderboard", "nope.db"], "nope.db")
+cli("cli-leaderboard-top-negative", lambda tmp: ["leaderboard", str(fixture("db")),
+                                                 "--top", "-1"], "-1")
+cli("cli-leaderboard-wrong-name", lambda tmp: ["leaderboard", str(fixture("db")),
+                                               "--name", "nope"], "'nope'")
+cli("cli-leaderboard-format-xml", lambda tmp: ["leaderboard", str(fixture("db")),
+                                               "--format", "xml"], "'xml'")
+cli("cli-leaderboard-not-a-db", ["leaderboard", "notes.txt"], "notes.txt",
+    files={"notes.txt": "hello"})
+cli("cli-run-missing-file", ["run", "nope.toml"], "nope.toml")
+toml_case("cli-run-top-negative", study_toml(), "-1", args=("--top", "-1"))
+toml_case("cli-run-n-trials-abc", study_toml(), "'abc'", args=("--n-trials", "abc"))
+toml_case("cli-run-n-trials-0", study_toml(), "0", args=("--n-trials", "0"))
+toml_case("cli-run-timeout-nan", study_toml(), "nan", args=("--timeout", "nan"))
+cli("cli-unknown-subcommand", ["fly"], "'fly'")
+cli("cli-backbones-modality-audio", ["backbones", "--modality", "audio"], "'audio'")
+
+
+# --------------------------------------------------------------------------- main
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("-k", default="", help="only cases whose id contains this")
+    p.add_argument("-v", "--verbose", action="store_true", help="show what each case printed")
+    args = p.parse_args()
+    cases = [c for c in CASES if args.k in c.id]
+    ids = [c.id for c in CASES]
+    dupes = {i for i in ids if ids.count(i) > 1}
+    assert not dupes, f"duplicate case ids: {dupes}"
+    started = time.perf_counter()
+    make_fixture()  # one tiny finished study for the load/predict/leaderboard cases
+    counts = {"GOOD": 0, "WEAK": 0, "BAD": 0}
+    for c in cases:
+        verdict, outcome = (run_api if c.kind == "api" else run_cli)(c, args.verbose)
+        counts[verdict] += 1
+        print(f"{verdict:<4}  {c.id}  {outcome}", flush=True)
+    shutil.rmtree(FIXTURE.get("dir", ""), ignore_errors=True)
+    print(f"\n{len(cases)} cases in {time.perf_counter() - started:.0f} s")
+    print(f"GOOD {counts['GOOD']}  WEAK {counts['WEAK']}  BAD {counts['BAD']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
