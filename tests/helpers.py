@@ -8,6 +8,8 @@ is only a safety net for a search that is broken, not a guess at its speed.
 import time
 from pathlib import Path
 
+import autotransfer as at
+
 SAFETY_NET_S = 900
 
 
@@ -35,3 +37,17 @@ def pause_plugin(folder: Path, marker: Path, after: int) -> str:
         "def register_heads(register):\n"
         f"    register(paused_head({str(marker)!r}, {after}))\n")
     return "pause_plugin"
+
+
+class Exploding:
+    """A plugin whose backbone raises while loading pretrained weights (a plugin bug)."""
+
+    @at.hookimpl
+    def register_backbones(self, register):
+        class Boom(at.TimmBackbone):
+            def build(self, *, pretrained=True, drop_path=0.0):
+                if pretrained:
+                    raise RuntimeError("boom in a plugin")
+                return super().build(pretrained=False)
+
+        register(Boom("boom", timm_name="test_efficientnet", image_size=16))

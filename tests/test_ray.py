@@ -14,6 +14,8 @@ import pytest
 import autotransfer as at
 from autotransfer.testing import toy_images
 
+from helpers import Exploding
+
 pytestmark = pytest.mark.ray
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -93,6 +95,18 @@ def test_both_backends_judge_trials_with_the_study_pruner(tmp_path, backend):
     assert len(searched) == 2 and (searched["state"] == "pruned").all()
     assert (searched["epochs_run"] == 1).all()
     assert len(refs) == 3 and (refs["state"] == "complete").all()
+
+
+def test_ray_fails_a_raising_trial_with_its_reason_and_does_not_retry_it(tmp_path):
+    at.register_plugin(Exploding(), name="exploding")
+    study = at.search(toy_images(60, classes=2, size=16), backbones=["boom"], n_trials=3,
+                      storage=tmp_path / "b.db", backend=at.RayBackend(max_retries=3),
+                      space=at.SearchSpace(epochs=2, image_size=16), progress=False)
+    lb = study.leaderboard().set_index("baseline")
+    assert len(lb) == 3 and lb.loc["scratch", "state"] == "complete"  # no pretrained weights
+    for kind in ("linear_probe", "default_finetune"):  # failed once, for its own reason
+        assert lb.loc[kind, "state"] == "failed"
+        assert lb.loc[kind, "reason"] == "RuntimeError: boom in a plugin"
 
 
 class _Cluster:

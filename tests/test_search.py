@@ -16,7 +16,7 @@ import autotransfer as at
 from autotransfer.cli import main
 from autotransfer.testing import toy_images
 
-from helpers import pause_plugin, wait_for_pause
+from helpers import Exploding, pause_plugin, wait_for_pause
 
 SPACE = at.SearchSpace(epochs=3, image_size=16)
 
@@ -147,22 +147,8 @@ def test_failed_trials_record_their_reason_and_the_study_goes_on(toy, tmp_path):
     assert lb["reason"].str.contains("loss became nan").all()
 
 
-class _Exploding:
-    """A plugin whose backbone raises while building pretrained weights."""
-
-    @at.hookimpl
-    def register_backbones(self, register):
-        class Boom(at.TimmBackbone):
-            def build(self, *, pretrained=True, drop_path=0.0):
-                if pretrained:
-                    raise RuntimeError("boom in a plugin")
-                return super().build(pretrained=False)
-
-        register(Boom("boom", timm_name="test_efficientnet", image_size=16))
-
-
 def test_an_exception_in_a_plugin_fails_only_that_trial(toy, tmp_path):
-    at.register_plugin(_Exploding(), name="exploding")
+    at.register_plugin(Exploding(), name="exploding")
     lb = _search(toy, tmp_path, backbones=["boom", "tiny_cnn"], n_trials=8).leaderboard()
     boom = lb[lb["backbone"] == "boom"]
     assert (boom[boom["baseline"] != "scratch"]["state"] == "failed").all()
