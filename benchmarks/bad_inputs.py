@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bad_inputs.py -k toml  # only cases whose id contains "toml"
     .venv/bin/python benchmarks/bad_inputs.py -v       # also show what each case printed
 
-Tries ~100 kinds of bad input on the Python API (``at.search``, ``at.data.from_*``,
+Tries ~150 kinds of bad input on the Python API (``at.search``, ``at.data.from_*``,
 ``at.SearchSpace``, ``at.Strategy``, ``at.run_trial``, ``Study.load``/``load_best``,
 ``predictor.predict``, ``at.load``), on TOML study files run through the CLI
 (``python -m autotransfer.cli run file.toml``) and on the CLI itself. One line per case:
@@ -21,7 +21,10 @@ Tries ~100 kinds of bad input on the Python API (``at.search``, ``at.data.from_*
 
 Cases marked "accepted" are inputs that must work (numpy integers, a study name with
 ``..`` that must stay inside its folder): GOOD when they run, BAD when refused.
-Every case runs in its own temporary folder (the working folder too), one at a time.
+Every case runs in its own temporary folder (the working folder too), one at a time, in a
+forked child process (its own process group, killed with any workers it started when it
+overruns); "trained" means an epoch of ``run_trial`` began. Run as root, the read-only
+folder case also sets ``chattr +i`` on the folder, since root ignores ``chmod 0o500``.
 """
 
 from __future__ import annotations
@@ -65,7 +68,6 @@ HINTS = ("must", "accepted", "accepts", "expected", "one of", "give", "use ", "p
          # or it lists the alternatives
          "columns:", "studies there", "close matches", "this machine has", "available:",
          "choose")
-NOBODY = 65534  # uid for the read-only-folder case when this runs as root
 
 for _p in PLUGINS:
     at.register_plugin(_p)
@@ -101,7 +103,7 @@ class Case:
     tokens: tuple[str, ...] = ()  # any one of them in the message = "names the bad value"
     accepted: bool = False  # an input that must be accepted
     check_ok: Callable[[Any, Path], str | None] | None = None  # accepted: None = fine
-    as_nobody: bool = False
+    read_only: bool = False  # makes a folder unwritable (also for root: chattr +i)
     # cli
     argv: list[str] | Callable[[Path], list[str]] | None = None
     files: dict[str, str] = field(default_factory=dict)  # name -> text, written first
@@ -111,9 +113,9 @@ class Case:
 CASES: list[Case] = []
 
 
-def api(cid: str, *tokens: str, accepted: bool = False, check_ok=None, as_nobody=False):
+def api(cid: str, *tokens: str, accepted: bool = False, check_ok=None, read_only=False):
     def deco(fn):
-        CASES.append(Case(cid, "api", fn, tokens, accepted, check_ok, as_nobody))
+        CASES.append(Case(cid, "api", fn, tokens, accepted, check_ok, read_only))
         return fn
     return deco
 
@@ -161,18 +163,16 @@ def _describe_return(result: Any) -> str:
     return f"returned {_short(repr(result), 80)}"
 
 
-def _evaluate_api(case: Case, tmp: Path, verbose: bool) -> tuple[str, str]:
-    """Run one API case here (cwd = tmp) -> (verdict, outcome)."""
+def _evaluate_api(case: Case, tmp: Path) -> tuple[str, str]:
+    """Run one API case in this (child) process, cwd = tmp -> (verdict, outcome)."""
     TRAINED.clear()
-    out = io.StringIO()
-    old = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGALRM, _on_alarm)
     signal.alarm(CASE_TIMEOUT)
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            result = case.fn(tmp)
+        result = case.fn(tmp)
         signal.alarm(0)
     except Timeout:
-        return "BAD", f"timeout after {CASE_TIMEOUT} s (trained: {bool(TRAINED)})"
+        return "BAD", f"timeout after {CASE_TIMEOUT} s (trained {len(TRAINED)} epoch(s))"
     except at.AutotransferError as exc:
         signal.alarm(0)
         msg = str(exc)
@@ -186,16 +186,9 @@ def _evaluate_api(case: Case, tmp: Path, verbose: bool) -> tuple[str, str]:
         return verdict, why + _short(head)
     except BaseException as exc:  # noqa: BLE001 - any other type is the finding
         signal.alarm(0)
-        if isinstance(exc, KeyboardInterrupt):
-            raise
         where = traceback.extract_tb(exc.__traceback__)[-1]
         loc = f" (at {Path(where.filename).name}:{where.lineno})"
         return "BAD", _short(f"{type(exc).__name__}: {exc}", 150) + loc
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-        if verbose and out.getvalue().strip():
-            print("    | " + out.getvalue().strip().replace("\n", "\n    | "))
     if case.accepted:
         problem = case.check_ok(result, tmp) if case.check_ok else None
         if problem:
@@ -205,56 +198,82 @@ def _evaluate_api(case: Case, tmp: Path, verbose: bool) -> tuple[str, str]:
         f" (trained {len(TRAINED)} epoch(s))" if TRAINED else "")
 
 
-def _run_api_as(case: Case, tmp: Path, verbose: bool, uid: int) -> tuple[str, str]:
-    """A forked child under another uid (root ignores folder permissions)."""
+def in_child(fn: Callable[[], Any], *, log: Path, limit: float = CASE_TIMEOUT + 15) -> Any:
+    """``fn()`` in a forked child with its own process group; its JSON result.
+
+    The parent never trains, so no thread pool is forked mid-use; a case that hangs or
+    leaves worker processes behind is killed with its whole group.
+    """
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
-        os.close(r)
+        code = 0
         try:
-            os.setgid(uid)
-            os.setuid(uid)
-            res = _evaluate_api(case, tmp, verbose)
+            os.close(r)
+            os.setpgid(0, 0)
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", 0), write_through=True)
+            sys.stderr = sys.stdout
+            res = fn()
         except BaseException as exc:  # noqa: BLE001
-            res = ("BAD", f"child failed: {type(exc).__name__}: {exc}")
-        os.write(w, json.dumps(res).encode())
-        os.close(w)
-        os._exit(0)
+            res = ["BAD", f"child failed: {type(exc).__name__}: {exc}"]
+            code = 1
+        try:
+            os.write(w, json.dumps(res, default=str).encode())
+        finally:
+            os._exit(code)
     os.close(w)
-    deadline = time.monotonic() + CASE_TIMEOUT + 15
-    while time.monotonic() < deadline:
+    with contextlib.suppress(OSError):
+        os.setpgid(pid, pid)
+    deadline = time.monotonic() + limit
+    timed_out = False
+    while True:
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done:
             break
-        time.sleep(0.1)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        os.close(r)
-        return "BAD", f"timeout after {CASE_TIMEOUT} s (killed)"
+        if time.monotonic() > deadline:
+            timed_out = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            break
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # leftover workers
+        os.killpg(pid, signal.SIGKILL)
     data = b""
     while chunk := os.read(r, 65536):
         data += chunk
     os.close(r)
+    if timed_out:
+        return ["BAD", f"timeout after {limit:.0f} s (killed with its process group)"]
     if not data:
-        return "BAD", "child process died without a result"
-    verdict, outcome = json.loads(data)
-    return verdict, outcome
+        return ["BAD", "the case's process died without a result"]
+    return json.loads(data)
+
+
+def _show_log(log: Path) -> None:
+    text = log.read_text(errors="replace").strip() if log.is_file() else ""
+    if text:
+        print("    | " + text.replace("\n", "\n    | "))
 
 
 def run_api(case: Case, verbose: bool) -> tuple[str, str]:
     here = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="bad_inputs_") as d:
-        tmp = Path(d)
+    with tempfile.TemporaryDirectory(prefix="bad_inputs_") as d, \
+            tempfile.NamedTemporaryFile(prefix="bad_inputs_log_", suffix=".txt") as logf:
+        tmp, log = Path(d), Path(logf.name)
         os.chdir(tmp)
         try:
-            if case.as_nobody and os.geteuid() == 0:
-                os.chmod(tmp, 0o777)  # the case makes its folders as that user
-                verdict, outcome = _run_api_as(case, tmp, verbose, NOBODY)
-                return verdict, outcome + f" (run as uid {NOBODY}: root ignores modes)"
-            return _evaluate_api(case, tmp, verbose)
+            verdict, outcome = in_child(lambda: _evaluate_api(case, tmp), log=log)
+            if verbose:
+                _show_log(log)
+            return verdict, outcome
         finally:
             os.chdir(here)
+            if case.read_only and os.geteuid() == 0:
+                subprocess.run(["chattr", "-R", "-i", str(tmp)], capture_output=True)
             for p in tmp.rglob("*"):  # chmod 0o500 folders would block the cleanup
                 with contextlib.suppress(OSError):
                     if p.is_dir() and not p.is_symlink():
@@ -281,24 +300,31 @@ def run_cli(case: Case, verbose: bool) -> tuple[str, str]:
             argv = case.argv(tmp) if callable(case.argv) else list(case.argv)
         except Exception as exc:  # noqa: BLE001 - the fixture study could not be made
             return "BAD", _short(f"{type(exc).__name__}: {exc}", 160)
+        proc = subprocess.Popen([sys.executable, "-m", "autotransfer.cli", *argv], cwd=tmp,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
         try:
-            proc = subprocess.run([sys.executable, "-m", "autotransfer.cli", *argv], cwd=tmp,
-                                  capture_output=True, text=True, timeout=CASE_TIMEOUT)
+            stdout, stderr = proc.communicate(timeout=CASE_TIMEOUT)
         except subprocess.TimeoutExpired:
-            return "BAD", f"timeout after {CASE_TIMEOUT} s"
-        err = proc.stderr.strip()
+            os.killpg(proc.pid, signal.SIGKILL)  # the CLI and any workers it started
+            proc.communicate()
+            return "BAD", f"timeout after {CASE_TIMEOUT} s (killed with its process group)"
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        err = stderr.strip()
         if verbose:
-            print("    | rc=%s\n    | %s" % (proc.returncode, (err + "\n" + proc.stdout.strip())
-                                              .replace("\n", "\n    | ")))
+            shown = (err + "\n" + stdout.strip()).replace("\n", "\n    | ")
+            print(f"    | rc={proc.returncode}\n    | {shown}")
         trained = _recorded_trials(tmp / case.storage) if case.storage else 0
-        if "Traceback" in proc.stderr or "Traceback" in proc.stdout:
+        if "Traceback" in stderr or "Traceback" in stdout:
             last = [ln for ln in err.splitlines() if ln.strip()][-1:] or ["?"]
             return "BAD", f"traceback (rc={proc.returncode}): {_short(last[0], 150)}"
         if proc.returncode == 0:
             return "BAD", "bad input accepted: exit 0" + (
                 f", {trained} trial(s) recorded" if trained else "")
         if proc.returncode != 2:
-            return "BAD", f"exit code {proc.returncode}: {_short(err or proc.stdout, 150)}"
+            return "BAD", f"exit code {proc.returncode}: {_short(err or stdout, 150)}"
         if trained:
             return "BAD", f"refused only after {trained} trial(s) ran: {_short(err, 150)}"
         error_lines = [ln for ln in err.splitlines() if "error:" in ln]
@@ -355,27 +381,33 @@ def write_pngs(folder: Path, n: int, size: int = 16) -> None:
 FIXTURE: dict[str, Any] = {}
 
 
-def make_fixture() -> None:
-    """One finished study (its storage and best model) for the load/predict cases."""
+def make_fixture(verbose: bool = False) -> None:
+    """One finished study (made in a child process) for the load/predict/leaderboard cases."""
     d = Path(tempfile.mkdtemp(prefix="bad_inputs_fixture_"))
-    old = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.alarm(CASE_TIMEOUT)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            study = search(storage=str(d / "fix.db"), name="fix", baselines=False,
-                           warm_start=False)
-            FIXTURE.update(dir=d, db=d / "fix.db", study=study, pred=study.load_best())
-    except BaseException as exc:  # noqa: BLE001
-        FIXTURE.update(dir=d, error=f"{type(exc).__name__}: {exc}")
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+    FIXTURE.update(dir=d, db=d / "fix.db")
+
+    def build():
+        os.chdir(d)
+        study = search(storage=str(d / "fix.db"), name="fix", baselines=False,
+                       warm_start=False)
+        study.load_best()
+        return ["ok", ""]
+
+    status, why = in_child(build, log=d / "log.txt")
+    if status != "ok":
+        FIXTURE["error"] = why
+    if verbose:
+        _show_log(d / "log.txt")
 
 
 def fixture(key: str) -> Any:
+    """``"db"``: the fixture's storage path; ``"study"``: its Study; ``"pred"``: best model."""
     if "error" in FIXTURE:
         raise RuntimeError(f"fixture study failed, case not run: {FIXTURE['error']}")
-    return FIXTURE[key]
+    if key == "db":
+        return FIXTURE["db"]
+    study = at.Study.load(FIXTURE["db"], name="fix")
+    return study if key == "study" else study.load_best()
 
 
 # --------------------------------------------------------------------------- API: data via search
@@ -552,11 +584,16 @@ CASES.append(Case("search-storage-parent-is-file", "api", _storage_parent_is_fil
                   ("somefile.txt",)))
 
 
-@api("search-storage-read-only-folder", "ro", "s.db", as_nobody=True)
+@api("search-storage-read-only-folder", "ro", "s.db", read_only=True)
 def _(tmp):
     ro = tmp / "ro"
     ro.mkdir()
     ro.chmod(0o500)
+    if os.geteuid() == 0:  # root ignores modes; an immutable folder refuses root too
+        subprocess.run(["chattr", "+i", str(ro)], check=True, capture_output=True)
+        with contextlib.suppress(OSError):
+            (ro / "probe").touch()
+            raise RuntimeError("cannot make a read-only folder here (chattr +i had no effect)")
     return search(storage=ro / "s.db")
 
 
@@ -602,7 +639,7 @@ def _(tmp):
     return search(n_trials=np.int64(3))
 
 
-# --------------------------------------------------------------------------- API: SearchSpace, Strategy
+# ------------------------------------------------------------- API: SearchSpace, Strategy
 @api("SearchSpace-image_size-1e6", "1000000")
 def _(tmp):
     return search(space=small_space(image_size=10**6))
@@ -1032,7 +1069,7 @@ def main() -> int:
     dupes = {i for i in ids if ids.count(i) > 1}
     assert not dupes, f"duplicate case ids: {dupes}"
     started = time.perf_counter()
-    make_fixture()  # one tiny finished study for the load/predict/leaderboard cases
+    make_fixture(args.verbose)  # one tiny finished study for the load/predict/CLI cases
     counts = {"GOOD": 0, "WEAK": 0, "BAD": 0}
     for c in cases:
         verdict, outcome = (run_api if c.kind == "api" else run_cli)(c, args.verbose)
