@@ -76,9 +76,9 @@ def search(data: Dataset, *, task: str = "classification",
     _refuse(unknown)
     backend = as_backend(backend)
     backend.check()
-    job, train, valid = _plan(locals())
-    study = _open(job, TrialContext(job, train, valid), warm_start)
-    backend.run(job, train, valid)
+    job, ctx = _plan(locals())
+    study = _open(job, ctx, warm_start)
+    backend.run(job, ctx.train, ctx.valid)
     close_run(study, job.run)
     return Study(study, job.storage, Path(job.workdir))
 
@@ -100,8 +100,9 @@ def _refuse(unknown: dict[str, Any]) -> None:
         raise UnknownNameError("search() argument", key, accepted)
 
 
-def _plan(a: dict[str, Any]) -> tuple[SearchJob, Dataset, Dataset]:
-    """Check every argument and the data; the job to run. Touches no storage."""
+def _plan(a: dict[str, Any]) -> tuple[SearchJob, TrialContext]:
+    """Check every argument and the data; the job to run and its context (the split data,
+    group counts). Touches no storage."""
     name = a["name"] if a["name"] is not None else "autotransfer"
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"name must be a non-empty string, but got name={name!r}.")
@@ -142,7 +143,7 @@ def _plan(a: dict[str, Any]) -> tuple[SearchJob, Dataset, Dataset]:
     for n in names:  # a frozen_groups range beyond a backbone fails now, not mid-search
         if space.frozen_groups is not None:
             check_frozen_range(space.frozen_groups, n, ctx.n_groups(n))
-    return job, train, valid
+    return job, ctx
 
 
 def _split(data: Dataset, valid: Any, fraction: Any, seed: int) -> tuple[Dataset, Dataset]:

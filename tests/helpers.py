@@ -51,3 +51,12 @@ class Exploding:
                 return super().build(pretrained=False)
 
         register(Boom("boom", timm_name="test_efficientnet", image_size=16))
+
+
+class ObjectPlugin:
+    """A plugin that is an object, not a module: it must reach worker processes and Ray
+    actors (registers backbone ``obj_cnn``)."""
+
+    @at.hookimpl
+    def register_backbones(self, register):
+        register(at.TimmBackbone("obj_cnn", timm_name="test_efficientnet", image_size=16))

@@ -17,6 +17,8 @@ from autotransfer.backends._job import SearchJob, TrialContext
 from autotransfer.baselines import enqueue_due_baselines
 from autotransfer.testing import toy_images
 
+from helpers import ObjectPlugin
+
 SPACE = at.SearchSpace(epochs=2, image_size=16)
 
 
@@ -124,16 +126,8 @@ def test_a_failed_search_does_not_block_the_corrected_rerun(tmp_path):
     assert (lb["state"] == "failed").sum() == 3  # the failures stay on the record
 
 
-class _ObjectPlugin:
-    """A plugin that is an object, not a module: it must reach worker processes."""
-
-    @at.hookimpl
-    def register_backbones(self, register):
-        register(at.TimmBackbone("obj_cnn", timm_name="test_efficientnet", image_size=16))
-
-
 def test_an_object_plugin_reaches_every_worker_process(tmp_path):
-    at.register_plugin(_ObjectPlugin(), name="object")
+    at.register_plugin(ObjectPlugin(), name="object")
     study = _search(toy_images(60, classes=2, size=16), backbones=["obj_cnn"], n_trials=4,
                     storage=tmp_path / "s.db", backend=at.OptunaBackend(devices=2))
     lb = study.leaderboard()

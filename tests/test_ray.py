@@ -14,7 +14,7 @@ import pytest
 import autotransfer as at
 from autotransfer.testing import toy_images
 
-from helpers import Exploding
+from helpers import Exploding, ObjectPlugin
 
 pytestmark = pytest.mark.ray
 RAY = str(Path(sys.executable).parent / "ray")
@@ -71,21 +71,13 @@ def test_ray_backend_writes_the_same_study(tmp_path):
     assert best.predict(toy_images(6, classes=3, size=16).inputs).shape == (6,)
 
 
-class _ObjectPlugin:
-    """A plugin that is an object, not a module: it must reach every Ray actor."""
-
-    @at.hookimpl
-    def register_backbones(self, register):
-        register(at.TimmBackbone("obj_cnn", timm_name="test_efficientnet", image_size=16))
-
-
 @pytest.mark.parametrize("backend", ["optuna", "ray"])
 def test_both_backends_judge_trials_with_the_study_pruner(tmp_path, backend):
     """A pruner instance means the same on both backends: here, prune at the first epoch
     (accuracy < 2 always); baselines are references and always finish."""
     import optuna
 
-    at.register_plugin(_ObjectPlugin(), name="object")
+    at.register_plugin(ObjectPlugin(), name="object")
     study = at.search(toy_images(60, classes=2, size=16), backbones=["obj_cnn"], n_trials=5,
                       storage=tmp_path / "p.db", backend=backend, warm_start=False,
                       pruner=optuna.pruners.ThresholdPruner(lower=2.0),
