@@ -8,7 +8,9 @@ from .errors import (
     ConfigError,
     DataError,
     DeviceError,
+    ExportError,
     ModalityError,
+    OptimisticValidation,
     PluginError,
     SearchFailed,
     StorageError,
@@ -35,12 +37,13 @@ from .space import Categorical, Float, Int, SearchSpace
 from .strategy import Strategy
 from .study import Study
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AutotransferError", "Backbone", "Backend", "OptunaBackend", "RayBackend",
-    "SearchFailed", "ConfigError", "DataError", "DeviceError", "HFBackbone",
-    "Head", "ModalityError", "PackageWeights", "PluginError", "Stage", "StorageError",
+    "SearchFailed", "ConfigError", "DataError", "DeviceError", "ExportError", "HFBackbone",
+    "Head", "ModalityError", "OptimisticValidation", "PackageWeights", "PluginError",
+    "Stage", "StorageError",
     "Strategy", "StrategyError", "TimmBackbone", "TransferModel", "TrialFailed",
     "TrialResult", "UnknownNameError", "WeightsUnavailableError", "create_backbone", "data",
     "get_backbone", "get_head", "hookimpl", "list_backbones", "list_plugins",

@@ -112,6 +112,20 @@ def data_fits(task: str, train: Dataset, valid: Dataset, backbones: list[str]) -
                 f"those, or give the backbone weights='/path/to/weights'.")
 
 
+def held_out(what: str, data: Any, task: str, modality: str, info: dict) -> Dataset:
+    """Labelled data a trained model is scored on (a test set): the modality it was trained
+    on, and labels it knows (``info`` from the training labels)."""
+    data = dataset(what, data)
+    if data.modality != modality:
+        raise ModalityError(f"{what} holds {data.modality}, but the models were trained on "
+                            f"{modality}; give {modality} data with labels.")
+    try:
+        plugins.get_head(task).encode(data.labels, info)
+    except DataError as exc:
+        raise type(exc)(f"{what}: {exc}") from exc
+    return data
+
+
 def backbone_patterns(value: Any) -> list[str] | None:
     """``backbones=``: None (every available one), a name or glob, or a non-empty list."""
     if value is None:

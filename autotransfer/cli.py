@@ -1,23 +1,50 @@
-"""The ``autotransfer`` command line."""
+"""The ``autotransfer`` command line.
+
+Exit codes: 0 done; 1 the work failed (every trial failed, a file that is not a model, a
+study that is not there); 2 a usage mistake (an unknown option, name or value); 130
+interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
-from .errors import AutotransferError
+from .errors import AutotransferError, ConfigError, StrategyError, UnknownNameError
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+USAGE_ERRORS = (ConfigError, UnknownNameError, StrategyError)
+WIDTH = 120  # the leaderboard table fits a 120-column terminal unless --all-columns
+CELL = 40  # longest cell in a table (a failure reason is cut there)
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
     """A plain left-aligned text table; None shows as '-'."""
     if not rows:
         return "(none)"
-    cells = [[c for c in columns]] + [["-" if r.get(c) is None else str(r[c]) for c in columns]
-                                      for r in rows]
+    cells = [[c for c in columns]] + [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip()
                      for row in cells)
+
+
+def _cell(v) -> str:
+    text = "-" if v is None else str(v)
+    return text if len(text) <= CELL else text[:CELL - 1] + "…"
+
+
+def _fit(rows: list[dict], columns: list[str], keep: list[str], width: int) -> list[str]:
+    """Drop columns, the last of ``keep``'s order first, until the table fits ``width``."""
+    cols = list(columns)
+    for drop in reversed(keep):
+        if max((len(line) for line in _table(rows, cols).splitlines()), default=0) <= width:
+            break
+        if drop in cols and len(cols) > 4:
+            cols.remove(drop)
+    return cols
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -54,6 +81,14 @@ SUMMARY_COLUMNS = ["rank", "trial", "state", "baseline", "backbone", "frozen_gro
 SUMMARY_TAIL = ["transfer_gain", "negative_transfer", "duration_s", "reason"]
 
 
+def _priority(metric: str) -> list[str]:
+    """Columns in the order they are kept when the table must fit: the first matter most."""
+    return ["rank", "trial", "state", metric, f"test_{metric}", "backbone", "baseline",
+            "frozen_groups", "lr", "reason", "epochs_run", "transfer_gain", "n_groups",
+            "layer_decay", "augment", "mixup", "weight_decay", "cutmix", "dropout", "l2sp",
+            "duration_s", f"test_{metric}_se", "cached", "negative_transfer"]
+
+
 def _fmt(v) -> str | None:
     import math
 
@@ -75,14 +110,19 @@ def print_leaderboard(study, *, top: int | None = None, fmt: str = "table",
     if fmt == "json":
         print(df.to_json(orient="records", indent=1))
         return
+    m = study.metric
     cols = list(df.columns) if all_columns else [
-        c for c in SUMMARY_COLUMNS + [study.metric] + SUMMARY_TAIL if c in df.columns]
+        c for c in SUMMARY_COLUMNS + [m, f"test_{m}", f"test_{m}_se"] + SUMMARY_TAIL
+        if c in df.columns]
     rows = [{c: _fmt(r[c]) for c in cols} for r in df.to_dict("records")]
+    if not all_columns:
+        cols = _fit(rows, cols, _priority(m), WIDTH)
     print(_table(rows, cols))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .config import load_study_file
+    from .errors import OptimisticValidation
     from .search import search
 
     kwargs, train, valid = load_study_file(args.study_file)
@@ -91,11 +131,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.timeout is not None:
         kwargs["timeout"] = args.timeout
     try:
-        study = search(train, valid=valid, progress=not args.no_progress, **kwargs)
+        with warnings.catch_warnings():  # the summary says it in words, not as a warning
+            warnings.simplefilter("ignore", OptimisticValidation)
+            study = search(train, valid=valid, progress=not args.no_progress, **kwargs)
     except KeyboardInterrupt:
         print("\ninterrupted: the running trial is marked failed; rerun the same command "
               "to resume.", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     print(f"\nstudy {study.name!r} in {study.spec.url}")
     print_leaderboard(study, top=args.top)
     _print_summary(study)
@@ -107,17 +149,31 @@ def _print_summary(study) -> None:
     done = df[df["state"] == "complete"]
     if done.empty:
         return
+    from .results import optimism
+
     best = done.iloc[0]
     m = study.metric
     line = f"\nbest: trial {best['trial']} ({best['backbone']}, frozen_groups=" \
-           f"{best['frozen_groups']}/{best['n_groups']}) {m}={best[m]:.4f}"
+           f"{best['frozen_groups']}/{best['n_groups']}) validation {m}={best[m]:.4f}"
+    if _known(best.get(f"test_{m}")):
+        line += f", test {m}={best[f'test_{m}']:.4f} (± {best[f'test_{m}_se']:.4f})"
     for kind in ("default_finetune", "scratch"):
         ref = done[done["baseline"] == kind]
         if not ref.empty:
             line += f"; {kind} {ref.iloc[0][m]:.4f}"
     print(line)
+    for r in df[df["state"] == "refit"].to_dict("records"):
+        test = f", test {m}={r[f'test_{m}']:.4f}" if _known(r.get(f"test_{m}")) else ""
+        print(f"refit of trial {r['trial']} on all labelled data ({r['epochs']} epochs){test}")
+    warning = optimism(study)
+    if warning:
+        print(f"warning: {warning}")
     print(f"load it: at.Study.load({str(study.spec.path or study.spec.url)!r}, "
           f"name={study.name!r}).load_best()")
+
+
+def _known(v) -> bool:
+    return _fmt(v) is not None
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -128,11 +184,84 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .study import Study
+
+    study = Study.load(args.storage, args.name)
+    stem = "://" not in args.storage and Path(args.storage).stem == study.name
+    out = args.output or _beside(args.storage, ".html" if stem else f"-{study.name}.html")
+    print(f"wrote {study.report(out)}")
+    return 0
+
+
+def _beside(storage: str, suffix: str) -> str:
+    """``studies/x.db`` -> ``studies/x<suffix>``; a URL storage -> ``./study<suffix>``."""
+    if "://" in storage:
+        return "study" + suffix
+    path = Path(storage)
+    return str(path.with_name(path.stem + suffix))
+
+
+EXPORT_SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "timm": "-timm",
+                 "transformers": "-transformers"}
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .predictor import load
+
+    model = load(args.model)
+    out = args.output or _beside(args.model, EXPORT_SUFFIX[args.format])
+    info = model.export(out, format=args.format)
+    for key, value in info.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .predictor import load
+
+    model = load(args.model)
+    names = _input_names(args.inputs, model.preprocessing.modality)
+    frame = pd.DataFrame({"input": names,
+                          "prediction": list(model.predict(names, batch_size=args.batch_size))})
+    if args.proba and model.task in ("classification", "multilabel"):
+        proba = model.predict_proba(names, batch_size=args.batch_size)
+        frame = pd.concat([frame, proba.reset_index(drop=True).round(4)], axis=1)
+    if args.format == "csv":
+        print(frame.to_csv(index=False), end="")
+    elif args.format == "json":
+        print(frame.to_json(orient="records", indent=1))
+    else:
+        print(_table([{c: _fmt(v) for c, v in r.items()} for r in frame.to_dict("records")],
+                     [str(c) for c in frame.columns]))
+    return 0
+
+
+def _input_names(inputs: list[str], modality: str) -> list[str]:
+    """Texts as given; image files as given and the images inside folders, sorted."""
+    if modality == "text":
+        return list(inputs)
+    from .data import IMAGE_SUFFIXES
+
+    names = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            names += sorted(str(f) for f in path.rglob("*") if f.is_file()
+                            and f.suffix.lower() in IMAGE_SUFFIXES
+                            and not f.name.startswith("."))
+        else:
+            names.append(item)
+    return names
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes print ``error: ...`` (what is wrong and what is accepted), exit 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message}; see `{self.prog} --help`.\n")
+        self.exit(EXIT_USAGE, f"error: {message}; see `{self.prog} --help`.\n")
 
 
 def _count(text: str) -> int:
@@ -149,7 +278,9 @@ def _count(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="autotransfer",
-        description="Search the best way to transfer a pretrained model to your task.")
+        description="Search the best way to transfer a pretrained model to your task.",
+        epilog="exit codes: 0 done, 1 the work failed, 2 a usage mistake, 130 interrupted")
+    parser.add_argument("--version", action="version", version=f"autotransfer {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("plugins", help="list installed plugins and what they register")
@@ -176,7 +307,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--all-columns", action="store_true", help="every column in table format")
     p.set_defaults(func=cmd_leaderboard)
+    _results_commands(sub)
     return parser
+
+
+def _results_commands(sub) -> None:
+    p = sub.add_parser("report", help="write a study's HTML report (one offline file)")
+    p.add_argument("storage", help="a .db/.log file or an Optuna storage URL")
+    p.add_argument("--name", help="study name (needed when the storage holds several)")
+    p.add_argument("-o", "--output", help="the HTML file (default: beside the storage, "
+                                          "studies/x.db -> studies/x.html)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("predict", help="predict with a saved model file")
+    p.add_argument("model", help="a model file (Predictor.save, or a study's checkpoint)")
+    p.add_argument("inputs", nargs="+", help="image files or folders (image models), or "
+                                             "strings (text models)")
+    p.add_argument("--proba", action="store_true", help="class probabilities too")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--batch-size", type=_count, default=64)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a saved model: onnx, torchscript, timm, "
+                                      "transformers")
+    p.add_argument("model", help="a model file (Predictor.save, or a study's checkpoint)")
+    p.add_argument("--format", required=True,
+                   choices=["onnx", "torchscript", "timm", "transformers"])
+    p.add_argument("-o", "--output", help="where to write (default: beside the model)")
+    p.set_defaults(func=cmd_export)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("autotransfer")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        from . import __version__
+
+        return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -185,10 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except AutotransferError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE if isinstance(exc, USAGE_ERRORS) else EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

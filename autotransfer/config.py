@@ -27,14 +27,17 @@ BACKEND_KEYS = ("devices", "trials_per_device", "address", "max_retries", "resou
 EXTRA_KEYS = ("plugins",)  # plugin modules to register (ones not installed as packages)
 TABLES = ("data", "space")
 DATA_SOURCES = {
-    "demo": ("demo", "image_size", "per_class", "valid_per_class", "seed"),
-    "folder": ("folder", "valid_folder", "on_error"),
-    "csv": ("csv", "image", "text", "label", "valid_csv", "on_error"),
+    "demo": ("demo", "image_size", "per_class", "valid_per_class", "test_per_class", "seed"),
+    "folder": ("folder", "valid_folder", "test_folder", "on_error"),
+    "csv": ("csv", "image", "text", "label", "valid_csv", "test_csv", "on_error"),
 }
 
 
 def load_study_file(path: str | Path) -> tuple[dict[str, Any], Any, Any]:
-    """Read a study file -> (search keyword arguments, train data, valid data or None)."""
+    """Read a study file -> (search keyword arguments, train data, valid data or None).
+
+    A held-out test set ([data] test_per_class, test_folder or test_csv) is passed as the
+    ``test`` keyword argument."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Study file {str(path)!r} does not exist; give the path of a TOML "
@@ -73,7 +76,9 @@ def load_study_file(path: str | Path) -> tuple[dict[str, Any], Any, Any]:
     if not isinstance(space, dict):
         raise ConfigError(f"[space] in {path} must be a table.")
     kwargs["space"] = SearchSpace.from_dict(space)
-    train, valid = _data(cfg["data"], base, path)
+    train, valid, test = _data(cfg["data"], base, path)
+    if test is not None:
+        kwargs["test"] = test
     return kwargs, train, valid
 
 
@@ -95,7 +100,7 @@ def _backend(cfg: dict[str, Any], path: Path) -> Any:
     return (RayBackend if backend.name == "ray" else OptunaBackend)(**given)
 
 
-def _data(table: dict[str, Any], base: Path, path: Path) -> tuple[Any, Any]:
+def _data(table: dict[str, Any], base: Path, path: Path) -> tuple[Any, Any, Any]:
     sources = [k for k in DATA_SOURCES if k in table]
     if len(sources) != 1:
         raise ConfigError(f"[data] in {path} needs exactly one of "
@@ -108,14 +113,17 @@ def _data(table: dict[str, Any], base: Path, path: Path) -> tuple[Any, Any]:
                           f"source); accepted: {', '.join(DATA_SOURCES[source])}.")
     opts = {k: v for k, v in table.items() if k != source}
     if source == "demo":
-        return data_mod.demo(table["demo"], **opts)
+        splits = data_mod.demo(table["demo"], **opts)
+        return (*splits, None) if len(splits) == 2 else splits
     if source == "folder":
-        valid = opts.pop("valid_folder", None)
+        valid, test = opts.pop("valid_folder", None), opts.pop("test_folder", None)
         return (data_mod.from_folder(base / table["folder"], **opts),
-                data_mod.from_folder(base / valid, **opts) if valid else None)
+                data_mod.from_folder(base / valid, **opts) if valid else None,
+                data_mod.from_folder(base / test, **opts) if test else None)
     if "label" not in opts or ("image" in opts) == ("text" in opts):
         raise ConfigError(f"[data] csv in {path} needs label = '<column>' and one of "
                           f"image = '<path column>' or text = '<text column>'.")
-    valid = opts.pop("valid_csv", None)
+    valid, test = opts.pop("valid_csv", None), opts.pop("test_csv", None)
     return (data_mod.from_csv(base / table["csv"], **opts),
-            data_mod.from_csv(base / valid, **opts) if valid else None)
+            data_mod.from_csv(base / valid, **opts) if valid else None,
+            data_mod.from_csv(base / test, **opts) if test else None)

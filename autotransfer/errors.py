@@ -82,6 +82,14 @@ class SearchFailed(AutotransferError):
     """Every trial of a search failed: the cause is the data, the space or the setup."""
 
 
+class ExportError(AutotransferError):
+    """An export that cannot be made, or whose files do not reproduce the model."""
+
+
+class OptimisticValidation(UserWarning):
+    """The best trial's validation score overstates its test score beyond the noise."""
+
+
 def known_fields(cls: type) -> type:
     """Class decorator for a dataclass: an unknown keyword names close matches, rather
     than Python's bare ``TypeError: unexpected keyword argument``."""

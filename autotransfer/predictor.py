@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from . import _batch, pipeline, plugins
+from . import _batch, modelfile, pipeline, plugins
 from .data import Dataset
 from .data._inputs import as_dataset
 from .devices import torch_device
@@ -18,8 +18,6 @@ from .preprocessing import ImagePreprocessing, Preprocessing, TextPreprocessing
 from .runner import build_model
 from .strategy import Strategy
 
-FORMAT = "autotransfer-model/1"
-
 
 class Predictor:
     """The model of one trial with its preprocessing and label decoding.
@@ -28,7 +26,8 @@ class Predictor:
         >>> model = study.load_best()                        # doctest: +SKIP
         >>> model.predict(images[:5])                        # doctest: +SKIP
         array([3, 8, 1, 0, 4])
-        >>> model.save("digits.pt"); at.load("digits.pt")    # doctest: +SKIP
+        >>> model.save("digits.safetensors")                 # doctest: +SKIP
+        >>> at.load("digits.safetensors").predict(images[:5])  # doctest: +SKIP
     """
 
     def __init__(self, model: TransferModel, strategy: Strategy, task: str, info: dict,
@@ -37,6 +36,7 @@ class Predictor:
         self.strategy, self.task, self.info = strategy, task, info
         self.preprocessing = preprocessing
         self.head = plugins.get_head(task)
+        self.study = ""  # the id of the study it came from, when it did
 
     @property
     def classes(self) -> list | None:
@@ -104,66 +104,77 @@ class Predictor:
         frame = pd.DataFrame(proba, columns=list(self.classes), index=index)
         return frame.iloc[0] if single else frame
 
+    def evaluate(self, data: Dataset, *, batch_size: int = 64) -> dict[str, float]:
+        """The task's metrics on labelled data (AutoGluon's ``predictor.evaluate``).
+
+        The labels must fit what the model was trained on (its classes, its label width).
+        """
+        from .checks import dataset
+
+        data = dataset("data", data)
+        if data.modality != self.preprocessing.modality:
+            raise DataError(f"This model takes {self.preprocessing.modality} inputs, but the "
+                            f"data holds {data.modality}; give {self.preprocessing.modality} "
+                            f"data with labels.")
+        targets, _ = self.head.encode(data.labels, self.info)
+        out, _, _ = self._outputs(data, batch_size, None)
+        return self.head.metrics(out, targets, self.info)
+
     def save(self, path: str | Path) -> Path:
-        """Save weights, strategy, task, labels and preprocessing to one file."""
+        """Save weights, strategy, task, labels and preprocessing to one safetensors file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(path, self.model.state_dict(), self.strategy, self.task, self.info,
-                        self.preprocessing)
-        return path
+        return save_checkpoint(path, self.model.state_dict(), self.strategy, self.task,
+                               self.info, self.preprocessing, study=self.study)
+
+    def export(self, path: str | Path, *, format: str) -> dict:
+        """Write the model for another runtime: ``"onnx"``, ``"torchscript"``, ``"timm"``
+        or ``"transformers"``; returns what was written and how closely it matches."""
+        from .export import export
+
+        return export(self, path, format=format)
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "cpu", study: str | None = None
              ) -> Predictor:
         """Load a file written by :meth:`save` (the backbone must be registered).
 
+        Model files hold safetensors weights and a JSON config: loading one runs no code.
         ``study``: the id of the study the file must belong to (``Study.load_best`` checks).
         """
         path = Path(path)
         torch_device(device)
-        if not path.is_file():
-            raise StorageError(f"Model file {str(path)!r} does not exist; give a file written "
-                               f"by Predictor.save or kept by a study.")
-        try:  # weights_only: loading a model file never runs code
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise StorageError(f"{str(path)!r} is not an autotransfer model file ({FORMAT}): "
-                               f"{type(exc).__name__}: {str(exc)[:200]}; give a file written "
-                               f"by Predictor.save or kept by a study.") from exc
-        if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-            raise StorageError(f"{str(path)!r} is not an autotransfer model file ({FORMAT}); "
-                               f"give a file written by Predictor.save or kept by a study.")
-        if study and ckpt.get("study") != study:
+        config, state = modelfile.read(path)
+        if study and config.get("study") != study:
             raise StorageError(f"{str(path)!r} holds a model of another study (id "
-                               f"{ckpt.get('study')!r}, not {study!r}); it was not used.")
-        strategy = Strategy.from_dict(ckpt["strategy"])
+                               f"{config.get('study')!r}, not {study!r}); it was not used.")
+        strategy = Strategy.from_dict(config["strategy"])
         # Architecture only: the saved state replaces every weight.
-        model = build_model(strategy.replace(pretrained=False, l2sp=0.0), ckpt["task"],
-                            ckpt["info"])
+        model = build_model(strategy.replace(pretrained=False, l2sp=0.0), config["task"],
+                            config["info"])
         model.freeze(strategy.frozen_groups)
-        model.load_state_dict(ckpt["state_dict"])
-        pre_cls = ImagePreprocessing if ckpt["preprocessing"]["modality"] == "image" \
+        model.load_state_dict(state)
+        pre_cls = ImagePreprocessing if config["preprocessing"]["modality"] == "image" \
             else TextPreprocessing
         pre_args = {k: tuple(v) if isinstance(v, list) else v
-                    for k, v in ckpt["preprocessing"].items()}
-        return cls(model.to(device), strategy, ckpt["task"], ckpt["info"], pre_cls(**pre_args))
+                    for k, v in config["preprocessing"].items()}
+        predictor = cls(model.to(device), strategy, config["task"], config["info"],
+                        pre_cls(**pre_args))
+        predictor.study = config.get("study", "")
+        return predictor
 
     def __repr__(self) -> str:
         return f"Predictor(task={self.task!r}, strategy={self.strategy!r})"
 
 
 def save_checkpoint(path: Path, state_dict: dict, strategy: Strategy, task: str, info: dict,
-                    preprocessing: Preprocessing, *, study: str = "") -> None:
+                    preprocessing: Preprocessing, *, study: str = "") -> Path:
     """Write a model file; ``study`` is the id of the study whose trial it is."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({
-        "format": FORMAT, "study": study, "strategy": strategy.to_dict(), "task": task,
-        "info": info,
-        "preprocessing": dataclasses.asdict(preprocessing), "state_dict": state_dict,
-    }, tmp)
-    tmp.replace(path)  # never a half-written checkpoint under the real name
+    return modelfile.write(path, state_dict, {
+        "study": study, "strategy": strategy.to_dict(), "task": task, "info": info,
+        "preprocessing": dataclasses.asdict(preprocessing)})
 
 
 def load(path: str | Path, *, device: str = "cpu") -> Predictor:
-    """Load a saved model: ``at.load("model.pt").predict(inputs)``."""
+    """Load a saved model: ``at.load("model.safetensors").predict(inputs)``."""
     return Predictor.load(path, device=device)

@@ -97,7 +97,10 @@ def build_model(strategy: Strategy, task: str, info: dict) -> TransferModel:
     backbone = plugins.get_backbone(strategy.backbone)
     head = plugins.get_head(task)
     body = backbone.build(pretrained=strategy.pretrained, drop_path=strategy.drop_path)
-    return TransferModel(body, head.build(body.num_features, info, dropout=strategy.dropout),
+    # A timm model whose pooled output passes a last hidden layer (MobileNetV3's conv_head)
+    # gives head_hidden_size features, not num_features.
+    width = getattr(body, "head_hidden_size", None) or body.num_features
+    return TransferModel(body, head.build(width, info, dropout=strategy.dropout),
                          backbone.layer_groups(body), backbone.stages(body))
 
 
@@ -105,25 +108,24 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
               task: str = "classification", device: str | torch.device = "cpu",
               report: Report | None = None, patience: int | None = 5, seed: int = 0,
               prepared: Prepared | None = None, cache: bool | FeatureCache = True,
-              timings: dict[str, float] | None = None) -> TrialResult:
-    """Train ``strategy`` on ``train``, validating on ``valid`` after every epoch.
-
-    Raises :class:`TrialFailed` when the loss becomes NaN/inf or memory runs out.
+              timings: dict[str, float] | None = None, keep: str = "best") -> TrialResult:
+    """Train ``strategy`` on ``train``, validating on ``valid`` after every epoch; raises
+    :class:`TrialFailed` when the loss becomes NaN/inf or memory runs out.
 
     Args:
         strategy, train, valid: What to train, on which data (:mod:`autotransfer.data`).
         task, device: A registered head ("classification", ...); where to train.
-        report: Called as ``report(value, epoch)`` after each epoch with the primary
-            validation metric; it may raise ``optuna.TrialPruned`` to stop the trial.
+        report: ``report(value, epoch)`` after each epoch with the primary validation
+            metric; it may raise ``optuna.TrialPruned``.
         patience: Stop after this many epochs without improvement (None: never).
         seed: Seeds the head's init, the shuffling, augmentation and mixing.
         prepared: Data already passed through :func:`prepare` (reused across trials).
-        cache: A :class:`FeatureCache` shares frozen-prefix outputs across trials; True
-            computes them once for this trial; False runs the prefix every batch.
-        timings: Filled with ``compute_s`` as training goes (known for a trial that ends
-            early: pruned, failed) and ``first_step_s``.
+        cache: A :class:`FeatureCache` shares frozen-prefix outputs across trials; True:
+            once for this trial; False: the prefix runs every batch.
+        timings: Filled with ``compute_s`` (known if it ends early), ``first_step_s``.
+        keep: "best" (validation epoch) or "last" epoch's weights (a refit).
     """
-    started, head = time.perf_counter(), _checked(strategy, task, patience)
+    started, head = time.perf_counter(), _checked(strategy, task, patience, keep)
     data = prepared or prepare(strategy, train, valid, task)
     dev = _Device.for_(device, data.preprocessing.modality)
     gen = _seed_everything(seed)
@@ -152,6 +154,8 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
     except torch.OutOfMemoryError as exc:
         raise TrialFailed(f"out of memory on {dev.device} at batch_size={batch_size}; "
                           f"try a smaller batch_size or trials_per_device") from exc
+    if keep == "last":
+        best.keep_last(len(history), history[-1][head.metric], history[-1], model)
     trainable, total = model.param_counts()
     return TrialResult(
         strategy=strategy, task=task, metric=head.metric, value=float(best.value),
@@ -163,8 +167,10 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
         first_step_s=timings.get("first_step_s", 0.0))
 
 
-def _checked(strategy: Any, task: str, patience: Any) -> Any:
+def _checked(strategy: Any, task: str, patience: Any, keep: str = "best") -> Any:
     """The task's head, once the call's own arguments are known to be sound."""
+    if keep not in ("best", "last"):
+        raise StrategyError(f"keep must be 'best' or 'last', but got keep={keep!r}.")
     if not isinstance(strategy, Strategy):
         raise StrategyError(f"strategy must be an autotransfer.Strategy (e.g. "
                             f"at.Strategy('efficientnet_lite0', frozen_groups=4)), but got "
@@ -205,6 +211,10 @@ class _Best:
                           for k, v in model.state_dict().items()}
         else:
             self.stale += 1
+
+    def keep_last(self, epoch: int, value: float, metrics: dict, model: TransferModel) -> None:
+        self.value, self.epoch, self.metrics = value, epoch, metrics
+        self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 @dataclass

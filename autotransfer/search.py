@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from .backends._policy import check as check_policy
 from .baselines import enqueue_due_baselines, enqueue_portfolio
 from .cache import DEFAULT_BYTES
 from .data import Dataset
-from .errors import ConfigError, StorageError, UnknownNameError
+from .errors import ConfigError, OptimisticValidation, StorageError, UnknownNameError
 from .space import SearchSpace, check_frozen_range
 from .study import Study
 
@@ -28,16 +29,15 @@ def search(data: Dataset, *, task: str = "classification",
            timeout: float | None = None, backend: str | Backend = "optuna",
            storage: str | os.PathLike | None = None, name: str | None = None, seed: int = 0,
            space: SearchSpace | None = None, valid: Dataset | None = None,
-           valid_fraction: float = 0.2, baselines: bool = True, warm_start: bool = True,
-           pruner: str | optuna.pruners.BasePruner = "hyperband",
+           test: Dataset | None = None, valid_fraction: float = 0.2, baselines: bool = True,
+           warm_start: bool = True, pruner: str | optuna.pruners.BasePruner = "hyperband",
            sampler: str | optuna.samplers.BaseSampler = "tpe", patience: int | None = 5,
-           keep_checkpoints: int = 3, feature_cache: bool | int = True,
-           progress: bool = True, root: str | os.PathLike | None = None,
-           **unknown: Any) -> Study:
+           keep_checkpoints: int = 3, feature_cache: bool | int = True, progress: bool = True,
+           root: str | os.PathLike | None = None, **unknown: Any) -> Study:
     """Search backbones x transfer strategies; return the stored, resumable study.
 
-    Everything is checked before the study exists: every argument, and the data against
-    the task and every backbone (labels, classes, sizes, modality, weights here).
+    Every argument and the data (labels, classes, sizes, modality, weights here) are
+    checked against the task and every backbone before the study exists.
 
     Args:
         data: Training data, a lazy :class:`~autotransfer.data.Dataset` (``at.data.from_*``).
@@ -55,16 +55,19 @@ def search(data: Dataset, *, task: str = "classification",
         seed: Seeds the split, the sampler and every trial.
         space: The :class:`SearchSpace`; fix or narrow fields there.
         valid: Validation data; default a seeded (stratified) ``valid_fraction`` of ``data``.
+        test: Held-out labelled data, never used for a choice: after the search the kept
+            models are scored on it (the leaderboard's ``test_<metric>`` columns), with a
+            warning when the best validation score overstates the test score.
         baselines: Run scratch, linear-probe and default fine-tune trials per backbone.
         warm_start: Begin a new study with a short portfolio of settings that usually work.
-        pruner: "hyperband", "median", "none", or any Optuna pruner (both backends).
-        sampler: "tpe", "random", or any Optuna sampler.
+        pruner, sampler: "hyperband", "median", "none", or any Optuna pruner (both
+            backends); "tpe", "random", or any Optuna sampler.
         patience: Early-stop a trial after this many epochs without improvement (None: off).
         keep_checkpoints: Keep the best k trials' weights (older ones are deleted).
         feature_cache: Share frozen-prefix outputs across trials: True, False, or a memory
             budget in bytes per worker.
-        progress: Show progress bars.
-        root: Folder that holds ``studies/`` when ``storage`` is None (default: cwd).
+        progress, root: Show progress bars; the folder that holds ``studies/`` when
+            ``storage`` is None (default: cwd).
 
     Returns:
         The :class:`Study`; ``study.leaderboard()``, ``study.load_best()``.
@@ -76,11 +79,24 @@ def search(data: Dataset, *, task: str = "classification",
     _refuse(unknown)
     backend = as_backend(backend)
     backend.check()
-    job, ctx = _plan(locals())
+    job, ctx, test = _plan(locals())
     study = _open(job, ctx, warm_start)
     backend.run(job, ctx.train, ctx.valid)
     close_run(study, job.run)
-    return Study(study, job.storage, Path(job.workdir))
+    return _score_test(Study(study, job.storage, Path(job.workdir)), test)
+
+
+def _score_test(study: Study, test: Dataset | None) -> Study:
+    """Score the kept models on the test set once the search has made every choice."""
+    from .results import evaluate, kept_models, optimism
+
+    if test is None or not kept_models(study):
+        return study
+    evaluate(study, test, record=True)
+    warning = optimism(study)
+    if warning:
+        warnings.warn(warning, OptimisticValidation, stacklevel=3)
+    return study
 
 
 MOVED = ("devices", "trials_per_device", "address", "max_retries", "resources")
@@ -100,9 +116,9 @@ def _refuse(unknown: dict[str, Any]) -> None:
         raise UnknownNameError("search() argument", key, accepted)
 
 
-def _plan(a: dict[str, Any]) -> tuple[SearchJob, TrialContext]:
-    """Check every argument and the data; the job to run and its context (the split data,
-    group counts). Touches no storage."""
+def _plan(a: dict[str, Any]) -> tuple[SearchJob, TrialContext, Dataset | None]:
+    """Check every argument and the data; the job to run, its context (the split data,
+    group counts) and the test set. Touches no storage."""
     name = a["name"] if a["name"] is not None else "autotransfer"
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"name must be a non-empty string, but got name={name!r}.")
@@ -130,6 +146,8 @@ def _plan(a: dict[str, Any]) -> tuple[SearchJob, TrialContext]:
     names = plugins.resolve_backbones(checks.backbone_patterns(a["backbones"]), data.modality)
     train, valid = _split(data, a["valid"], a["valid_fraction"], seed)
     checks.data_fits(a["task"], train, valid, names)
+    test = None if a["test"] is None else checks.held_out(
+        "test", a["test"], a["task"], data.modality, head.encode(train.labels)[1])
     spec = st.resolve(a["storage"], name, root=Path(a["root"]) if a["root"] else None)
     job = SearchJob(
         storage=spec, study_name=name, task=a["task"], modality=data.modality, backbones=names,
@@ -143,7 +161,7 @@ def _plan(a: dict[str, Any]) -> tuple[SearchJob, TrialContext]:
     for n in names:  # a frozen_groups range beyond a backbone fails now, not mid-search
         if space.frozen_groups is not None:
             check_frozen_range(space.frozen_groups, n, ctx.n_groups(n))
-    return job, ctx
+    return job, ctx, test
 
 
 def _split(data: Dataset, valid: Any, fraction: Any, seed: int) -> tuple[Dataset, Dataset]:
@@ -164,7 +182,7 @@ def _open(job: SearchJob, ctx: TrialContext, warm_start: bool) -> optuna.Study:
     """Create or load the study under its lock: once, however many processes start it."""
     st.make_room(job.storage, job.study_name)
     with st.lock(job.storage, job.study_name):
-        study = _create(job)
+        study = _create(job, {"n_train": len(ctx.train), "n_valid": len(ctx.valid)})
         stale = fail_stale_trials(study)
         if stale:
             print(f"[autotransfer] marked {len(stale)} trial(s) left running by a dead "
@@ -179,7 +197,7 @@ def _open(job: SearchJob, ctx: TrialContext, warm_start: bool) -> optuna.Study:
     return study
 
 
-def _create(job: SearchJob) -> optuna.Study:
+def _create(job: SearchJob, sizes: dict[str, int]) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = job.storage.open()
     try:
@@ -192,10 +210,14 @@ def _create(job: SearchJob) -> optuna.Study:
     if old is None:
         meta = {"task": job.task, "metric": plugins.get_head(job.task).metric,
                 "modality": job.modality, "backbones": job.backbones,
-                "space": job.space.to_dict(), "seed": job.seed, "uid": uuid.uuid4().hex}
+                "space": job.space.to_dict(), "seed": job.seed, "uid": uuid.uuid4().hex,
+                **sizes}
         storage.set_study_system_attr(study._study_id, st.META, meta)
         study.set_user_attr("task", job.task)
         study.set_user_attr("metric", meta["metric"])
+        with warnings.catch_warnings():  # experimental in Optuna; dashboards read it
+            warnings.simplefilter("ignore")
+            study.set_metric_names([meta["metric"]])
         return study
     for key, value in (("task", job.task), ("backbones", job.backbones)):
         if old.get(key) != value:

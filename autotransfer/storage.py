@@ -30,6 +30,8 @@ META = "autotransfer:meta"
 RESULT = "autotransfer:result"
 EXCLUDED = "autotransfer:excluded"  # failed for a cause fixed before a rerun: not counted
 RUN = "autotransfer:run"  # the search() call that ran a trial
+TEST = "autotransfer:test"  # model key -> its scores on the held-out test set
+REFIT = "autotransfer:refit"  # trial number -> its refit on all labelled data
 
 
 @dataclass(frozen=True)

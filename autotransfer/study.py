@@ -14,7 +14,7 @@ from .errors import StorageError
 from .predictor import Predictor
 from .strategy import Strategy
 
-_STATE_ORDER = {"complete": 0, "pruned": 1, "running": 2, "failed": 3}
+_STATE_ORDER = {"complete": 0, "refit": 1, "pruned": 2, "running": 3, "failed": 4}
 _STRATEGY_COLUMNS = ("frozen_groups", "lr", "layer_decay", "weight_decay", "dropout",
                      "drop_path", "label_smoothing", "mixup", "cutmix", "augment", "l2sp",
                      "optimizer", "batch_size")
@@ -54,10 +54,20 @@ class Study:
     def name(self) -> str:
         return self.optuna.study_name
 
+    def system_attrs(self) -> dict[str, Any]:
+        return self.optuna._storage.get_study_system_attrs(self.optuna._study_id)
+
+    def set_system_attr(self, key: str, value: Any) -> None:
+        self.optuna._storage.set_study_system_attr(self.optuna._study_id, key, value)
+
     @property
     def meta(self) -> dict[str, Any]:
-        attrs = self.optuna._storage.get_study_system_attrs(self.optuna._study_id)
-        return attrs.get(st.META, {})
+        return self.system_attrs().get(st.META, {})
+
+    @property
+    def uid(self) -> str:
+        """The id this study's model files carry."""
+        return self.meta.get("uid", "")
 
     @property
     def task(self) -> str:
@@ -94,18 +104,48 @@ class Study:
         for number in ranked.loc[ranked["state"] == "complete", "trial"]:
             path = self.optuna.trials[int(number)].system_attrs.get(st.CHECKPOINT)
             if path and Path(path).is_file():
-                return Predictor.load(path, device=device, study=self.meta.get("uid"))
+                return Predictor.load(path, device=device, study=self.uid)
         raise StorageError(
             f"Study {self.name!r} kept no checkpoint of a completed trial "
             f"(keep_checkpoints=0, or the files under {self.workdir} were removed); use "
             f"study.best_strategy with at.run_trial to train it again."
         )
 
+    def evaluate(self, data: Any, *, record: bool = False, batch_size: int = 64) -> Any:
+        """Score the kept models (best checkpoints, refits) on labelled data: a DataFrame,
+        best first. ``record=True`` stores them as the test scores the leaderboard shows."""
+        from .results import evaluate
+
+        return evaluate(self, data, record=record, batch_size=batch_size)
+
+    def refit(self, train: Any, valid: Any = None, *, trial: int | None = None,
+              epochs: int | str = "best", device: str = "cpu",
+              seed: int | None = None) -> Predictor:
+        """Retrain the best strategy (or ``trial``'s) on train + valid, for the epochs its
+        best epoch needed (``epochs="best"``) or ``epochs``, as AutoGluon's ``refit_full``.
+
+        No data is left to validate on, so the model has no validation score: it is kept
+        in the study (a ``refit`` row on the leaderboard) and scored by :meth:`evaluate`.
+        """
+        from .results import refit
+
+        return refit(self, train, valid, trial=trial, epochs=epochs, device=device, seed=seed)
+
+    def report(self, path: str | os.PathLike) -> Path:
+        """Write one self-contained HTML page (works offline) that reviews the study."""
+        from .report import write_report
+
+        return write_report(self, path)
+
     def leaderboard(self) -> Any:
-        """A pandas DataFrame, best first: one row per trial, with the transfer gain."""
+        """A pandas DataFrame, best first: one row per trial, with the transfer gain; test
+        scores (``test_<metric>``) and refits when the study has them."""
         import pandas as pd
 
+        from .results import refits
+
         rows = [self._row(t) for t in self.trials() if t.state != TrialState.WAITING]
+        rows += [self._refit_row(int(n), r) for n, r in refits(self).items()]
         metric = self.metric
         df = pd.DataFrame(rows)
         if df.empty:
@@ -124,7 +164,21 @@ class Study:
         df = df.sort_values(["_order", "_value", "trial"], na_position="last")
         df = df.drop(columns=["_order", "_value"]).reset_index(drop=True)
         df.insert(0, "rank", range(1, len(df) + 1))
+        _add_test_scores(df, self)
         return df[_column_order(df, metric)]
+
+    def _refit_row(self, number: int, record: dict) -> dict[str, Any]:
+        """A refit: the trial's strategy retrained on all labelled data, no validation."""
+        t = self.optuna.trials[number]
+        row = self._row(t)
+        row.update({"state": "refit", self.metric: None, "epochs": record["epochs"],
+                    "epochs_run": record["epochs"], "duration_s": record["duration_s"],
+                    "trainable_params": record.get("trainable_params"),
+                    "device": None, "worker": None, "cached": None, "reason": ""})
+        for k in list(row):
+            if k in t.user_attrs and k not in _NOT_METRICS and k in _metric_names(t):
+                row[k] = None
+        return row
 
     def _row(self, t: FrozenTrial) -> dict[str, Any]:
         s = t.system_attrs.get(st.STRATEGY, {})
@@ -149,7 +203,7 @@ class Study:
         row["epochs_run"] = ua.get("epochs_run")
         row[self.metric] = value
         for k, v in ua.items():
-            if k not in row and k not in _NOT_METRICS:
+            if k not in row and k not in _NOT_METRICS and not k.startswith(_NOT_PREFIXES):
                 row[k] = v
         for k in ("trainable_params", "total_params", "device", "worker", "cached"):
             row[k] = ua.get(k)
@@ -164,6 +218,27 @@ class Study:
         return f"Study({self.name!r}, storage={self.spec.url!r}, trials={len(self.trials())})"
 
 
+def _metric_names(t: FrozenTrial) -> set[str]:
+    history = t.system_attrs.get(st.HISTORY) or [{}]
+    return set(history[-1]) - {"epoch"}
+
+
+def _add_test_scores(df: Any, study: Study) -> None:
+    """``test_<metric>`` columns from the recorded test scores (trials and refits)."""
+    from .results import test_scores
+
+    scores = test_scores(study)
+    if not scores:
+        return
+    keys = [f"refit:{t}" if s == "refit" else str(t) for t, s in zip(df["trial"], df["state"])]
+    names = sorted({k for v in scores.values() for k in v if k not in ("se", "n")},
+                   key=lambda k: (k != study.metric, k))
+    for name in names:
+        df[f"test_{name}"] = [scores.get(k, {}).get(name) for k in keys]
+    df[f"test_{study.metric}_se"] = [scores.get(k, {}).get("se") for k in keys]
+
+
+_NOT_PREFIXES = ("strategy.", "history.")
 _NOT_METRICS = {"baseline", "backbone", "fail_reason", "epochs_run", "best_epoch", "n_groups",
                 "trainable_params", "total_params", "duration_s", "compute_s", "device",
                 "worker", "cached"}
@@ -171,7 +246,8 @@ _NOT_METRICS = {"baseline", "backbone", "fail_reason", "epochs_run", "best_epoch
 
 def _column_order(df: Any, metric: str) -> list[str]:
     first = ["rank", "trial", "state", "baseline", "backbone", "pretrained",
-             *_STRATEGY_COLUMNS, "n_groups", "epochs", "epochs_run", metric]
+             *_STRATEGY_COLUMNS, "n_groups", "epochs", "epochs_run", metric, f"test_{metric}",
+             f"test_{metric}_se"]
     last = ["transfer_gain", "negative_transfer", "trainable_params", "total_params",
             "duration_s", "device", "worker", "cached", "reason"]
     middle = [c for c in df.columns if c not in first and c not in last]

@@ -31,12 +31,12 @@ def test_two_studies_in_one_folder_keep_their_own_best_models(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     a = _search(toy_images(60, classes=3, size=16), storage="pets_a.db")
     b = _search(toy_images(60, classes=2, size=16, seed=1), storage="pets_b.db")
-    assert a.workdir != b.workdir and list((a.workdir / "checkpoints").glob("*.pt"))
+    assert a.workdir != b.workdir and list((a.workdir / "checkpoints").glob("*.safetensors"))
     assert a.load_best().classes == [0, 1, 2] and b.load_best().classes == [0, 1]
     assert not (tmp_path / "autotransfer").exists()  # nothing shadows the package
     # a checkpoint file of another study is refused, never silently used
     best = a.optuna.trials[int(a.leaderboard()["trial"][0])].system_attrs[st.CHECKPOINT]
-    other = next((b.workdir / "checkpoints").glob("*.pt"))
+    other = next((b.workdir / "checkpoints").glob("*.safetensors"))
     other.replace(best)
     with pytest.raises(at.StorageError, match="holds a model of another study"):
         a.load_best()

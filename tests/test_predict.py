@@ -264,7 +264,7 @@ def test_a_saved_model_predicts_the_same_after_loading(which, image_model, text_
     model = image_model if which == "image" else text_model
     inputs = [photo, np.asarray(_photo(30, 40, "owl", 9))] if which == "image" \
         else ["great fun", "a waste of time"]
-    path = model.save(tmp_path / "sub" / "model.pt")
+    path = model.save(tmp_path / "sub" / "model.safetensors")
     again = at.load(path)
     assert again.strategy == model.strategy and again.classes == model.classes
     assert again.preprocessing == model.preprocessing
@@ -272,9 +272,73 @@ def test_a_saved_model_predicts_the_same_after_loading(which, image_model, text_
     np.testing.assert_allclose(_proba(again, inputs), _proba(model, inputs), atol=1e-6)
 
 
-def test_loading_something_that_is_not_a_model(tmp_path):
-    with pytest.raises(at.StorageError, match="Model file '.*missing.pt' does not exist"):
-        at.load(tmp_path / "missing.pt")
-    torch.save({"weights": 1}, tmp_path / "other.pt")
-    with pytest.raises(at.StorageError, match=r"'.*other.pt' is not an autotransfer model file \(autotransfer-model/1\)"):
-        at.load(tmp_path / "other.pt")
+def test_loading_something_that_is_not_a_model(image_model, tmp_path):
+    with pytest.raises(at.StorageError, match="Model file '.*missing.safetensors' does not exist"):
+        at.load(tmp_path / "missing.safetensors")
+    (tmp_path / "notes.txt").write_text("hello, not a model")
+    with pytest.raises(at.StorageError, match=r"'.*notes.txt' is not a readable model file \(autotransfer-model/2\)"):
+        at.load(tmp_path / "notes.txt")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(3)}, tmp_path / "plain.safetensors")
+    with pytest.raises(at.StorageError, match="a safetensors file but not an autotransfer model file"):
+        at.load(tmp_path / "plain.safetensors")
+    whole = image_model.save(tmp_path / "whole.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(at.StorageError, match="not a readable model file.*truncated"):
+        at.load(tmp_path / "cut.safetensors")
+
+
+def test_an_old_pickle_model_file_is_refused_with_the_reason(tmp_path):
+    torch.save({"format": "autotransfer-model/1", "state_dict": {}}, tmp_path / "old.pt")
+    with pytest.raises(at.StorageError, match=r"'.*old.pt' is a pickle .*autotransfer 0.1.*not loaded, since loading a pickle can run code"):
+        at.load(tmp_path / "old.pt")
+
+
+class _Payload:
+    """A pickle that, when loaded, writes a file: what a received model file could do."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.target!r}, 'w').write('pwned')",))
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle"])
+def test_a_crafted_model_file_runs_no_code_on_load(how, tmp_path):
+    import pickle
+
+    target = tmp_path / "written_by_the_payload.txt"
+    path = tmp_path / "model.bin"  # (torch.load reads a .safetensors name as safetensors)
+    if how == "torch.save":
+        torch.save({"format": "autotransfer-model/1", "payload": _Payload(target)}, path)
+    else:
+        path.write_bytes(pickle.dumps(_Payload(target)))
+    with pytest.raises(at.StorageError, match="is a pickle"):
+        at.load(path)
+    assert not target.exists()
+    # The payload is real: an unpickling load (what 0.1's format invited) writes the file.
+    if how == "pickle":
+        pickle.loads(path.read_bytes())
+    else:
+        torch.load(path, weights_only=False)
+    assert target.read_text() == "pwned"
+
+
+def test_a_model_file_is_plain_safetensors_with_a_json_config(image_model, tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    path = image_model.save(tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        keys = set(f.keys())
+    config = json.loads(meta["config"])
+    assert meta["format"] == "autotransfer-model/2"
+    assert config["strategy"]["backbone"] == image_model.strategy.backbone
+    assert config["info"]["classes"] == image_model.classes
+    assert keys == set(image_model.model.state_dict())
+
+

@@ -114,14 +114,14 @@ def test_journal_storage_works_too(toy, tmp_path):
 
 def test_best_model_predicts_and_saves_with_its_strategy(toy, tmp_path):
     study = _search(toy, tmp_path, n_trials=6, keep_checkpoints=2)
-    files = list((study.workdir / "checkpoints").glob("*.pt"))
+    files = list((study.workdir / "checkpoints").glob("*.safetensors"))
     assert len(files) == 2  # only the best two are kept
     model = study.load_best()
     assert model.strategy == study.best_strategy
     pred = model.predict(toy.inputs[:20])
     lb = study.leaderboard()
     assert np.mean(pred == toy.labels[:20]) >= lb.iloc[0]["accuracy"] - 0.3
-    path = model.save(tmp_path / "model.pt")
+    path = model.save(tmp_path / "model.safetensors")
     again = at.load(path)
     assert again.strategy == model.strategy
     np.testing.assert_array_equal(again.predict(toy.inputs[:20]), pred)
@@ -274,7 +274,7 @@ def test_cli_leaderboard_csv_matches_python(toy, tmp_path, capsys):
     assert printed["accuracy"].tolist() == pytest.approx(lb["accuracy"].tolist())
     assert main(["leaderboard", str(tmp_path / "s.db"), "--format", "json", "--top", "2"]) == 0
     assert [r["trial"] for r in json.loads(capsys.readouterr().out)] == lb["trial"][:2].tolist()
-    assert main(["leaderboard", str(tmp_path / "missing.db")]) == 2
+    assert main(["leaderboard", str(tmp_path / "missing.db")]) == 1  # a runtime error
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -298,6 +298,9 @@ def test_quickstart_study_file_parses():
     assert kwargs["backbones"] == ["efficientnet_lite0"] and kwargs["name"] == "quickstart"
     assert kwargs["storage"].endswith(os.path.join("studies", "quickstart.db"))
     assert len(train) == 200 and train.inputs.shape[-1] == 32
+    test = kwargs["test"]  # the held-out test set shares no image with train or valid
+    assert len(valid) == len(test) == 400
+    assert not set(test.index) & (set(valid.index) | set(train.index))
 
 
 def test_a_study_file_reads_a_csv_of_image_paths(tmp_path, capsys):

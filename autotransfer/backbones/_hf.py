@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import re
 from typing import Any
 
@@ -171,6 +172,10 @@ def _bert_stages(body: HFEncoder) -> list[Stage] | None:
             and hasattr(m, "_create_attention_masks")):
         return None
 
+    # transformers renamed this private method's cache argument (past_key_values -> cache)
+    params = inspect.signature(m._create_attention_masks).parameters
+    no_cache = {k: None for k in ("past_key_values", "cache") if k in params}
+
     def names(prefix: str, module: nn.Module) -> frozenset[str]:
         return frozenset(f"{prefix}.{n}" for n, _ in module.named_parameters())
 
@@ -183,7 +188,7 @@ def _bert_stages(body: HFEncoder) -> list[Stage] | None:
             h, mask = state
             ext, _ = m._create_attention_masks(attention_mask=mask, encoder_attention_mask=None,
                                                embedding_output=h, encoder_hidden_states=None,
-                                               past_key_values=None)
+                                               **no_cache)
             out = layer(h, ext)
             return (out[0] if isinstance(out, tuple) else out), mask
         return run

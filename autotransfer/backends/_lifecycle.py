@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from .. import storage as st
 from ..baselines import FINISHED
 from ..errors import AutotransferError
+from ..modelfile import SUFFIX
 from ..predictor import save_checkpoint
 from ..runner import TrialResult
 from ..strategy import Strategy
@@ -49,7 +50,11 @@ class TrialRecord:
             self.storage.set_trial_system_attr(self.trial_id, k, _jsonable(v))
 
     def defined(self, strategy: Strategy, kind: str, n_groups: int) -> None:
-        self.set(user={"backbone": strategy.backbone, "baseline": kind, "n_groups": n_groups},
+        # Every field as a user attribute too: optuna-dashboard shows user attributes (not
+        # system ones), so epochs, batch size, image size and optimizer are visible there.
+        fields = {f"strategy.{k}": v for k, v in strategy.to_dict().items() if v is not None}
+        self.set(user={"backbone": strategy.backbone, "baseline": kind, "n_groups": n_groups,
+                       **fields},
                  system={st.STRATEGY: strategy.to_dict(), st.RUN: self.job.run})
 
     def started(self, worker: Any, device: str) -> None:
@@ -96,8 +101,11 @@ def _jsonable(v: Any) -> Any:
 
 
 def result_attrs(result: TrialResult) -> dict[str, Any]:
-    """The user attributes a finished trial shows (optuna-dashboard lists them)."""
+    """The user attributes a finished trial shows (optuna-dashboard lists them): the best
+    epoch's metrics, and each metric's value per epoch (``history.<metric>``)."""
+    names = [k for k in (result.history[0] if result.history else {}) if k != "epoch"]
     return {
+        **{f"history.{k}": [_jsonable(round(h[k], 6)) for h in result.history] for k in names},
         **{k: round(v, 6) for k, v in result.metrics.items()},
         "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
         "n_groups": result.n_groups, "trainable_params": result.trainable_params,
@@ -131,7 +139,7 @@ def _save_if_top(record: TrialRecord, result: TrialResult) -> None:
     k = job.keep_checkpoints
     if k <= 0 or record.number not in _top(study, k, (record.number, result.value)):
         return
-    path = record.workdir / "checkpoints" / f"trial_{record.number}.pt"
+    path = record.workdir / "checkpoints" / f"trial_{record.number}{SUFFIX}"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, result.state_dict, result.strategy, result.task, result.info,
                     result.preprocessing, study=study_uid(study))
@@ -155,7 +163,7 @@ def prune_checkpoints(study: optuna.Study, workdir: Path, k: int) -> None:
         return
     top = _top(study, k)
     finished = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
-    for f in folder.glob("trial_*.pt"):
+    for f in [*folder.glob(f"trial_*{SUFFIX}"), *folder.glob("trial_*.pt")]:  # .pt: 0.1
         number = int(f.stem.split("_")[1])
         if number in finished and number not in top:
             f.unlink(missing_ok=True)

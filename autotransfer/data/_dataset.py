@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ._sources import ImageList, Source, TensorImages, Texts
+from ._sources import ImageList, Joined, Source, TensorImages, Texts
 
 
 class Dataset:
@@ -69,6 +69,23 @@ class Dataset:
         labels = self.labels
         labels = labels[idx] if isinstance(labels, np.ndarray) else [labels[i] for i in idx]
         return Dataset(self.source, labels, self.modality, index=self.index[idx])
+
+    def concat(self, other: Dataset) -> Dataset:
+        """This data followed by ``other`` (same modality): train + valid for a refit."""
+        if not isinstance(other, Dataset) or other.modality != self.modality:
+            what = other.modality if isinstance(other, Dataset) else type(other).__name__
+            raise DataError(f"Can only join {self.modality} data with {self.modality} data, "
+                            f"but got {what}.")
+        if isinstance(self.labels, np.ndarray) and isinstance(other.labels, np.ndarray) \
+                and self.labels.ndim == other.labels.ndim:
+            labels: Any = np.concatenate([self.labels, other.labels])
+        else:
+            labels = [*self.labels, *other.labels]
+        if other.source is self.source:
+            return Dataset(self.source, labels, self.modality,
+                           index=np.concatenate([self.index, other.index]))
+        joined = Joined([(self.source, self.index), (other.source, other.index)])
+        return Dataset(joined, labels, self.modality)
 
     def split(self, valid_fraction: float = 0.2, *, seed: int = 0,
               stratify: bool = True) -> tuple[Dataset, Dataset]:

@@ -48,6 +48,36 @@ class Source(ABC):
         return self.kind
 
 
+class Joined(Source):
+    """Items of several sources, each at its own index, one after another."""
+
+    kind = "joined"
+
+    def __init__(self, parts: list[tuple[Source, np.ndarray]]) -> None:
+        self.parts = parts
+        self.modality = parts[0][0].modality
+        self._ends = np.cumsum([len(index) for _, index in parts])
+
+    def __len__(self) -> int:
+        return int(self._ends[-1])
+
+    def load(self, i: int, size_hint: int | None = None) -> Any:
+        part = int(np.searchsorted(self._ends, i, side="right"))
+        start = 0 if part == 0 else int(self._ends[part - 1])
+        source, index = self.parts[part]
+        return source.load(int(index[i - start]), size_hint)
+
+    def fingerprint(self, index: np.ndarray) -> str | None:
+        prints = [source.fingerprint(idx) for source, idx in self.parts]
+        if any(p is None for p in prints) or len(index) != len(self):
+            return None
+        return hashlib.sha1("|".join(prints).encode()).hexdigest()[:16] if \
+            np.array_equal(index, np.arange(len(self))) else None
+
+    def describe(self) -> str:
+        return " + ".join(source.describe() for source, _ in self.parts)
+
+
 class _InMemoryImages(Source):
     kind = "arrays"
 

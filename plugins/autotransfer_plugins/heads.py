@@ -55,7 +55,7 @@ class ClassificationHead(at.Head):
         if unknown:
             raise DataError(
                 f"Label {unknown[0]!r} is not among the training classes "
-                f"{info['classes'][:20]}; give validation labels that occur in training."
+                f"{info['classes'][:20]}; give validation and test labels that occur in training."
             )
         return torch.tensor([index[v] for v in arr.tolist()], dtype=torch.long), info
 

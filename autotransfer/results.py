@@ -1,0 +1,196 @@
+"""Results beyond the validation score: held-out test scores, refits on all labelled data,
+and whether the best trial's validation score overstates what it does on new data.
+
+The search selects on validation data, so the best validation score is optimistic: it is
+the maximum of many noisy estimates. A test set that no choice ever saw is the honest
+number (AutoGluon's ``leaderboard(test_data)``: ``score_val`` next to ``score_test``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from optuna.trial import TrialState
+
+from . import checks
+from . import storage as st
+from .data import Dataset
+from .errors import ConfigError, StorageError
+from .modelfile import SUFFIX
+from .predictor import Predictor, save_checkpoint
+from .strategy import Strategy
+
+if TYPE_CHECKING:
+    from .study import Study
+
+BOOTSTRAP = 200  # resamples for a score's standard error
+MONITOR = 64  # examples a refit reports its fit on each epoch (not used for any choice)
+
+
+@dataclass(frozen=True)
+class KeptModel:
+    """A model file a study keeps: a trial's best checkpoint or a refit of a trial."""
+
+    key: str  # "12" for trial 12, "refit:12" for its refit
+    trial: int
+    kind: str  # "trial" | "refit"
+    path: Path
+
+
+def kept_models(study: Study) -> list[KeptModel]:
+    """The completed trials whose checkpoint is on disk, then the refits."""
+    out = [KeptModel(str(t.number), t.number, "trial", Path(t.system_attrs[st.CHECKPOINT]))
+           for t in study.trials()
+           if t.state == TrialState.COMPLETE and st.CHECKPOINT in t.system_attrs
+           and Path(t.system_attrs[st.CHECKPOINT]).is_file()]
+    for number, r in sorted(refits(study).items(), key=lambda kv: int(kv[0])):
+        if Path(r["path"]).is_file():
+            out.append(KeptModel(f"refit:{number}", int(number), "refit", Path(r["path"])))
+    return out
+
+
+def refits(study: Study) -> dict[str, dict]:
+    return study.system_attrs().get(st.REFIT, {})
+
+
+def test_scores(study: Study) -> dict[str, dict]:
+    """The recorded test scores: model key -> metrics, ``se`` and ``n``."""
+    return study.system_attrs().get(st.TEST, {})
+
+
+def evaluate(study: Study, data: Dataset, *, record: bool = False,
+             batch_size: int = 64) -> Any:
+    """Score every kept model on labelled ``data``: a DataFrame, best first.
+
+    ``record=True`` stores the scores as the study's test scores (the leaderboard's
+    ``test_<metric>`` columns, the report).
+    """
+    import pandas as pd
+
+    checks.integer("batch_size", batch_size, low=1)
+    models = kept_models(study)
+    if not models:
+        raise StorageError(f"Study {study.name!r} keeps no model to score (no completed trial "
+                           f"with a checkpoint, no refit); run the search with "
+                           f"keep_checkpoints >= 1, or study.refit(...).")
+    first = Predictor.load(models[0].path, study=study.uid)
+    data = checks.held_out("data", data, study.task, study.meta.get("modality", "image"),
+                           first.info)
+    rows, scores = [], {}
+    for m in models:
+        model = first if m is models[0] else Predictor.load(m.path, study=study.uid)
+        metrics, se = score(model, data, batch_size)
+        scores[m.key] = {**metrics, "se": se, "n": len(data)}
+        rows.append({"model": m.key, "trial": m.trial, "kind": m.kind,
+                     "backbone": model.strategy.backbone, **metrics,
+                     f"{study.metric}_se": se, "n": len(data)})
+    if record:
+        study.set_system_attr(st.TEST, scores)
+    df = pd.DataFrame(rows)
+    return df.sort_values(study.metric, ascending=not study.maximize,
+                          kind="stable").reset_index(drop=True)
+
+
+def score(model: Predictor, data: Dataset, batch_size: int = 64) -> tuple[dict, float]:
+    """A model's metrics on labelled data and the bootstrap standard error of the primary
+    one (resampling the examples: how much the score would move on another draw)."""
+    targets, _ = model.head.encode(data.labels, model.info)
+    out, _, _ = model._outputs(data, batch_size, None)
+    metrics = model.head.metrics(out, targets, model.info)
+    gen = torch.Generator().manual_seed(0)
+    n = len(targets)
+    draws = []
+    for _ in range(BOOTSTRAP):
+        idx = torch.randint(n, (n,), generator=gen)
+        draws.append(model.head.metrics(out[idx], targets[idx], model.info)[model.head.metric])
+    return {k: round(float(v), 6) for k, v in metrics.items()}, round(float(np.std(draws)), 6)
+
+
+def optimism(study: Study) -> str | None:
+    """A warning when the best trial's validation score beats its test score by more than
+    two standard errors of their difference; None when it does not (or nothing to say)."""
+    scores = test_scores(study)
+    try:
+        best = study.best_trial
+    except StorageError:
+        return None
+    mine = scores.get(str(best.number))
+    if mine is None or mine.get("se") is None or best.value is None:
+        return None
+    metric, sign = study.metric, 1 if study.maximize else -1
+    se_test = mine["se"]
+    n_valid = study.meta.get("n_valid") or mine["n"]
+    se_valid = se_test * math.sqrt(mine["n"] / n_valid)  # same spread, other sample size
+    margin = 2 * math.hypot(se_test, se_valid)
+    gap = sign * (best.value - mine[metric])
+    if gap <= margin:
+        return None
+    return (f"The best trial ({best.number}) scores {metric}={best.value:.4f} on validation "
+            f"but {mine[metric]:.4f} on the test set: {gap:.4f} worse, more than two standard "
+            f"errors ({margin:.4f}). Its validation score is optimistic (the search selected "
+            f"on it); report the test score, and give a larger validation set to choose on.")
+
+
+def refit(study: Study, train: Dataset, valid: Dataset | None = None, *,
+          trial: int | None = None, epochs: int | str = "best", device: str = "cpu",
+          seed: int | None = None) -> Predictor:
+    """Retrain a trial's strategy on train + valid for the epochs its best epoch needed."""
+    from .runner import run_trial
+
+    source = _refit_source(study, trial)
+    n_epochs = _refit_epochs(source, epochs)
+    data = checks.dataset("train", train)
+    if valid is not None:
+        data = data.concat(checks.dataset("valid", valid))
+    modality = study.meta.get("modality", data.modality)
+    if data.modality != modality:
+        raise ConfigError(f"Study {study.name!r} searched {modality} data; refit it on "
+                          f"{modality} data, not {data.modality}.")
+    seed = study.meta.get("seed", 0) if seed is None else checks.integer("seed", seed, low=0)
+    strategy = Strategy.from_dict(source.system_attrs[st.STRATEGY]).replace(epochs=n_epochs)
+    monitor = data.subset(np.arange(min(MONITOR, len(data))))
+    started = time.perf_counter()
+    result = run_trial(strategy, data, monitor, task=study.task, device=device, patience=None,
+                       seed=seed, keep="last")
+    path = study.workdir / "refit" / f"trial_{source.number}{SUFFIX}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, result.state_dict, result.strategy, result.task, result.info,
+                    result.preprocessing, study=study.uid)
+    records = dict(refits(study))
+    records[str(source.number)] = {
+        "path": str(path), "epochs": n_epochs, "n_train": len(data),
+        "duration_s": round(time.perf_counter() - started, 2),
+        "trainable_params": result.trainable_params, "total_params": result.total_params}
+    study.set_system_attr(st.REFIT, records)
+    return Predictor.load(path, device=device, study=study.uid)
+
+
+def _refit_source(study: Study, trial: int | None) -> Any:
+    if trial is None:
+        try:
+            return study.best_trial
+        except StorageError as exc:
+            raise StorageError(f"Cannot refit: {exc} Run the search until a trial completes, "
+                               f"then refit.") from None
+    trial = checks.integer("trial", trial, low=0)
+    done = [t.number for t in study.trials() if t.state == TrialState.COMPLETE]
+    if trial not in done:
+        raise ConfigError(f"Cannot refit trial {trial}: it is not a completed trial of study "
+                          f"{study.name!r}; completed trials: {done[:30] or 'none'}.")
+    return study.optuna.trials[trial]
+
+
+def _refit_epochs(source: Any, epochs: int | str) -> int:
+    if epochs == "best":
+        best = source.user_attrs.get("best_epoch")
+        return int(best) if best else Strategy.from_dict(source.system_attrs[st.STRATEGY]).epochs
+    if isinstance(epochs, str):
+        raise ConfigError(f"epochs must be 'best' (the epochs trial {source.number}'s best "
+                          f"epoch needed) or an integer >= 1, but got epochs={epochs!r}.")
+    return checks.integer("epochs", epochs, low=1)
