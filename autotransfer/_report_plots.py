@@ -253,8 +253,9 @@ def _widest(dists: list[Any]) -> Any:
 
 
 def test_columns(lb: Any) -> list[str]:
-    """Columns holding a test-set score (``test_<metric>``) with at least one value."""
-    return [c for c in lb.columns if str(c).startswith("test_") and lb[c].notna().any()]
+    """Columns holding a test-set score (``test_<metric>``, not its ``_se``) with a value."""
+    return [c for c in lb.columns if str(c).startswith("test_") and not str(c).endswith("_se")
+            and lb[c].notna().any()]
 
 
 def test_scores(facts: Facts) -> go.Figure | str:
@@ -270,7 +271,9 @@ def test_scores(facts: Facts) -> go.Figure | str:
         if valid in rows.columns:
             fig.add_bar(x=labels, y=rows[valid], name=f"validation {valid}", row=1, col=col,
                         marker_color=_PALETTE[0], showlegend=col == 1)
+        se = rows.get(f"{test}_se")  # the primary metric's bootstrap standard error
         fig.add_bar(x=labels, y=rows[test], name="test", row=1, col=col,
-                    marker_color=_PALETTE[1], showlegend=col == 1)
+                    marker_color=_PALETTE[1], showlegend=col == 1,
+                    error_y=None if se is None else {"type": "data", "array": se.tolist()})
     fig.update_layout(barmode="group")
     return _layout(fig, "Validation and test scores of the kept trials", height=460)

@@ -11,7 +11,7 @@ checksum: a corrupted one is detected, deleted and rebuilt, never trusted.
 from __future__ import annotations
 
 import hashlib
-import io
+import json
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -26,6 +26,7 @@ from . import _batch
 DEFAULT_BYTES = 1 << 30  # 1 GiB in memory per process
 DISK_FACTOR = 8  # the folder on disk may hold 8x the memory budget
 LOCAL = "local:"  # a CacheKey.data with this prefix names data of this process: memory only
+SUFFIX = ".features"  # a JSON line (the nesting), then safetensors bytes: no pickle
 
 
 @dataclass(frozen=True)
@@ -123,15 +124,13 @@ class FeatureCache:
             self._bytes -= _batch.nbytes(old)
 
     def _path(self, name: str) -> Path | None:
-        return None if self.directory is None else self.directory / f"{name}.pt"
+        return None if self.directory is None else self.directory / f"{name}{SUFFIX}"
 
     def _write(self, name: str, value: Any, persist: bool = True) -> None:
         path = self._path(name)
         if path is None or not persist:
             return
-        buf = io.BytesIO()
-        torch.save(value, buf)
-        payload = buf.getvalue()
+        payload = _encode(value)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
@@ -140,7 +139,7 @@ class FeatureCache:
 
     def _trim_disk(self) -> None:
         files = []
-        for f in self.directory.glob("*.pt"):
+        for f in self.directory.glob(f"*{SUFFIX}"):
             try:  # another worker may delete files while this one looks
                 st = f.stat()
             except FileNotFoundError:
@@ -163,7 +162,7 @@ class FeatureCache:
             digest, payload = raw.split(b"\n", 1)
             if hashlib.sha256(payload).hexdigest().encode() != digest:
                 raise ValueError("checksum mismatch")
-            value = torch.load(io.BytesIO(payload), weights_only=True)
+            value = _decode(payload)
             os.utime(path)  # recently used: last to be trimmed
             return value
         except Exception:  # corrupted or truncated: rebuild, never trust
@@ -178,3 +177,49 @@ class FeatureCache:
     @property
     def memory_bytes(self) -> int:
         return self._bytes
+
+
+def _encode(value: Any) -> bytes:
+    """Features (tensors nested in tuples, lists, dicts) as a JSON line of their nesting and
+    safetensors bytes: reading a cache file back runs no code."""
+    from safetensors.torch import save
+
+    from .modelfile import unshared
+
+    tensors: dict[str, torch.Tensor] = {}
+    layout = json.dumps(_flatten(value, tensors)).encode()
+    return layout + b"\n" + save(unshared(tensors))
+
+
+def _decode(payload: bytes) -> Any:
+    from safetensors.torch import load
+
+    layout, data = payload.split(b"\n", 1)
+    return _unflatten(json.loads(layout), load(data))
+
+
+def _flatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        key = str(len(tensors))
+        tensors[key] = value
+        return {"tensor": key}
+    if isinstance(value, (list, tuple)):
+        return {"list" if isinstance(value, list) else "tuple":
+                [_flatten(v, tensors) for v in value]}
+    if isinstance(value, dict):
+        return {"dict": [[k, _flatten(v, tensors)] for k, v in value.items()]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"value": value}
+    raise TypeError(f"cannot keep a {type(value).__name__} in the feature cache")
+
+
+def _unflatten(layout: dict, tensors: dict[str, torch.Tensor]) -> Any:
+    (kind, item), = layout.items()
+    if kind == "tensor":
+        return tensors[item]
+    if kind in ("list", "tuple"):
+        items = [_unflatten(v, tensors) for v in item]
+        return items if kind == "list" else tuple(items)
+    if kind == "dict":
+        return {k: _unflatten(v, tensors) for k, v in item}
+    return item

@@ -37,14 +37,20 @@ def _cell(v) -> str:
 
 
 def _fit(rows: list[dict], columns: list[str], keep: list[str], width: int) -> list[str]:
-    """Drop columns, the last of ``keep``'s order first, until the table fits ``width``."""
-    cols = list(columns)
-    for drop in reversed(keep):
-        if max((len(line) for line in _table(rows, cols).splitlines()), default=0) <= width:
-            break
-        if drop in cols and len(cols) > 4:
-            cols.remove(drop)
-    return cols
+    """The columns that fit ``width``: taken in ``keep``'s order while the table still fits
+    (a column with one value in every row, such as the only backbone, comes last; one
+    empty in every row never), shown in ``columns``' order."""
+    def used(c: str) -> bool:
+        return any(r.get(c) not in (None, "") for r in rows)
+
+    def constant(c: str) -> bool:
+        return len({r.get(c) for r in rows}) == 1 and len(rows) > 1
+
+    chosen: list[str] = []
+    for c in sorted((c for c in keep if c in columns and used(c)), key=constant):
+        if max(map(len, _table(rows, chosen + [c]).splitlines())) <= width:
+            chosen.append(c)
+    return [c for c in columns if c in chosen]
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -358,6 +364,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `autotransfer leaderboard x.db | head`: the reader left
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -43,13 +43,7 @@ from torch import nn
 
 from . import plugins
 from .backbones import HFEncoder, TimmBackbone
-from .errors import (
-    ConfigError,
-    ExportError,
-    StorageError,
-    UnknownNameError,
-    check_choice,
-)
+from .errors import ConfigError, ExportError, StorageError, UnknownNameError, check_choice
 from .preprocessing import ImagePreprocessing, load_tokenizer
 
 if TYPE_CHECKING:

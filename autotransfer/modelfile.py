@@ -26,7 +26,7 @@ def write(path: Path, state_dict: dict[str, torch.Tensor], config: dict[str, Any
     from safetensors.torch import save_file
 
     tmp = path.with_name(path.name + ".tmp")
-    save_file(_unshared(state_dict), str(tmp),
+    save_file(unshared(state_dict), str(tmp),
               metadata={"format": FORMAT, "config": json.dumps(config, default=_plain)})
     tmp.replace(path)
     return path
@@ -74,7 +74,7 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} {value!r:.60} cannot be stored in a model file")
 
 
-def _unshared(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def unshared(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Contiguous CPU tensors, each with its own memory (safetensors refuses shared ones)."""
     seen: set[int] = set()
     out = {}

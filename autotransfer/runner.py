@@ -109,8 +109,8 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
               report: Report | None = None, patience: int | None = 5, seed: int = 0,
               prepared: Prepared | None = None, cache: bool | FeatureCache = True,
               timings: dict[str, float] | None = None, keep: str = "best") -> TrialResult:
-    """Train ``strategy`` on ``train``, validating on ``valid`` after every epoch; raises
-    :class:`TrialFailed` when the loss becomes NaN/inf or memory runs out.
+    """Train ``strategy`` on ``train``, validating on ``valid`` each epoch (:class:`TrialFailed`
+    when the loss becomes NaN/inf or memory runs out).
 
     Args:
         strategy, train, valid: What to train, on which data (:mod:`autotransfer.data`).
@@ -137,7 +137,7 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
     mix = _mixer(strategy, head, data.info)
     timings = timings if timings is not None else {}
     timings.update(compute_s=0.0, started=started)
-    best, history = _Best(head.direction), []
+    best, history = _Best(head.direction, last=keep == "last"), []
     try:
         for epoch in range(1, strategy.epochs + 1):
             t0 = time.perf_counter()
@@ -154,8 +154,6 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
     except torch.OutOfMemoryError as exc:
         raise TrialFailed(f"out of memory on {dev.device} at batch_size={batch_size}; "
                           f"try a smaller batch_size or trials_per_device") from exc
-    if keep == "last":
-        best.keep_last(len(history), history[-1][head.metric], history[-1], model)
     trainable, total = model.param_counts()
     return TrialResult(
         strategy=strategy, task=task, metric=head.metric, value=float(best.value),
@@ -196,25 +194,22 @@ def _batch_size(strategy: Strategy, n_train: int) -> int:
 
 
 class _Best:
-    """The best epoch so far: its value, metrics and weights; epochs since it."""
+    """The best epoch so far (or, ``last=True``, the latest): its value, metrics and
+    weights; epochs since it."""
 
-    def __init__(self, direction: str) -> None:
-        self.sign = 1 if direction == "maximize" else -1
+    def __init__(self, direction: str, *, last: bool = False) -> None:
+        self.sign, self.last = (1 if direction == "maximize" else -1), last
         self.value, self.epoch, self.stale = -self.sign * math.inf, 0, 0
         self.metrics: dict[str, float] = {}
         self.state: dict[str, torch.Tensor] = {}
 
     def update(self, epoch: int, value: float, metrics: dict, model: TransferModel) -> None:
-        if self.sign * value > self.sign * self.value:
+        if self.last or self.sign * value > self.sign * self.value:
             self.value, self.epoch, self.metrics, self.stale = value, epoch, metrics, 0
             self.state = {k: v.detach().to("cpu", copy=True)
                           for k, v in model.state_dict().items()}
         else:
             self.stale += 1
-
-    def keep_last(self, epoch: int, value: float, metrics: dict, model: TransferModel) -> None:
-        self.value, self.epoch, self.metrics = value, epoch, metrics
-        self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 @dataclass

@@ -88,7 +88,7 @@ class _Twin:
 @pytest.mark.parametrize("damage", ["flip", "truncate", "garbage"])
 def test_a_corrupted_cache_file_is_rebuilt_not_trusted(damage, toy, tmp_path):
     first = _run(BASE, toy, FeatureCache(tmp_path / "cache"))
-    files = sorted((tmp_path / "cache").glob("*.pt"))
+    files = sorted((tmp_path / "cache").glob("*.features"))
     assert len(files) == 2  # train and valid features
     for f in files:
         raw = bytearray(f.read_bytes())
@@ -104,6 +104,30 @@ def test_a_corrupted_cache_file_is_rebuilt_not_trusted(damage, toy, tmp_path):
     assert again.cache_source == "computed" and cache.hits["rebuilt"] == 2
     assert [h["accuracy"] for h in again.history] == [h["accuracy"] for h in first.history]
     assert _run(BASE, toy, FeatureCache(tmp_path / "cache")).cache_source == "disk"
+
+
+class _Payload:
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.target!r}, 'w').write('pwned')",))
+
+
+def test_a_cache_file_holding_a_pickle_runs_no_code(toy, tmp_path):
+    """Cache files are safetensors: a crafted one (valid checksum, pickled payload) is
+    rebuilt, and its payload never runs."""
+    import hashlib
+    import pickle
+
+    _run(BASE, toy, FeatureCache(tmp_path / "cache"))
+    target = tmp_path / "written.txt"
+    for f in (tmp_path / "cache").glob("*.features"):
+        payload = pickle.dumps(_Payload(target))
+        f.write_bytes(hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+    cache = FeatureCache(tmp_path / "cache")
+    assert _run(BASE, toy, cache).cache_source == "computed" and cache.hits["rebuilt"] == 2
+    assert not target.exists()
 
 
 def test_memory_budget_evicts_least_recently_used(toy):
@@ -125,7 +149,7 @@ def test_disk_budget_drops_the_oldest_files(toy, tmp_path):
     cache = FeatureCache(tmp_path / "c", max_bytes=1 << 20, disk_bytes=1)
     _run(BASE, toy, cache)
     _run(BASE.replace(frozen_groups=4), toy, cache)
-    assert len(list((tmp_path / "c").glob("*.pt"))) == 1
+    assert len(list((tmp_path / "c").glob("*.features"))) == 1
 
 
 def test_leaderboard_says_which_trials_used_the_cache(tmp_path):

@@ -214,3 +214,15 @@ def test_cli_predicts_exports_and_reports(tested, tmp_path, capsys):
     assert main(["report", str(tested), "-o", str(tmp_path / "no" / "r.html")]) == 1
     assert main(["predict", str(tmp_path / "in" / "0.png"), "x.png"]) == 1
     assert "is not a readable model file" in capsys.readouterr().err
+
+
+def test_a_refit_keeps_the_last_epoch_not_the_best_on_its_monitor_data():
+    train, valid = toy_images(60, classes=3, size=16), toy_images(30, classes=3, seed=3)
+    s = at.Strategy("tiny_cnn", frozen_groups=0, lr=0.05, epochs=4, image_size=16)
+    best = at.run_trial(s, train, valid, patience=None)
+    last = at.run_trial(s, train, valid, patience=None, keep="last")
+    assert [h["accuracy"] for h in best.history] == [h["accuracy"] for h in last.history]
+    assert last.best_epoch == 4 and last.value == last.history[-1]["accuracy"]
+    assert best.value == max(h["accuracy"] for h in best.history)
+    with pytest.raises(at.StrategyError, match="keep must be 'best' or 'last', but got keep='first'"):
+        at.run_trial(s, train, valid, keep="first")
