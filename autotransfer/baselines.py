@@ -79,8 +79,10 @@ def enqueue_due_baselines(study: optuna.Study, ctx: TrialContext) -> None:
             study.enqueue_trial(params, user_attrs=attrs)
 
 
-def enqueue_portfolio(study: optuna.Study, ctx: TrialContext) -> None:
-    """Start a new study with the PORTFOLIO points for its first two backbones, once.
+def enqueue_portfolio(study: optuna.Study, ctx: TrialContext,
+                      names: list[str] | None = None) -> None:
+    """Start a new study with the PORTFOLIO points for its first two backbones (of
+    ``names``: best-ranked first when the backbones were ranked), once.
 
     Heavily frozen points come first: they run on cached features in a fraction of a full
     trial's time, so the pruner's first rungs fill fast and the sampler starts from real
@@ -93,7 +95,7 @@ def enqueue_portfolio(study: optuna.Study, ctx: TrialContext) -> None:
     if done or begun:  # enqueued once already, or a study that began before the portfolio
         return
     storage.set_study_system_attr(sid, PORTFOLIO_DONE, True)
-    names = ctx.job.backbones[:2]
+    names = (names or ctx.job.backbones)[:2]
     if ctx.job.n_trials is not None and ctx.job.n_trials < 4 * len(PORTFOLIO) * len(names):
         return
     for params in portfolio_points(ctx, names):

@@ -10,7 +10,10 @@ import math
 import numbers
 from typing import Any
 
+import torch
+
 from . import plugins
+from .backbones import Backbone
 from .data import Dataset
 from .errors import (
     AutotransferError,
@@ -126,14 +129,35 @@ def held_out(what: str, data: Any, task: str, modality: str, info: dict) -> Data
     return data
 
 
-def backbone_patterns(value: Any) -> list[str] | None:
-    """``backbones=``: None (every available one), a name or glob, or a non-empty list."""
+def backbone_patterns(value: Any) -> list[str | Backbone] | None:
+    """``backbones=``: None (every available one), or a name, glob or Backbone object, or a
+    non-empty list of them."""
     if value is None:
         return None
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or not items or not all(
-            isinstance(v, str) and v for v in items):
-        raise ConfigError(f"backbones must be a name or glob, or a non-empty list of them "
-                          f"(e.g. ['efficientnet_lite0', 'resnet*']), or None for every "
-                          f"available one, but got backbones={value!r}.")
+    items = [value] if isinstance(value, (str, Backbone)) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ConfigError(f"backbones must be one backbone or a non-empty list of them, but "
+                          f"got backbones={value!r}. {_BACKBONES_ACCEPTED}")
+    for i, v in enumerate(items):
+        if not (isinstance(v, Backbone) or (isinstance(v, str) and v)):
+            hint = (" A torch module is not a backbone: wrap a timm model as "
+                    "at.TimmBackbone(name, timm_name=..., weights=...), or subclass "
+                    "at.Backbone." if isinstance(v, torch.nn.Module) else "")
+            raise ConfigError(f"backbones[{i}] must be a backbone name, glob or object, but "
+                              f"got {_short(v)} ({type(v).__name__}). "
+                              f"{_BACKBONES_ACCEPTED}{hint}")
     return list(items)
+
+
+_BACKBONES_ACCEPTED = (
+    "Accepted: registered names and globs ('efficientnet_lite0', 'resnet*'; `autotransfer "
+    "backbones` lists them), 'timm/<model>' (any timm.list_models() name, e.g. "
+    "'timm/convnext_tiny.fb_in22k'), 'hf/<repo>' (a Hugging Face text encoder, e.g. "
+    "'hf/google-bert/bert-base-uncased'), and autotransfer.Backbone objects (e.g. "
+    "at.TimmBackbone('mine', timm_name='resnet18', weights='/path/to/weights')); or None "
+    "for every available registered one.")
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -13,27 +13,33 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import AutotransferError, ConfigError, StrategyError, UnknownNameError
+from .errors import (
+    AutotransferError,
+    ConfigError,
+    DeviceError,
+    StrategyError,
+    UnknownNameError,
+)
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-USAGE_ERRORS = (ConfigError, UnknownNameError, StrategyError)
+USAGE_ERRORS = (ConfigError, UnknownNameError, StrategyError, DeviceError)
 WIDTH = 120  # the leaderboard table fits a 120-column terminal unless --all-columns
 CELL = 40  # longest cell in a table (a failure reason is cut there)
 
 
-def _table(rows: list[dict], columns: list[str]) -> str:
-    """A plain left-aligned text table; None shows as '-'."""
+def _table(rows: list[dict], columns: list[str], cut: int | None = CELL) -> str:
+    """A plain left-aligned text table; None shows as '-', cells cut at ``cut``."""
     if not rows:
         return "(none)"
-    cells = [[c for c in columns]] + [[_cell(r.get(c)) for c in columns] for r in rows]
+    cells = [[c for c in columns]] + [[_cell(r.get(c), cut) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip()
                      for row in cells)
 
 
-def _cell(v) -> str:
+def _cell(v, cut: int | None) -> str:
     text = "-" if v is None else str(v)
-    return text if len(text) <= CELL else text[:CELL - 1] + "…"
+    return text if cut is None or len(text) <= cut else text[:cut - 1] + "…"
 
 
 def _fit(rows: list[dict], columns: list[str], keep: list[str], width: int) -> list[str]:
@@ -43,8 +49,8 @@ def _fit(rows: list[dict], columns: list[str], keep: list[str], width: int) -> l
     def used(c: str) -> bool:
         return any(r.get(c) not in (None, "") for r in rows)
 
-    def constant(c: str) -> bool:
-        return len({r.get(c) for r in rows}) == 1 and len(rows) > 1
+    def constant(c: str) -> bool:  # the first five (rank .. test score) always lead
+        return c not in keep[:5] and len({r.get(c) for r in rows}) == 1 and len(rows) > 1
 
     chosen: list[str] = []
     for c in sorted((c for c in keep if c in columns and used(c)), key=constant):
@@ -64,14 +70,18 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_backbones(args: argparse.Namespace) -> int:
-    from .plugins import get_backbone, list_backbones, list_plugins
+    from . import catalogue
+    from .plugins import backbone_registry, list_backbones, list_plugins
 
     owner = {b: p.name for p in list_plugins() for b in p.backbones}
+    registry = backbone_registry()
     rows = []
-    for name in list_backbones(args.pattern, modality=args.modality):
-        d = get_backbone(name).describe()
+    for name in list_backbones(args.pattern, modality=args.modality,
+                               include_unavailable=args.include_unavailable):
+        # a catalogue model is described without building it: a listing stays fast
+        d = registry[name].describe() if name in registry else catalogue.describe(name)
         rows.append({
-            "name": name, "plugin": owner.get(name, "?"), "family": d["family"],
+            "name": name, "plugin": owner.get(name, "catalogue"), "family": d["family"],
             "modality": d["modality"], "groups": d["groups"],
             "params": f"{d['params'] / 1e6:.1f}M" if d["params"] else None,
             "weights": d["weights"], "available": "yes" if d["available"] else "no",
@@ -81,7 +91,8 @@ def cmd_backbones(args: argparse.Namespace) -> int:
     return 0
 
 
-SUMMARY_COLUMNS = ["rank", "trial", "state", "baseline", "backbone", "frozen_groups",
+SUMMARY_COLUMNS = ["rank", "trial", "state", "baseline", "backbone", "transferability",
+                   "frozen_groups",
                    "n_groups", "lr", "layer_decay", "weight_decay", "dropout", "augment", "mixup",
                    "cutmix", "l2sp", "epochs_run", "cached"]
 SUMMARY_TAIL = ["transfer_gain", "negative_transfer", "duration_s", "reason"]
@@ -89,7 +100,8 @@ SUMMARY_TAIL = ["transfer_gain", "negative_transfer", "duration_s", "reason"]
 
 def _priority(metric: str) -> list[str]:
     """Columns in the order they are kept when the table must fit: the first matter most."""
-    return ["rank", "trial", "state", metric, f"test_{metric}", "backbone", "baseline",
+    return ["rank", "trial", "state", metric, f"test_{metric}", "backbone", "transferability",
+            "baseline",
             "frozen_groups", "lr", "reason", "epochs_run", "transfer_gain", "n_groups",
             "layer_decay", "augment", "mixup", "weight_decay", "cutmix", "dropout", "l2sp",
             "duration_s", f"test_{metric}_se", "cached", "negative_transfer"]
@@ -174,6 +186,12 @@ def _print_summary(study) -> None:
     warning = optimism(study)
     if warning:
         print(f"warning: {warning}")
+    ranked = study.ranking()
+    if not ranked.empty:
+        print("\ntransferability before the search (LogME on frozen features, higher is "
+              "better):")
+        print(_table([{c: _fmt(v) for c, v in r.items()} for r in ranked.to_dict("records")],
+                     list(ranked.columns)))
     print(f"load it: at.Study.load({str(study.spec.path or study.spec.url)!r}, "
           f"name={study.name!r}).load_best()")
 
@@ -215,6 +233,7 @@ EXPORT_SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "timm": "-ti
 def cmd_export(args: argparse.Namespace) -> int:
     from .predictor import load
 
+    _register(args.plugin)
     model = load(args.model)
     out = args.output or _beside(args.model, EXPORT_SUFFIX[args.format])
     info = model.export(out, format=args.format)
@@ -228,6 +247,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from .predictor import load
 
+    _register(args.plugin)
     model = load(args.model)
     names = _input_names(args.inputs, model.preprocessing.modality)
     frame = pd.DataFrame({"input": names,
@@ -241,7 +261,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(frame.to_json(orient="records", indent=1))
     else:
         print(_table([{c: _fmt(v) for c, v in r.items()} for r in frame.to_dict("records")],
-                     [str(c) for c in frame.columns]))
+                     [str(c) for c in frame.columns], cut=None))
     return 0
 
 
@@ -292,9 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list installed plugins and what they register")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("backbones", help="list registered backbones")
-    p.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'efficientnet*'")
+    p = sub.add_parser("backbones", help="list registered backbones, or timm/ and hf/ models")
+    p.add_argument("pattern", nargs="?", default="*",
+                   help="glob, e.g. 'efficientnet*', 'timm/convnext*', 'hf/*'")
     p.add_argument("--modality", choices=["image", "text"])
+    p.add_argument("--all", "--include-unavailable", dest="include_unavailable",
+                   action="store_true",
+                   help="with a timm/ glob, list models whose weights are not here too")
     p.set_defaults(func=cmd_backbones)
 
     p = sub.add_parser("run", help="run (or resume) the search a study file describes")
@@ -332,6 +356,7 @@ def _results_commands(sub) -> None:
     p.add_argument("--proba", action="store_true", help="class probabilities too")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--batch-size", type=_count, default=64)
+    _plugin_option(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a saved model: onnx, torchscript, timm, "
@@ -340,7 +365,21 @@ def _results_commands(sub) -> None:
     p.add_argument("--format", required=True,
                    choices=["onnx", "torchscript", "timm", "transformers"])
     p.add_argument("-o", "--output", help="where to write (default: beside the model)")
+    _plugin_option(p)
     p.set_defaults(func=cmd_export)
+
+
+def _plugin_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="register a plugin module first (one that provides the model's "
+                        "backbone and is not installed as an entry point); repeatable")
+
+
+def _register(modules: list[str]) -> None:
+    from .plugins import register_plugin
+
+    for module in modules:
+        register_plugin(module)
 
 
 def _version() -> str:

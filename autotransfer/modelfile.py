@@ -44,18 +44,20 @@ def read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         head = f.read(9)  # safetensors: an 8-byte header length, then the JSON header
     if head[8:9] != b"{" and head.startswith(_PICKLE_MAGIC):
         raise StorageError(
-            f"{str(path)!r} is a pickle (a torch.save file, as autotransfer 0.1 wrote "
-            f"autotransfer-model/1); it was not loaded, since loading a pickle can run code. "
-            f"Model files are now {FORMAT} (safetensors + JSON): retrain it with "
-            f"study.refit(...) or at.run_trial and save it again.")
+            f"{str(path)!r} is a pickle (a torch.save file, e.g. an autotransfer 0.1 model "
+            f"file, autotransfer-model/1); it was not loaded, since loading a pickle can run "
+            f"code. Give a file written by Predictor.save or kept by a study "
+            f"({FORMAT}: safetensors + JSON); a 0.1 model can be trained again with "
+            f"study.refit(...) or at.run_trial and saved.")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # truncated, not safetensors: SafetensorError, OSError, ...
         raise StorageError(f"{str(path)!r} is not a readable model file ({FORMAT}): "
-                           f"{type(exc).__name__}: {str(exc)[:200]}; it may be truncated. "
-                           f"Give a file written by Predictor.save or kept by a study.") from exc
+                           f"{type(exc).__name__}: {str(exc)[:200]} (not a safetensors file, or "
+                           f"a truncated one). Give a file written by Predictor.save or kept by "
+                           f"a study.") from exc
     if meta.get("format") != FORMAT:
         raise StorageError(f"{str(path)!r} is a safetensors file but not an autotransfer "
                            f"model file ({FORMAT}: its header has no model config); give a "

@@ -243,3 +243,17 @@ def loader(p: Prepared, split: str, batch_size: int, *, shuffle: bool = False,
                    num_workers=n)
     return _Switch(x, rows(x.images, y, batch_size, shuffle=shuffle, generator=generator,
                            pin=pin, indexed=indexed, every=every), slow)
+
+
+def inference_batches(pre: Preprocessing, data: Dataset, batch_size: int) -> Iterable:
+    """The inputs of ``data`` in order, in batches ready for ``pre.normalize`` (no labels):
+    prediction, features for ranking."""
+    if isinstance(pre, TextPreprocessing):
+        texts = list(data.inputs)
+        for i in range(0, len(texts), batch_size):
+            yield pre.prepare(texts[i:i + batch_size])
+        return
+    zeros = torch.zeros(len(data))
+    prepared = Prepared(data, zeros, data, zeros, {}, pre)
+    for xb, _ in loader(prepared, "valid", batch_size):
+        yield xb

@@ -8,6 +8,11 @@ something that is not a backbone or head, or whose names collide with an earlier
 plugin's is reported by name and skipped; the others load. Set
 ``AUTOTRANSFER_DISABLE_PLUGIN_AUTOLOAD=1`` to autoload none.
 
+Besides what plugins register, a backbone can be named from the catalogue (``timm/<model>``,
+``hf/<repo>``, see :mod:`autotransfer.catalogue`), made on first lookup and kept by the host,
+or given as an object (:meth:`PluginHost.add_backbone`), which the host holds in a plugin of
+its own so that it reaches worker processes like any other.
+
 The module functions (``register_plugin``, ``get_backbone``, ...) act on the current host.
 """
 
@@ -27,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, UnknownNameError
+from .errors import ConfigError, PluginError, UnknownNameError, WeightsUnavailableError
 
 if TYPE_CHECKING:
     from .backbones import Backbone
@@ -35,6 +40,7 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "autotransfer"
 DISABLE_AUTOLOAD_ENV = "AUTOTRANSFER_DISABLE_PLUGIN_AUTOLOAD"
+OBJECTS = "autotransfer:objects"  # the plugin holding backbones given as objects
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class PluginHost:
         self.failed: dict[str, str] = {}
         self._tables: dict[str, dict[str, Any]] | None = None
         self.provided_by: dict[str, str] = {}  # "backbone:<name>" -> plugin
+        self._catalogue: dict[str, Backbone] = {}  # "timm/..." and "hf/..." made so far
 
     # --- registering ---
     def register(self, plugin: Any, name: str | None = None) -> str:
@@ -203,6 +210,51 @@ class PluginHost:
     def heads(self) -> dict[str, Head]:
         return dict(self._collect()["head"])
 
+    def backbone(self, name: str) -> Backbone:
+        """The registered backbone ``name``, else the catalogue's ``timm/...`` or ``hf/...``
+        one (made on first lookup, then kept); the error lists close matches."""
+        from . import catalogue
+
+        table = self.backbones()
+        if isinstance(name, str) and name in table:
+            return table[name]
+        if catalogue.prefix_of(name):
+            if name not in self._catalogue:
+                self._catalogue[name] = catalogue.make(name)
+            return self._catalogue[name]
+        accepted = list(table)
+        if isinstance(name, str) and catalogue.timm_knows(name):  # suggest "timm/<name>"
+            accepted.append(catalogue.TIMM + name)
+        raise UnknownNameError("backbone", str(name), accepted)
+
+    def add_backbone(self, backbone: Backbone) -> str:
+        """Register a Backbone object under its name, as ``search(backbones=[obj])`` does;
+        it travels to worker processes with the plugins. Returns the name.
+
+        The same object again changes nothing; another object of that name replaces one
+        added earlier (a rerun notebook cell); a name a plugin registered raises
+        :class:`ConfigError` naming both.
+        """
+        from .backbones import Backbone
+
+        if not isinstance(backbone, Backbone):
+            raise ConfigError(f"add_backbone takes an autotransfer.Backbone, but got "
+                              f"{backbone!r} ({type(backbone).__name__}).")
+        name = backbone.name
+        held = self.backbones().get(name)
+        if held is backbone:
+            return name
+        owner = self.provided_by.get(f"backbone:{name}")
+        if held is not None and owner != OBJECTS:
+            raise ConfigError(f"Two backbones are named {name!r}: {backbone!r}, given as an "
+                              f"object, and {held!r}, registered by plugin {owner!r}; give "
+                              f"the object another name.")
+        if not self.pm.has_plugin(OBJECTS):
+            self.register(_Objects(), OBJECTS)
+        self.pm.get_plugin(OBJECTS).backbones[name] = backbone
+        self._tables = None
+        return name
+
     def list_plugins(self) -> list[PluginInfo]:
         """Every plugin, with what it registered, and the ones that were skipped."""
         self._collect()
@@ -215,6 +267,19 @@ class PluginHost:
         listed = {i.name for i in infos}
         return infos + [PluginInfo(n, (), (), error=e) for n, e in self.failed.items()
                         if n not in listed]
+
+
+class _Objects:
+    """The plugin holding backbones given as objects; :meth:`PluginHost.portable` ships it
+    by value, like any object plugin."""
+
+    def __init__(self) -> None:
+        self.backbones: dict[str, Backbone] = {}
+
+    @hookspecs.hookimpl
+    def register_backbones(self, register: Any) -> None:
+        for backbone in self.backbones.values():
+            register(backbone)
 
 
 class _HookFailed(Exception):
@@ -278,27 +343,48 @@ def head_registry() -> dict[str, Head]:
     return current().heads()
 
 
-def list_backbones(pattern: str = "*", *, modality: str | None = None) -> list[str]:
-    """Names of the registered backbones matching a glob, sorted.
+def list_backbones(pattern: str = "*", *, modality: str | None = None,
+                   include_unavailable: bool = False) -> list[str]:
+    """Names of the registered backbones matching a glob, sorted; a ``timm/...`` or
+    ``hf/...`` glob lists the catalogue too.
+
+    Args:
+        pattern: A glob over names: ``"efficientnet*"``, ``"timm/convnext*"``
+            (``"timm/convnext_tiny.*"`` for pretrained tags), ``"hf/*"``.
+        modality: Only backbones of this modality (``"image"``, ``"text"``).
+        include_unavailable: List catalogue models whose pretrained weights are not here
+            too (every timm model the glob matches). Registered backbones are listed
+            either way. ``hf/`` globs list the local Hugging Face cache only.
 
     Example:
         >>> import autotransfer as at
         >>> "efficientnet_lite0" in at.list_backbones("efficientnet*")  # doctest: +SKIP
         True
+        >>> at.list_backbones("timm/resnet1?t", include_unavailable=True)
+        ['timm/resnet10t', 'timm/resnet14t']
     """
-    return sorted(
+    from . import catalogue
+
+    registered = {
         name
         for name, b in backbone_registry().items()
         if fnmatch.fnmatchcase(name, pattern) and (modality is None or b.modality == modality)
-    )
+    }
+    return sorted(registered.union(catalogue.matching(
+        pattern, modality=modality, include_unavailable=include_unavailable)))
 
 
 def get_backbone(name: str) -> Backbone:
-    """The registered backbone called ``name``; the error lists close matches."""
-    table = backbone_registry()
-    if not isinstance(name, str) or name not in table:
-        raise UnknownNameError("backbone", str(name), table)
-    return table[name]
+    """The backbone called ``name``: a registered one, or ``timm/<model>`` / ``hf/<repo>``
+    from the catalogue. The error lists close matches.
+
+    Example:
+        >>> import autotransfer as at
+        >>> b = at.get_backbone("timm/resnet10t")
+        >>> b.timm_name, b.weights
+        ('resnet10t', 'hub')
+    """
+    return current().backbone(name)
 
 
 def get_head(task: str) -> Head:
@@ -309,11 +395,15 @@ def get_head(task: str) -> Head:
     return table[task]
 
 
-def resolve_backbones(patterns: list[str] | str | None, modality: str | None) -> list[str]:
-    """Expand names and globs to backbone names; default: all available for the modality.
+def resolve_backbones(patterns: list[str | Backbone] | str | Backbone | None,
+                      modality: str | None) -> list[str]:
+    """Expand names, globs and Backbone objects to backbone names; default: every
+    registered one available for the modality.
 
-    A glob keeps only backbones of ``modality``; a name is kept as given (so a wrong
-    modality is reported, not silently dropped).
+    Objects are added to the current host first (:meth:`PluginHost.add_backbone`); two
+    objects with one name raise :class:`ConfigError`. A glob keeps only backbones of
+    ``modality`` (a catalogue glob, only models whose weights are here); a name is kept as
+    given (so a wrong modality is reported, not silently dropped).
     """
     table = backbone_registry()
     if patterns is None:
@@ -323,20 +413,55 @@ def resolve_backbones(patterns: list[str] | str | None, modality: str | None) ->
                 f"{modality} backbone with available weights", "*", list_backbones()
             )
         return names
-    if isinstance(patterns, str):
+    if not isinstance(patterns, (list, tuple)):
         patterns = [patterns]
+    _add_objects([p for p in patterns if not isinstance(p, str)])
     names: list[str] = []
     for pat in patterns:
-        if any(ch in pat for ch in "*?["):
-            hits = list_backbones(pat, modality=modality)
-            if not hits:
-                raise UnknownNameError("backbone pattern", pat, table)
+        if not isinstance(pat, str):
+            hits = [pat.name]
+        elif any(ch in pat for ch in "*?["):
+            hits = _glob(pat, modality)
         else:
             hits = [get_backbone(pat).name]
         names += [h for h in hits if h not in names]
     return names
 
 
+def _add_objects(objects: list[Backbone]) -> None:
+    given: dict[str, Backbone] = {}
+    for b in objects:
+        if given.setdefault(b.name, b) is not b:
+            raise ConfigError(f"Two backbones in backbones= are named {b.name!r}: "
+                              f"{given[b.name]!r} and {b!r}; give each its own name.")
+    for b in given.values():
+        current().add_backbone(b)
+
+
+def _glob(pattern: str, modality: str | None) -> list[str]:
+    from . import catalogue
+
+    hits = list_backbones(pattern, modality=modality)
+    if hits:
+        return hits
+    known = catalogue.matching(pattern, modality=modality, include_unavailable=True)
+    if known:
+        raise WeightsUnavailableError(
+            f"No model matching {pattern!r} has pretrained weights here ({len(known)} match, "
+            f"e.g. {', '.join(known[:3])}; none is cached and the Hugging Face Hub cannot be "
+            f"reached). Offline, give a local file: at.TimmBackbone('mine', timm_name=..., "
+            f"weights='/path/to/weights.safetensors'), or use a backbone that "
+            f"`autotransfer backbones` lists with available=yes.")
+    raise UnknownNameError("backbone pattern", pattern, backbone_registry())
+
+
 def create_backbone(name: str, *, pretrained: bool = True, drop_path: float = 0.0):
-    """Build a registered backbone's body (like ``timm.create_model``)."""
+    """Build a backbone's body by name (like ``timm.create_model``).
+
+    Example:
+        >>> import autotransfer as at
+        >>> body = at.create_backbone("timm/resnet10t", pretrained=False)
+        >>> body.num_features
+        512
+    """
     return get_backbone(name).build(pretrained=pretrained, drop_path=drop_path)

@@ -12,7 +12,7 @@ from . import _batch, modelfile, pipeline, plugins
 from .data import Dataset
 from .data._inputs import as_dataset
 from .devices import torch_device
-from .errors import DataError, StorageError
+from .errors import DataError, PluginError, StorageError, UnknownNameError
 from .model import TransferModel
 from .preprocessing import ImagePreprocessing, Preprocessing, TextPreprocessing
 from .runner import build_model
@@ -54,21 +54,10 @@ class Predictor:
             else None
         device = next(self.model.parameters()).device
         outs = []
-        for xb in self._batches(ds, batch_size):
+        for xb in pipeline.inference_batches(self.preprocessing, ds, batch_size):
             xb = _batch.to(xb, device)
             outs.append(self.model(self.preprocessing.normalize(xb)).float().cpu())
         return torch.cat(outs), single, index
-
-    def _batches(self, ds: Dataset, batch_size: int) -> Any:
-        pre = self.preprocessing
-        if isinstance(pre, TextPreprocessing):
-            texts = list(ds.inputs)
-            for i in range(0, len(texts), batch_size):
-                yield pre.prepare(texts[i:i + batch_size])
-            return
-        data = pipeline.Prepared(ds, torch.zeros(len(ds)), ds, torch.zeros(len(ds)), {}, pre)
-        for xb, _ in pipeline.loader(data, "valid", batch_size):
-            yield xb
 
     def predict(self, inputs: Any, *, batch_size: int = 64, column: str | None = None) -> Any:
         """Predictions in the label space of the training data (class names, numbers).
@@ -149,9 +138,15 @@ class Predictor:
             raise StorageError(f"{str(path)!r} holds a model of another study (id "
                                f"{config.get('study')!r}, not {study!r}); it was not used.")
         strategy = Strategy.from_dict(config["strategy"])
-        # Architecture only: the saved state replaces every weight.
-        model = build_model(strategy.replace(pretrained=False, l2sp=0.0), config["task"],
-                            config["info"])
+        try:  # architecture only: the saved state replaces every weight
+            model = build_model(strategy.replace(pretrained=False, l2sp=0.0), config["task"],
+                                config["info"])
+        except UnknownNameError as exc:
+            raise PluginError(
+                f"{str(path)!r} needs backbone {strategy.backbone!r} and task "
+                f"{config['task']!r}, and one is not registered here ({exc}). Register the "
+                f"plugin that provides it: at.register_plugin('module') in Python, "
+                f"--plugin module on the command line.") from exc
         model.freeze(strategy.frozen_groups)
         model.load_state_dict(state)
         pre_cls = ImagePreprocessing if config["preprocessing"]["modality"] == "image" \

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from . import checks
 from . import storage as st
 from .data import Dataset
-from .errors import ConfigError, StorageError
+from .errors import ConfigError, ModalityError, StorageError
 from .modelfile import SUFFIX
 from .predictor import Predictor, save_checkpoint
 from .strategy import Strategy
@@ -150,8 +150,8 @@ def refit(study: Study, train: Dataset, valid: Dataset | None = None, *,
         data = data.concat(checks.dataset("valid", valid))
     modality = study.meta.get("modality", data.modality)
     if data.modality != modality:
-        raise ConfigError(f"Study {study.name!r} searched {modality} data; refit it on "
-                          f"{modality} data, not {data.modality}.")
+        raise ModalityError(f"train holds {data.modality}, but study {study.name!r} searched "
+                            f"{modality}; give {modality} data with labels.")
     seed = study.meta.get("seed", 0) if seed is None else checks.integer("seed", seed, low=0)
     strategy = Strategy.from_dict(source.system_attrs[st.STRATEGY]).replace(epochs=n_epochs)
     monitor = data.subset(np.arange(min(MONITOR, len(data))))
@@ -176,8 +176,9 @@ def _refit_source(study: Study, trial: int | None) -> Any:
         try:
             return study.best_trial
         except StorageError as exc:
-            raise StorageError(f"Cannot refit: {exc} Run the search until a trial completes, "
-                               f"then refit.") from None
+            raise StorageError(f"Cannot refit: {exc} refit needs a completed trial: run the "
+                               f"search until one completes, or pass trial= a completed "
+                               f"trial's number.") from None
     trial = checks.integer("trial", trial, low=0)
     done = [t.number for t in study.trials() if t.state == TrialState.COMPLETE]
     if trial not in done:

@@ -17,9 +17,10 @@ from .backends._job import SearchJob, TrialContext, counted_trials
 from .backends._lifecycle import close_run, fail_stale_trials
 from .backends._policy import check as check_policy
 from .baselines import enqueue_due_baselines, enqueue_portfolio
-from .cache import DEFAULT_BYTES
+from .cache import DEFAULT_BYTES, FeatureCache
 from .data import Dataset
 from .errors import ConfigError, OptimisticValidation, StorageError, UnknownNameError
+from .ranking import as_records, order, rank_backbones
 from .space import SearchSpace, check_frozen_range
 from .study import Study
 
@@ -30,7 +31,8 @@ def search(data: Dataset, *, task: str = "classification",
            storage: str | os.PathLike | None = None, name: str | None = None, seed: int = 0,
            space: SearchSpace | None = None, valid: Dataset | None = None,
            test: Dataset | None = None, valid_fraction: float = 0.2, baselines: bool = True,
-           warm_start: bool = True, pruner: str | optuna.pruners.BasePruner = "hyperband",
+           warm_start: bool = True, rank: bool = True,
+           pruner: str | optuna.pruners.BasePruner = "hyperband",
            sampler: str | optuna.samplers.BaseSampler = "tpe", patience: int | None = 5,
            keep_checkpoints: int = 3, feature_cache: bool | int = True, progress: bool = True,
            root: str | os.PathLike | None = None, **unknown: Any) -> Study:
@@ -60,6 +62,8 @@ def search(data: Dataset, *, task: str = "classification",
             warning when the best validation score overstates the test score.
         baselines: Run scratch, linear-probe and default fine-tune trials per backbone.
         warm_start: Begin a new study with a short portfolio of settings that usually work.
+        rank: With several backbones, score each one's frozen features first (LogME,
+            :func:`rank_backbones`); the best-ranked get the warm-start points.
         pruner, sampler: "hyperband", "median", "none", or any Optuna pruner (both
             backends); "tpe", "random", or any Optuna sampler.
         patience: Early-stop a trial after this many epochs without improvement (None: off).
@@ -69,18 +73,13 @@ def search(data: Dataset, *, task: str = "classification",
         progress, root: Show progress bars; the folder that holds ``studies/`` when
             ``storage`` is None (default: cwd).
 
-    Returns:
-        The :class:`Study`; ``study.leaderboard()``, ``study.load_best()``.
-
-    Raises:
-        SearchFailed: every trial this call ran failed; they do not count toward
-            ``n_trials``, so the corrected rerun under the same name runs them.
+    Returns the :class:`Study`. Raises :class:`SearchFailed` when every trial this call
+    ran failed (they do not count toward ``n_trials``: the corrected rerun runs them).
     """
     _refuse(unknown)
-    backend = as_backend(backend)
-    backend.check()
+    (backend := as_backend(backend)).check()
     job, ctx, test = _plan(locals())
-    study = _open(job, ctx, warm_start)
+    study = _open(job, ctx, warm_start, rank)
     backend.run(job, ctx.train, ctx.valid)
     close_run(study, job.run)
     return _score_test(Study(study, job.storage, Path(job.workdir)), test)
@@ -132,7 +131,7 @@ def _plan(a: dict[str, Any]) -> tuple[SearchJob, TrialContext, Dataset | None]:
     patience = None if a["patience"] is None else checks.integer("patience", a["patience"],
                                                                  low=1)
     seed = checks.integer("seed", a["seed"], low=0, high=2**32 - 1)
-    for flag in ("baselines", "warm_start", "progress"):
+    for flag in ("baselines", "warm_start", "rank", "progress"):
         checks.flag(flag, a[flag])
     check_policy(a["pruner"], a["sampler"])
     space = SearchSpace() if a["space"] is None else a["space"]
@@ -178,7 +177,7 @@ def _cache(value: Any) -> dict[str, Any]:
             "cache_bytes": checks.integer("feature_cache (bytes)", value, low=0)}
 
 
-def _open(job: SearchJob, ctx: TrialContext, warm_start: bool) -> optuna.Study:
+def _open(job: SearchJob, ctx: TrialContext, warm_start: bool, rank: bool) -> optuna.Study:
     """Create or load the study under its lock: once, however many processes start it."""
     st.make_room(job.storage, job.study_name)
     with st.lock(job.storage, job.study_name):
@@ -187,14 +186,36 @@ def _open(job: SearchJob, ctx: TrialContext, warm_start: bool) -> optuna.Study:
         if stale:
             print(f"[autotransfer] marked {len(stale)} trial(s) left running by a dead "
                   f"process as failed: {stale}")
+        ranking = _ranking(study, ctx) if rank and len(job.backbones) > 1 else {}
         enqueue_due_baselines(study, ctx)
         if warm_start:
-            enqueue_portfolio(study, ctx)
+            enqueue_portfolio(study, ctx, order(job.backbones, ranking))
         done = counted_trials(study)
     if job.progress and done:
         print(f"[autotransfer] resuming study {job.study_name!r}: {done} trial(s) already "
               f"recorded")
     return study
+
+
+def _ranking(study: optuna.Study, ctx: TrialContext) -> dict[str, dict]:
+    """The backbones' LogME ranking, computed once per study and recorded in it."""
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    if st.RANKING in attrs:
+        return attrs[st.RANKING]
+    job = ctx.job
+    if job.progress:
+        print(f"[autotransfer] ranking {len(job.backbones)} backbones by LogME on frozen "
+              f"features")
+    df = rank_backbones(ctx.train, backbones=job.backbones, task=job.task,
+                        image_size=job.space.base_strategy(job.backbones[0]).image_size,
+                        cache=ctx.cache if isinstance(ctx.cache, FeatureCache) else None,
+                        seed=job.seed, errors="skip")
+    for row in df[df["reason"] != ""].to_dict("records"):
+        print(f"[autotransfer] could not rank {row['backbone']!r} ({row['reason']}); its "
+              f"trials run as usual")
+    ranking = as_records(df)
+    study._storage.set_study_system_attr(study._study_id, st.RANKING, ranking)
+    return ranking
 
 
 def _create(job: SearchJob, sizes: dict[str, int]) -> optuna.Study:

@@ -32,6 +32,7 @@ EXCLUDED = "autotransfer:excluded"  # failed for a cause fixed before a rerun: n
 RUN = "autotransfer:run"  # the search() call that ran a trial
 TEST = "autotransfer:test"  # model key -> its scores on the held-out test set
 REFIT = "autotransfer:refit"  # trial number -> its refit on all labelled data
+RANKING = "autotransfer:ranking"  # backbone -> its transferability (LogME) before search
 
 
 @dataclass(frozen=True)

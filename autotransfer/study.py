@@ -165,7 +165,23 @@ class Study:
         df = df.drop(columns=["_order", "_value"]).reset_index(drop=True)
         df.insert(0, "rank", range(1, len(df) + 1))
         _add_test_scores(df, self)
+        ranking = self.system_attrs().get(st.RANKING)
+        if ranking:
+            df["transferability"] = df["backbone"].map(
+                {b: r["score"] for b, r in ranking.items()})
         return df[_column_order(df, metric)]
+
+    def ranking(self) -> Any:
+        """The backbones' transferability (LogME) computed before the search, best first:
+        a DataFrame (empty when there was one backbone or ``rank=False``)."""
+        import pandas as pd
+
+        from .ranking import COLUMNS
+
+        ranking = self.system_attrs().get(st.RANKING, {})
+        rows = [{"backbone": b, **r} for b, r in ranking.items()]
+        df = pd.DataFrame(rows, columns=["backbone", *COLUMNS[1:], "rank"])
+        return df.sort_values("score", ascending=False).reset_index(drop=True)
 
     def _refit_row(self, number: int, record: dict) -> dict[str, Any]:
         """A refit: the trial's strategy retrained on all labelled data, no validation."""
@@ -245,7 +261,7 @@ _NOT_METRICS = {"baseline", "backbone", "fail_reason", "epochs_run", "best_epoch
 
 
 def _column_order(df: Any, metric: str) -> list[str]:
-    first = ["rank", "trial", "state", "baseline", "backbone", "pretrained",
+    first = ["rank", "trial", "state", "baseline", "backbone", "transferability", "pretrained",
              *_STRATEGY_COLUMNS, "n_groups", "epochs", "epochs_run", metric, f"test_{metric}",
              f"test_{metric}_se"]
     last = ["transfer_gain", "negative_transfer", "trainable_params", "total_params",

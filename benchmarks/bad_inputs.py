@@ -4,27 +4,40 @@
     .venv/bin/python benchmarks/bad_inputs.py -k toml  # only cases whose id contains "toml"
     .venv/bin/python benchmarks/bad_inputs.py -v       # also show what each case printed
 
-Tries ~150 kinds of bad input on the Python API (``at.search``, ``at.data.from_*``,
-``at.SearchSpace``, ``at.Strategy``, ``at.run_trial``, ``Study.load``/``load_best``,
-``predictor.predict``, ``at.load``), on TOML study files run through the CLI
-(``python -m autotransfer.cli run file.toml``) and on the CLI itself. One line per case:
+Tries ~180 kinds of bad input on the Python API (``at.search`` with its ``test=``,
+``at.data.from_*``, ``at.SearchSpace``, ``at.Strategy``, ``at.run_trial``,
+``Study.load``/``load_best``/``evaluate``/``refit``/``report``, ``predictor.predict``/
+``export``, ``at.load``), on TOML study files run through the CLI
+(``python -m autotransfer.cli run file.toml``) and on the CLI itself (``leaderboard``,
+``report``, ``predict``, ``export``). One line per case:
 
     GOOD|WEAK|BAD  <case id>  <short outcome>
 
 - GOOD: an ``AutotransferError`` raised before any training, whose message names the bad
-  value and says what is accepted. CLI: exit code 2, stderr starting with ``error:`` with
-  such a message, no traceback, no trial recorded in the storage.
-- WEAK: an ``AutotransferError`` (CLI: exit 2, no traceback) whose message lacks the value
-  or the hint of what is accepted (or, CLI, does not start with ``error:``).
-- BAD: another exception type, a traceback, the bad input accepted (the call returned),
-  a refusal that only came after training started, or a timeout (120 s).
+  value and says what is accepted. CLI: exit code 2 (a usage mistake: a wrong argument,
+  name or value) or 1 (a runtime failure: a missing or unreadable file, data or storage
+  that cannot be used), stderr starting with ``error:`` with such a message, no
+  traceback, no trial recorded in the storage.
+- WEAK: an ``AutotransferError`` (CLI: exit 1 or 2, no traceback) whose message lacks the
+  value or the hint of what is accepted (or, CLI, does not start with ``error:``).
+- BAD: another exception type, a traceback, the bad input accepted (the call returned, CLI
+  exit 0), any other exit code, a refusal that only came after training started, or a
+  timeout (120 s).
 
 Cases marked "accepted" are inputs that must work (numpy integers, a study name with
 ``..`` that must stay inside its folder): GOOD when they run, BAD when refused.
 Every case runs in its own temporary folder (the working folder too), one at a time, in a
 forked child process (its own process group, killed with any workers it started when it
-overruns); "trained" means an epoch of ``run_trial`` began. Run as root, the read-only
-folder case also sets ``chattr +i`` on the folder, since root ignores ``chmod 0o500``.
+overruns); "trained" means an epoch of ``run_trial`` began (``study.refit`` trains through
+it too). Run as root, the read-only folder cases also set ``chattr +i`` on the folder, since
+root ignores ``chmod 0o500``.
+
+Fixtures (``fixture(key)``, made once in a child process): ``"db"`` a finished one-trial
+study's storage (tiny_cnn on 16 px toy images, labels 0 and 1), ``"study"`` that Study,
+``"pred"`` its best model, ``"own_study"`` a copy of the study in the case's folder (for
+cases that may write to it, e.g. ``refit``), ``"model"`` a model file the CLI can load
+(resnet18 from an entry-point plugin, no pretrained weights; CLI cases with
+``autoload=True`` run with the installed plugins autoloaded).
 """
 
 from __future__ import annotations
@@ -62,12 +75,13 @@ import autotransfer.runner as _runner  # noqa: E402
 from autotransfer.testing import toy_images  # noqa: E402
 
 CASE_TIMEOUT = 120  # seconds per case
+EXIT_REFUSED = (1, 2)  # the CLI's exit codes for a runtime failure, a usage mistake
 PLUGINS = ("autotransfer_plugins.heads", "autotransfer.testing")
 HINTS = ("must", "accepted", "accepts", "expected", "one of", "give", "use ", "pass ", ">=",
          "<=", "needs", "need ", "at least", "at most", "e.g.", "instead", "takes", "try ",
          # or it lists the alternatives
          "columns:", "studies there", "close matches", "this machine has", "available:",
-         "choose")
+         "choose", "that apply to it:", "completed trials:")
 
 for _p in PLUGINS:
     at.register_plugin(_p)
@@ -108,6 +122,7 @@ class Case:
     argv: list[str] | Callable[[Path], list[str]] | None = None
     files: dict[str, str] = field(default_factory=dict)  # name -> text, written first
     storage: str | None = None  # a file whose recorded trials mean "it trained"
+    autoload: bool = False  # the CLI loads the installed entry-point plugins
 
 
 CASES: list[Case] = []
@@ -121,9 +136,9 @@ def api(cid: str, *tokens: str, accepted: bool = False, check_ok=None, read_only
 
 
 def cli(cid: str, argv, *tokens: str, files: dict[str, str] | None = None,
-        storage: str | None = None) -> None:
+        storage: str | None = None, autoload: bool = False) -> None:
     CASES.append(Case(cid, "cli", None, tokens, argv=argv, files=files or {},
-                      storage=storage))
+                      storage=storage, autoload=autoload))
 
 
 def _has_token(msg: str, tokens: tuple[str, ...]) -> bool:
@@ -300,9 +315,11 @@ def run_cli(case: Case, verbose: bool) -> tuple[str, str]:
             argv = case.argv(tmp) if callable(case.argv) else list(case.argv)
         except Exception as exc:  # noqa: BLE001 - the fixture study could not be made
             return "BAD", _short(f"{type(exc).__name__}: {exc}", 160)
+        env = {k: v for k, v in os.environ.items()
+               if not (case.autoload and k == "AUTOTRANSFER_DISABLE_PLUGIN_AUTOLOAD")}
         proc = subprocess.Popen([sys.executable, "-m", "autotransfer.cli", *argv], cwd=tmp,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+                                start_new_session=True, env=env)
         try:
             stdout, stderr = proc.communicate(timeout=CASE_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -323,7 +340,7 @@ def run_cli(case: Case, verbose: bool) -> tuple[str, str]:
         if proc.returncode == 0:
             return "BAD", "bad input accepted: exit 0" + (
                 f", {trained} trial(s) recorded" if trained else "")
-        if proc.returncode != 2:
+        if proc.returncode not in EXIT_REFUSED:
             return "BAD", f"exit code {proc.returncode}: {_short(err or stdout, 150)}"
         if trained:
             return "BAD", f"refused only after {trained} trial(s) ran: {_short(err, 150)}"
@@ -384,13 +401,23 @@ FIXTURE: dict[str, Any] = {}
 def make_fixture(verbose: bool = False) -> None:
     """One finished study (made in a child process) for the load/predict/leaderboard cases."""
     d = Path(tempfile.mkdtemp(prefix="bad_inputs_fixture_"))
-    FIXTURE.update(dir=d, db=d / "fix.db")
+    FIXTURE.update(dir=d, db=d / "fix.db", model=d / "r18.safetensors")
 
     def build():
+        from autotransfer.predictor import save_checkpoint
+
         os.chdir(d)
         study = search(storage=str(d / "fix.db"), name="fix", baselines=False,
                        warm_start=False)
         study.load_best()
+        # A model file the CLI can load with only the installed entry-point plugins
+        # (tiny_cnn comes from autotransfer.testing): resnet18, no pretrained weights.
+        at.register_plugin("autotransfer_plugins.timm_backbones")
+        train, valid = toy().split(0.25, seed=0)
+        r = at.run_trial(at.Strategy("resnet18", pretrained=False, epochs=1, image_size=16),
+                         train, valid)
+        save_checkpoint(d / "r18.safetensors", r.state_dict, r.strategy, r.task, r.info,
+                        r.preprocessing)
         return ["ok", ""]
 
     status, why = in_child(build, log=d / "log.txt")
@@ -401,11 +428,17 @@ def make_fixture(verbose: bool = False) -> None:
 
 
 def fixture(key: str) -> Any:
-    """``"db"``: the fixture's storage path; ``"study"``: its Study; ``"pred"``: best model."""
+    """``"db"``: the fixture's storage path; ``"study"``: its Study; ``"own_study"``: a
+    copy of it in the working folder (its checkpoints stay shared, read only; what the case
+    writes stays in the copy); ``"pred"``: its best model; ``"model"``: a resnet18 model
+    file for the CLI (see the module docstring)."""
     if "error" in FIXTURE:
         raise RuntimeError(f"fixture study failed, case not run: {FIXTURE['error']}")
-    if key == "db":
-        return FIXTURE["db"]
+    if key in ("db", "model"):
+        return FIXTURE[key]
+    if key == "own_study":
+        shutil.copy(FIXTURE["db"], Path.cwd() / "own.db")
+        return at.Study.load(Path.cwd() / "own.db", name="fix")
     study = at.Study.load(FIXTURE["db"], name="fix")
     return study if key == "study" else study.load_best()
 
@@ -496,6 +529,22 @@ def _(tmp):
     return search(valid=texts(8))
 
 
+@api("search-test-unseen-class", "'zebra'", "zebra")
+def _(tmp):
+    test = at.data.from_arrays(images(8, seed=1), ["cat", "dog", "zebra", "cat"] * 2)
+    return search(at.data.from_arrays(images(), ["cat", "dog"] * 12), test=test)
+
+
+@api("search-test-other-modality", "text")
+def _(tmp):
+    return search(test=texts(8))
+
+
+@api("search-test-list", "list")
+def _(tmp):
+    return search(test=[images(1)[0], images(1)[0]])
+
+
 @api("search-data-numpy-array", "ndarray")
 def _(tmp):
     return search(images())
@@ -584,8 +633,8 @@ CASES.append(Case("search-storage-parent-is-file", "api", _storage_parent_is_fil
                   ("somefile.txt",)))
 
 
-@api("search-storage-read-only-folder", "ro", "s.db", read_only=True)
-def _(tmp):
+def read_only_folder(tmp: Path) -> Path:
+    """``tmp/ro``, which nobody can write to (for a case marked ``read_only=True``)."""
     ro = tmp / "ro"
     ro.mkdir()
     ro.chmod(0o500)
@@ -594,7 +643,12 @@ def _(tmp):
         with contextlib.suppress(OSError):
             (ro / "probe").touch()
             raise RuntimeError("cannot make a read-only folder here (chattr +i had no effect)")
-    return search(storage=ro / "s.db")
+    return ro
+
+
+@api("search-storage-read-only-folder", "ro", "s.db", read_only=True)
+def _(tmp):
+    return search(storage=read_only_folder(tmp) / "s.db")
 
 
 @api("search-ray-max_retries-negative", "-1")
@@ -950,6 +1004,92 @@ def _(tmp):
     return at.load(tmp / "other.pt")
 
 
+@api("at.load-truncated-model-file", "m.safetensors")
+def _(tmp):
+    path = fixture("pred").save(tmp / "m.safetensors")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return at.load(path)
+
+
+@api("at.load-plain-safetensors-file", "plain.safetensors")
+def _(tmp):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"weight": torch.zeros(3, 4)}, str(tmp / "plain.safetensors"))
+    return at.load(tmp / "plain.safetensors")
+
+
+@api("at.load-old-pickle-model-file", "old.pt")
+def _(tmp):
+    import torch
+
+    torch.save({"format": "autotransfer-model/1", "state_dict": {"w": torch.zeros(2)},
+                "strategy": {"backbone": "tiny_cnn"}, "task": "classification",
+                "info": {"classes": [0, 1]}}, tmp / "old.pt")
+    return at.load(tmp / "old.pt")
+
+
+@api("study.evaluate-unknown-labels", "7")
+def _(tmp):
+    return fixture("study").evaluate(at.data.from_arrays(images(8), [0, 1, 7, 1] * 2))
+
+
+@api("study.refit-no-completed-trial", "'empty'", "empty")
+def _(tmp):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(storage=f"sqlite:///{tmp / 'e.db'}", study_name="empty")
+    return at.Study.load(tmp / "e.db").refit(toy())
+
+
+@api("study.refit-trial-99", "99")
+def _(tmp):
+    return fixture("own_study").refit(toy(), trial=99)
+
+
+@api("study.refit-epochs-many", "'many'")
+def _(tmp):
+    return fixture("own_study").refit(toy(), epochs="many")
+
+
+@api("study.refit-epochs-0", "0")
+def _(tmp):
+    return fixture("own_study").refit(toy(), epochs=0)
+
+
+@api("study.refit-text-on-image-study", "text")
+def _(tmp):
+    return fixture("own_study").refit(texts())
+
+
+@api("study.report-missing-folder", "nodir")
+def _(tmp):
+    return fixture("study").report(tmp / "nodir" / "r.html")
+
+
+@api("study.report-read-only-folder", "ro", "r.html", read_only=True)
+def _(tmp):
+    return fixture("study").report(read_only_folder(tmp) / "r.html")
+
+
+@api("export-format-coreml", "'coreml'")
+def _(tmp):
+    return fixture("pred").export(tmp / "m.mlmodel", format="coreml")
+
+
+@api("export-format-not-applicable", "'transformers'", "transformers")
+def _(tmp):
+    return fixture("pred").export(tmp / "m-transformers", format="transformers")
+
+
+@api("export-missing-folder", "nodir")
+def _(tmp):
+    return fixture("pred").export(tmp / "nodir" / "m.onnx", format="onnx")
+
+
 @api("predict-wrong-modality-text-dataset", "text")
 def _(tmp):
     return fixture("pred").predict(texts(4))
@@ -1054,6 +1194,16 @@ toml_case("cli-run-top-negative", study_toml(), "-1", args=("--top", "-1"))
 toml_case("cli-run-n-trials-abc", study_toml(), "'abc'", args=("--n-trials", "abc"))
 toml_case("cli-run-n-trials-0", study_toml(), "0", args=("--n-trials", "0"))
 toml_case("cli-run-timeout-nan", study_toml(), "nan", args=("--timeout", "nan"))
+cli("cli-report-missing-file", ["report", "missing.db"], "missing.db")
+cli("cli-report-output-missing-folder", lambda tmp: ["report", str(fixture("db")), "-o",
+                                                     "/missing/dir/r.html"],
+    "/missing/dir", "/missing/dir/r.html")
+cli("cli-predict-not-a-model", ["predict", "notes.txt", "x.png"], "notes.txt",
+    files={"notes.txt": "hello"})
+cli("cli-predict-missing-image", lambda tmp: ["predict", str(fixture("model")), "missing.png"],
+    "missing.png", autoload=True)
+cli("cli-export-format-coreml", lambda tmp: ["export", str(fixture("model")), "--format",
+                                             "coreml"], "'coreml'", autoload=True)
 cli("cli-unknown-subcommand", ["fly"], "'fly'")
 cli("cli-backbones-modality-audio", ["backbones", "--modality", "audio"], "'audio'")
 

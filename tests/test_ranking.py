@@ -1,0 +1,99 @@
+"""Transferability before search: LogME, rank_backbones, and how a search uses the ranking."""
+
+import numpy as np
+import pytest
+
+import autotransfer as at
+from autotransfer import storage as st
+from autotransfer.cache import FeatureCache
+from autotransfer.logme import logme
+from autotransfer.ranking import rank_backbones
+from autotransfer.testing import toy_images
+
+
+def _data(n=200, d=64, c=5, seed=0):
+    rng = np.random.default_rng(seed)
+    f = rng.normal(size=(n, d))
+    y = rng.integers(0, c, n)
+    f[:, 0] += y * 2  # one informative direction
+    return f, y
+
+
+def test_logme_matches_the_reference_implementation():
+    """Values from thuml/LogME's LogME().fit (fixed-point version) on the same arrays."""
+    f, y = _data()
+    assert logme(f, y) == pytest.approx(-0.5007698919418594, rel=1e-9)
+    yr = np.random.default_rng(1).normal(size=(200, 2)) + f[:, :2]
+    assert logme(f, yr, regression=True) == pytest.approx(-1.585338626212089, rel=1e-9)
+    f, y = _data(n=50, d=300, c=3)  # more features than examples
+    assert logme(f, y) == pytest.approx(16.208652372842053, rel=1e-9)
+
+
+def test_features_that_carry_the_labels_score_higher():
+    f, y = _data()
+    noise = np.random.default_rng(5).normal(size=f.shape)
+    assert logme(f, y) > logme(noise, y) + 0.05
+    assert logme(np.c_[f, y * 3.0], y) > logme(f, y)
+
+
+def test_logme_bad_inputs():
+    f, y = _data(n=20, d=4, c=2)
+    f[3, 1] = np.nan
+    with pytest.raises(at.DataError, match="features of 1 of 20 examples hold NaN or inf"):
+        logme(f, y)
+    with pytest.raises(at.DataError, match="20 feature rows but 19 targets"):
+        logme(_data(n=20)[0], y[:19])
+    with pytest.raises(at.DataError, match="class ids 0..C-1"):
+        logme(_data(n=20)[0], y - 1)
+
+
+def test_rank_backbones_scores_each_backbone_and_reuses_the_cache(tmp_path):
+    data = toy_images(60, classes=3, size=16)
+    cache = FeatureCache(tmp_path / "cache")
+    df = rank_backbones(data, backbones=["tiny_*"], cache=cache, image_size=16)
+    assert list(df.columns) == ["backbone", "score", "seconds", "feature_dim", "n", "reason"]
+    assert sorted(df["backbone"]) == ["tiny_cnn", "tiny_resnet"]
+    assert df["score"].is_monotonic_decreasing and (df["n"] == 60).all()
+    assert (df["feature_dim"] > 0).all() and np.isfinite(df["score"]).all()
+    again = rank_backbones(data, backbones=["tiny_*"], cache=FeatureCache(tmp_path / "cache"),
+                           image_size=16)  # a new process: the features come from disk
+    assert again["score"].tolist() == pytest.approx(df["score"].tolist())
+    assert len(list((tmp_path / "cache").glob("*.features"))) == 2
+
+
+def test_a_backbone_that_fails_to_build_is_skipped_or_raised():
+    from autotransfer import plugins
+
+    from helpers import Exploding
+
+    plugins.current().register(Exploding())
+    data = toy_images(30, classes=3, size=16)
+    with pytest.raises(RuntimeError, match="boom in a plugin"):
+        rank_backbones(data, backbones=["boom", "tiny_cnn"])
+    df = rank_backbones(data, backbones=["boom", "tiny_cnn"], errors="skip")
+    assert df["backbone"].tolist() == ["tiny_cnn", "boom"]
+    assert df["reason"].tolist() == ["", "RuntimeError: boom in a plugin"]
+    assert np.isnan(df["score"].iloc[1])
+
+
+def test_ranking_needs_an_example_per_class():
+    data = at.data.from_arrays(toy_images(8, classes=8).inputs, np.arange(8))
+    with pytest.raises(at.DataError, match="at least one example per class: 4 examples for 8"):
+        rank_backbones(data, backbones=["tiny_cnn"], max_examples=4)
+
+
+def test_a_search_over_several_backbones_ranks_them_first(tmp_path):
+    data = toy_images(90, classes=3, size=16)
+    study = at.search(data, backbones=["tiny_cnn", "tiny_resnet"], n_trials=3,
+                      storage=tmp_path / "s.db", name="toy", progress=False,
+                      space=at.SearchSpace(epochs=2, image_size=16), baselines=False)
+    ranking = study.system_attrs()[st.RANKING]
+    assert sorted(ranking) == ["tiny_cnn", "tiny_resnet"]
+    assert sorted(r["rank"] for r in ranking.values()) == [1, 2]
+    lb = study.leaderboard()
+    assert lb["transferability"].tolist() == [ranking[b]["score"] for b in lb["backbone"]]
+    assert study.ranking()["backbone"].tolist() == sorted(ranking, key=lambda b: ranking[b]["rank"])
+    plain = at.search(data, backbones=["tiny_cnn", "tiny_resnet"], n_trials=1,
+                      storage=tmp_path / "p.db", name="toy", progress=False, rank=False,
+                      space=at.SearchSpace(epochs=1, image_size=16), baselines=False)
+    assert "transferability" not in plain.leaderboard() and plain.ranking().empty
