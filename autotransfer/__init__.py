@@ -31,6 +31,7 @@ from .plugins import (
     register_plugin,
 )
 from .predictor import Predictor, load
+from .ranking import rank_backbones
 from .runner import TrialResult, run_trial
 from .search import search
 from .space import Categorical, Float, Int, SearchSpace
@@ -48,5 +49,5 @@ __all__ = [
     "TrialResult", "UnknownNameError", "WeightsUnavailableError", "create_backbone", "data",
     "get_backbone", "get_head", "hookimpl", "list_backbones", "list_plugins",
     "register_plugin", "run_trial", "search", "SearchSpace", "Float", "Int", "Categorical",
-    "Study", "Predictor", "load",
+    "Study", "Predictor", "load", "rank_backbones",
 ]

@@ -63,7 +63,8 @@ def search(data: Dataset, *, task: str = "classification",
         baselines: Run scratch, linear-probe and default fine-tune trials per backbone.
         warm_start: Begin a new study with a short portfolio of settings that usually work.
         rank: With several backbones, score each one's frozen features first (LogME,
-            :func:`rank_backbones`); the best-ranked get the warm-start points.
+            :func:`rank_backbones`); the best-ranked get the warm-start points and the
+            searched trials race the backbones in rank order (False: the sampler picks).
         pruner, sampler: "hyperband", "median", "none", or any Optuna pruner (both
             backends); "tpe", "random", or any Optuna sampler.
         patience: Early-stop a trial after this many epochs without improvement (None: off).
@@ -187,6 +188,8 @@ def _open(job: SearchJob, ctx: TrialContext, warm_start: bool, rank: bool) -> op
             print(f"[autotransfer] marked {len(stale)} trial(s) left running by a dead "
                   f"process as failed: {stale}")
         ranking = _ranking(study, ctx) if rank and len(job.backbones) > 1 else {}
+        if ranking:  # searched trials race the backbones, best-ranked first
+            job.race = order(job.backbones, ranking)
         enqueue_due_baselines(study, ctx)
         if warm_start:
             enqueue_portfolio(study, ctx, order(job.backbones, ranking))

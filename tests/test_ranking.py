@@ -97,3 +97,45 @@ def test_a_search_over_several_backbones_ranks_them_first(tmp_path):
                       storage=tmp_path / "p.db", name="toy", progress=False, rank=False,
                       space=at.SearchSpace(epochs=1, image_size=16), baselines=False)
     assert "transferability" not in plain.leaderboard() and plain.ranking().empty
+
+
+def _trials(*runs):
+    """Finished trials: (backbone, value or None for running) in order."""
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    out = []
+    for i, (name, value) in enumerate(runs):
+        t = create_trial(params={"backbone": name},
+                         distributions={"backbone": CategoricalDistribution(["a", "b", "c"])},
+                         value=value, state=TrialState.COMPLETE if value is not None
+                         else TrialState.RUNNING)
+        t.number = i
+        out.append(t)
+    return out
+
+
+def test_the_race_fills_rungs_in_rank_order_then_keeps_the_better_half():
+    from autotransfer.backends._race import race_choice
+
+    order = ["a", "b", "c"]  # LogME's order, best first
+    assert race_choice([], order, maximize=True) == "a"
+    assert race_choice(_trials(("a", 0.5)), order, maximize=True) == "b"
+    assert race_choice(_trials(("a", 0.5), ("b", None)), order, maximize=True) == "c"  # running counts
+    # every backbone has its first trial: the better half by *results* goes on, so b,
+    # ranked below a but better, leads: the ranking orders the race, results decide it
+    done = _trials(("a", 0.5), ("b", 0.9), ("c", 0.1))
+    assert race_choice(done, order, maximize=True) == "b"
+    more = _trials(("a", 0.5), ("b", 0.9), ("c", 0.1), ("b", 0.8), ("a", 0.4))
+    assert race_choice(more, order, maximize=True) == "b"  # rung 2: only b is left
+    assert race_choice(done, order, maximize=False) == "c"  # minimizing: c's 0.1 is best
+
+
+def test_a_search_races_the_best_ranked_backbone_first(tmp_path):
+    data = toy_images(90, classes=3, size=16)
+    study = at.search(data, backbones=["tiny_cnn", "tiny_resnet"], n_trials=4,
+                      storage=tmp_path / "s.db", name="toy", progress=False, warm_start=False,
+                      space=at.SearchSpace(epochs=1, image_size=16), baselines=False)
+    first = study.ranking()["backbone"][0]
+    backbones = [t.params["backbone"] for t in study.trials()]
+    assert backbones[0] == first and set(backbones[:2]) == {"tiny_cnn", "tiny_resnet"}

@@ -47,6 +47,7 @@ class SearchJob:
     progress: bool = True
     plugins: list[tuple[str, Any]] = field(default_factory=list)  # PluginHost.portable()
     deadline: float | None = None
+    race: list[str] = field(default_factory=list)  # backbones best-ranked first: race them
 
     def __post_init__(self) -> None:
         if self.deadline is None and self.timeout is not None:

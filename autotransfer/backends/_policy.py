@@ -36,6 +36,16 @@ def check(pruner: Any, sampler: Any) -> None:
 
 
 def make_sampler(job: SearchJob, worker: int) -> optuna.samplers.BaseSampler:
+    """The study's sampler; with ranked backbones, wrapped in the backbone race."""
+    sampler = _base_sampler(job, worker)
+    if len(job.race) > 1:
+        from ._race import BackboneRace
+
+        return BackboneRace(sampler, job.race)
+    return sampler
+
+
+def _base_sampler(job: SearchJob, worker: int) -> optuna.samplers.BaseSampler:
     if isinstance(job.sampler, optuna.samplers.BaseSampler):
         return job.sampler
     if job.sampler == "random":
