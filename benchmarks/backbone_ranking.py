@@ -92,10 +92,13 @@ def step_race(train, valid, folder: Path, target: float) -> list[dict]:
             per = study.leaderboard().groupby("backbone")["trial"].count().to_dict()
             rows.append({"seed": seed, "rank": rank, "seconds_to_target": reached,
                          "best": best, "trials": int(sum(per.values())), "per_backbone": per})
-            print(f"  seed {seed} rank={rank}: target {target:.4f} "
-                  f"{'at %.0f s' % reached if reached is not None else 'not reached'}, "
+            print(f"  seed {seed} rank={rank}: target {target:.4f} {_show(reached)}, "
                   f"best {best:.4f}, trials {per}", flush=True)
     return rows
+
+
+def _show(seconds: float | None) -> str:
+    return "not reached" if seconds is None else f"{seconds:.0f} s"
 
 
 def _time_to(study: at.Study, target: float, t0: datetime.datetime):
@@ -131,8 +134,7 @@ def report(result: dict) -> None:
         ta, tb = a["seconds_to_target"], b["seconds_to_target"]
         if ta is not None and tb is not None:
             ratios.append(ta / tb)
-        show = lambda t: "not reached" if t is None else f"{t:.0f}"  # noqa: E731
-        print(f"| {seed} | {show(ta)} | {show(tb)} | {a['best']:.4f} / {b['best']:.4f} |")
+        print(f"| {seed} | {_show(ta)} | {_show(tb)} | {a['best']:.4f} / {b['best']:.4f} |")
     if ratios:
         print(f"\nratio (ranking / uniform) where both reached it: "
               f"{', '.join(f'{r:.2f}' for r in ratios)}")
