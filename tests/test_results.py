@@ -191,7 +191,7 @@ def test_a_cli_search_whose_every_trial_fails_exits_1_with_the_reason(tmp_path, 
                      'per_class = 4\nvalid_per_class = 4\n[space]\nepochs = 1\n')
     assert main(["run", str(study), "--no-progress"]) == 1
     err = capsys.readouterr().err
-    assert "error: All 3 trial(s) of this search failed: RuntimeError: boom in a plugin" in err
+    assert "error: All 3 trial(s) of this search failed, 3 of them with: RuntimeError: boom in a plugin" in err
 
 
 def test_cli_predicts_exports_and_reports(tested, tmp_path, capsys):

@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 import traceback
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -207,8 +208,10 @@ def close_run(study: optuna.Study, run: str) -> None:
     if not ended or any(t.state != TrialState.FAIL for t in ended):
         return
     st.exclude(study, [t.number for t in ended])
-    reasons = sorted({t.user_attrs.get("fail_reason", "unknown") for t in ended})
+    counts = Counter(t.user_attrs.get("fail_reason", "unknown") for t in ended).most_common()
+    (reason, n), others = counts[0], [r for r, _ in counts[1:3]]
+    also = f"; also: {'; '.join(others)}" if others else ""
     raise SearchFailed(
-        f"All {len(ended)} trial(s) of this search failed: {'; '.join(reasons[:3])}. They do "
-        f"not count toward n_trials: fix the cause and rerun with the same name and storage "
-        f"to run them (the failures stay on the leaderboard).")
+        f"All {len(ended)} trial(s) of this search failed, {n} of them with: {reason}{also}. "
+        f"They do not count toward n_trials: fix the cause and rerun with the same name and "
+        f"storage to run them (the failures stay on the leaderboard).")
