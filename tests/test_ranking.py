@@ -131,6 +131,17 @@ def test_the_race_fills_rungs_in_rank_order_then_keeps_the_better_half():
     assert race_choice(done, order, maximize=False) == "c"  # minimizing: c's 0.1 is best
 
 
+def test_a_rung_compares_first_trials_only_and_baselines_do_not_count():
+    from autotransfer.backends._race import race_choice
+
+    # a had two (warm-start) trials, b one: the rung compares a's first with b's first
+    trials = _trials(("a", 0.5), ("a", 0.9), ("b", 0.7))
+    assert race_choice(trials, ["a", "b"], maximize=True) == "b"
+    probe = _trials(("a", 0.5), ("b", 0.1))
+    probe[1].user_attrs["baseline"] = "linear_probe"  # a reference, not an entry: were it
+    assert race_choice(probe, ["a", "b"], maximize=True) == "b"  # one, b would be dropped
+
+
 def test_a_search_races_the_best_ranked_backbone_first(tmp_path):
     data = toy_images(90, classes=3, size=16)
     study = at.search(data, backbones=["tiny_cnn", "tiny_resnet"], n_trials=4,

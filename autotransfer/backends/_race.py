@@ -72,27 +72,32 @@ class BackboneRace(BaseSampler):
 
 def race_choice(trials: list[FrozenTrial], order: list[str], *, maximize: bool,
                 rung: int = RUNG, exclude: int | None = None) -> str:
-    """The backbone the next searched trial should train (pure: a function of the trials)."""
-    counts = {name: 0 for name in order}
-    best: dict[str, float] = {}
+    """The backbone the next searched trial should train (pure: a function of the trials).
+
+    Baseline trials (linear probe, scratch, ...) are references, not entries: they do not
+    count. A rung compares each backbone's best over its *first* ``size`` trials, so a
+    backbone with more trials (the warm start's) is not favoured for having more tries.
+    """
+    runs: dict[str, list[FrozenTrial]] = {name: [] for name in order}
+    for t in sorted(trials, key=lambda t: t.number):
+        name = t.params.get("backbone")
+        if name in runs and t.number != exclude and t.state != TrialState.FAIL \
+                and not t.user_attrs.get("baseline"):
+            runs[name].append(t)  # running trials count too: parallel workers spread out
     sign = 1 if maximize else -1
-    for t in trials:
-        name = t.params.get("backbone") or t.user_attrs.get("backbone")
-        if name not in counts or t.number == exclude or t.state == TrialState.FAIL:
-            continue
-        counts[name] += 1  # running trials too: parallel workers spread out
-        value = _score(t)
-        if value is not None and (name not in best or sign * value > sign * best[name]):
-            best[name] = value
     alive, size = list(order), rung
     while True:
-        due = [n for n in alive if counts[n] < size]
+        due = [n for n in alive if len(runs[n]) < size]
         if due:
             return due[0]  # best-ranked first
         if len(alive) == 1:
             return alive[0]
-        ranked = sorted(alive, key=lambda n: (-sign * best.get(n, -sign * float("inf")),
-                                              order.index(n)))
+
+        def best(name: str, size: int = size) -> float:
+            values = [v for v in map(_score, runs[name][:size]) if v is not None]
+            return max(sign * v for v in values) if values else -float("inf")
+
+        ranked = sorted(alive, key=lambda n: (-best(n), order.index(n)))
         alive, size = ranked[: (len(ranked) + 1) // 2], size * 2
 
 
