@@ -1,4 +1,4 @@
-"""Does ranking backbones by LogME find the best one sooner? (about 35 minutes on 2 cores)
+"""Does ranking backbones by LogME find the best one sooner? (about 45 minutes on 2 cores)
 
     .venv/bin/python benchmarks/backbone_ranking.py            # everything
     .venv/bin/python benchmarks/backbone_ranking.py --report   # reprint the last tables
