@@ -142,10 +142,10 @@ class Study:
         scores (``test_<metric>``) and refits when the study has them."""
         import pandas as pd
 
-        from .results import refits
 
         rows = [self._row(t) for t in self.trials() if t.state != TrialState.WAITING]
-        rows += [self._refit_row(int(n), r) for n, r in refits(self).items()]
+        attrs = self.system_attrs()  # one read for refits, test scores and the ranking
+        rows += [self._refit_row(int(n), r) for n, r in attrs.get(st.REFIT, {}).items()]
         metric = self.metric
         df = pd.DataFrame(rows)
         if df.empty:
@@ -164,8 +164,8 @@ class Study:
         df = df.sort_values(["_order", "_value", "trial"], na_position="last")
         df = df.drop(columns=["_order", "_value"]).reset_index(drop=True)
         df.insert(0, "rank", range(1, len(df) + 1))
-        _add_test_scores(df, self)
-        ranking = self.system_attrs().get(st.RANKING)
+        _add_test_scores(df, attrs.get(st.TEST, {}), metric)
+        ranking = attrs.get(st.RANKING)
         if ranking:
             df["transferability"] = df["backbone"].map(
                 {b: r["score"] for b, r in ranking.items()})
@@ -239,19 +239,16 @@ def _metric_names(t: FrozenTrial) -> set[str]:
     return set(history[-1]) - {"epoch"}
 
 
-def _add_test_scores(df: Any, study: Study) -> None:
+def _add_test_scores(df: Any, scores: dict[str, dict], metric: str) -> None:
     """``test_<metric>`` columns from the recorded test scores (trials and refits)."""
-    from .results import test_scores
-
-    scores = test_scores(study)
     if not scores:
         return
     keys = [f"refit:{t}" if s == "refit" else str(t) for t, s in zip(df["trial"], df["state"])]
     names = sorted({k for v in scores.values() for k in v if k not in ("se", "n")},
-                   key=lambda k: (k != study.metric, k))
+                   key=lambda k: (k != metric, k))
     for name in names:
         df[f"test_{name}"] = [scores.get(k, {}).get(name) for k in keys]
-    df[f"test_{study.metric}_se"] = [scores.get(k, {}).get("se") for k in keys]
+    df[f"test_{metric}_se"] = [scores.get(k, {}).get("se") for k in keys]
 
 
 _NOT_PREFIXES = ("strategy.", "history.")
