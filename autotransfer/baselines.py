@@ -82,24 +82,37 @@ def enqueue_due_baselines(study: optuna.Study, ctx: TrialContext) -> None:
 def enqueue_portfolio(study: optuna.Study, ctx: TrialContext,
                       names: list[str] | None = None) -> None:
     """Start a new study with the PORTFOLIO points for its first two backbones (of
-    ``names``: best-ranked first when the backbones were ranked), once.
+    ``names``: best-ranked first when the backbones were ranked), once; for the first one
+    only in a study too short for two.
 
     Heavily frozen points come first: they run on cached features in a fraction of a full
     trial's time, so the pruner's first rungs fill fast and the sampler starts from real
     numbers. Values outside the user's space are left to the sampler; a study too short
     for the portfolio to leave room for search (fewer than 4 trials per point) skips it.
     """
+    if claim_warm_start(study):
+        portfolio(study, ctx, names)
+
+
+def portfolio(study: optuna.Study, ctx: TrialContext, names: list[str] | None = None) -> None:
+    """Enqueue the portfolio now (see :func:`enqueue_portfolio`)."""
+    names = (names or ctx.job.backbones)[:2]
+    if ctx.job.n_trials is not None:  # as many backbones as leave room for search
+        names = names[:ctx.job.n_trials // (4 * len(PORTFOLIO))]
+    for params in portfolio_points(ctx, names):
+        study.enqueue_trial(params)
+
+
+def claim_warm_start(study: optuna.Study) -> bool:
+    """True the first time a new study asks (its warm start is then due), False after, and
+    for a study that began without one."""
     storage, sid = study._storage, study._study_id
     done = storage.get_study_system_attrs(sid).get(PORTFOLIO_DONE)
     begun = study.get_trials(deepcopy=False, states=FINISHED + (TrialState.RUNNING,))
-    if done or begun:  # enqueued once already, or a study that began before the portfolio
-        return
+    if done or begun:
+        return False
     storage.set_study_system_attr(sid, PORTFOLIO_DONE, True)
-    names = (names or ctx.job.backbones)[:2]
-    if ctx.job.n_trials is not None and ctx.job.n_trials < 4 * len(PORTFOLIO) * len(names):
-        return
-    for params in portfolio_points(ctx, names):
-        study.enqueue_trial(params)
+    return True
 
 
 def portfolio_points(ctx: TrialContext, names: list[str]) -> list[dict[str, Any]]:

@@ -91,7 +91,7 @@ def cmd_backbones(args: argparse.Namespace) -> int:
     return 0
 
 
-SUMMARY_COLUMNS = ["rank", "trial", "state", "baseline", "backbone", "transferability",
+SUMMARY_COLUMNS = ["rank", "trial", "state", "baseline", "prior", "backbone", "transferability",
                    "frozen_groups",
                    "n_groups", "lr", "layer_decay", "weight_decay", "dropout", "augment", "mixup",
                    "cutmix", "l2sp", "epochs_run", "cached"]
@@ -101,7 +101,7 @@ SUMMARY_TAIL = ["transfer_gain", "negative_transfer", "duration_s", "reason"]
 def _priority(metric: str) -> list[str]:
     """Columns in the order they are kept when the table must fit: the first matter most."""
     return ["rank", "trial", "state", metric, f"test_{metric}", "backbone", "transferability",
-            "baseline",
+            "baseline", "prior",
             "frozen_groups", "lr", "reason", "epochs_run", "transfer_gain", "n_groups",
             "layer_decay", "augment", "mixup", "weight_decay", "cutmix", "dropout", "l2sp",
             "duration_s", f"test_{metric}_se", "cached", "negative_transfer"]

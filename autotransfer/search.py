@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 
-from . import checks, plugins
+from . import checks, plugins, prior
 from . import storage as st
 from .backends import Backend, as_backend
 from .backends._job import SearchJob, TrialContext, counted_trials
@@ -31,7 +31,7 @@ def search(data: Dataset, *, task: str = "classification",
            storage: str | os.PathLike | None = None, name: str | None = None, seed: int = 0,
            space: SearchSpace | None = None, valid: Dataset | None = None,
            test: Dataset | None = None, valid_fraction: float = 0.2, baselines: bool = True,
-           warm_start: bool = True, rank: bool = True,
+           warm_start: bool | str | os.PathLike = True, rank: bool = True,
            pruner: str | optuna.pruners.BasePruner = "hyperband",
            sampler: str | optuna.samplers.BaseSampler = "tpe", patience: int | None = 5,
            keep_checkpoints: int = 3, feature_cache: bool | int = True, progress: bool = True,
@@ -61,7 +61,10 @@ def search(data: Dataset, *, task: str = "classification",
             models are scored on it (the leaderboard's ``test_<metric>`` columns), with a
             warning when the best validation score overstates the test score.
         baselines: Run scratch, linear-probe and default fine-tune trials per backbone.
-        warm_start: Begin a new study with a short portfolio of settings that usually work.
+        warm_start: Begin a new study with a short portfolio of settings that usually work
+            (True), with nothing (False), or with the best strategies of the closest earlier
+            studies (:mod:`autotransfer.prior`): "prior" looks in this storage, a path in
+            that folder's (or file's) studies. Every search records what they need.
         rank: With several backbones, score each one's frozen features first (LogME,
             :func:`rank_backbones`); the best-ranked get the warm-start points and the
             searched trials race the backbones in rank order (False: the sampler picks).
@@ -80,9 +83,10 @@ def search(data: Dataset, *, task: str = "classification",
     _refuse(unknown)
     (backend := as_backend(backend)).check()
     job, ctx, test = _plan(locals())
-    study = _open(job, ctx, warm_start, rank)
+    study = _open(job, ctx, prior.check(warm_start), rank)
     backend.run(job, ctx.train, ctx.valid)
     close_run(study, job.run)
+    prior.record(study, ctx)
     return _score_test(Study(study, job.storage, Path(job.workdir)), test)
 
 
@@ -132,7 +136,8 @@ def _plan(a: dict[str, Any]) -> tuple[SearchJob, TrialContext, Dataset | None]:
     patience = None if a["patience"] is None else checks.integer("patience", a["patience"],
                                                                  low=1)
     seed = checks.integer("seed", a["seed"], low=0, high=2**32 - 1)
-    for flag in ("baselines", "warm_start", "rank", "progress"):
+    prior.check(a["warm_start"])
+    for flag in ("baselines", "rank", "progress"):
         checks.flag(flag, a[flag])
     check_policy(a["pruner"], a["sampler"])
     space = SearchSpace() if a["space"] is None else a["space"]
@@ -178,7 +183,8 @@ def _cache(value: Any) -> dict[str, Any]:
             "cache_bytes": checks.integer("feature_cache (bytes)", value, low=0)}
 
 
-def _open(job: SearchJob, ctx: TrialContext, warm_start: bool, rank: bool) -> optuna.Study:
+def _open(job: SearchJob, ctx: TrialContext, warm_start: bool | str | Path,
+          rank: bool) -> optuna.Study:
     """Create or load the study under its lock: once, however many processes start it."""
     st.make_room(job.storage, job.study_name)
     with st.lock(job.storage, job.study_name):
@@ -191,8 +197,10 @@ def _open(job: SearchJob, ctx: TrialContext, warm_start: bool, rank: bool) -> op
         if ranking:  # searched trials race the backbones, best-ranked first
             job.race = order(job.backbones, ranking)
         enqueue_due_baselines(study, ctx)
-        if warm_start:
+        if warm_start is True:
             enqueue_portfolio(study, ctx, order(job.backbones, ranking))
+        elif warm_start:
+            prior.enqueue(study, ctx, warm_start, order(job.backbones, ranking))
         done = counted_trials(study)
     if job.progress and done:
         print(f"[autotransfer] resuming study {job.study_name!r}: {done} trial(s) already "

@@ -33,6 +33,8 @@ RUN = "autotransfer:run"  # the search() call that ran a trial
 TEST = "autotransfer:test"  # model key -> its scores on the held-out test set
 REFIT = "autotransfer:refit"  # trial number -> its refit on all labelled data
 RANKING = "autotransfer:ranking"  # backbone -> its transferability (LogME) before search
+PROFILE = "autotransfer:profile"  # the data's features and best strategies, for warm starts
+PRIOR = "autotransfer:prior"  # the prior studies a warm start began from
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,7 @@ class Study:
             value = None
         row: dict[str, Any] = {
             "trial": t.number, "state": state, "baseline": ua.get("baseline", ""),
+            "prior": ua.get("prior", ""),
             "backbone": s.get("backbone", ua.get("backbone")),
             "pretrained": s.get("pretrained", True),
         }
@@ -252,13 +253,13 @@ def _add_test_scores(df: Any, scores: dict[str, dict], metric: str) -> None:
 
 
 _NOT_PREFIXES = ("strategy.", "history.")
-_NOT_METRICS = {"baseline", "backbone", "fail_reason", "epochs_run", "best_epoch", "n_groups",
+_NOT_METRICS = {"baseline", "prior", "backbone", "fail_reason", "epochs_run", "best_epoch", "n_groups",
                 "trainable_params", "total_params", "duration_s", "compute_s", "device",
                 "worker", "cached"}
 
 
 def _column_order(df: Any, metric: str) -> list[str]:
-    first = ["rank", "trial", "state", "baseline", "backbone", "transferability", "pretrained",
+    first = ["rank", "trial", "state", "baseline", "prior", "backbone", "transferability", "pretrained",
              *_STRATEGY_COLUMNS, "n_groups", "epochs", "epochs_run", metric, f"test_{metric}",
              f"test_{metric}_se"]
     last = ["transfer_gain", "negative_transfer", "trainable_params", "total_params",

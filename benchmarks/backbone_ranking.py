@@ -1,20 +1,31 @@
-"""Does ranking backbones by LogME find the best one sooner? (about 45 minutes on 2 cores)
+"""Does ranking backbones by LogME find the best one sooner? (about 70 minutes on 2 cores)
 
-    .venv/bin/python benchmarks/backbone_ranking.py            # everything
-    .venv/bin/python benchmarks/backbone_ranking.py --report   # reprint the last tables
-    .venv/bin/python benchmarks/backbone_ranking.py --race     # step 3 again, on the saved
-                                                               # steps 1-2 (about 26 min)
+    .venv/bin/python benchmarks/backbone_ranking.py              # both tasks
+    .venv/bin/python benchmarks/backbone_ranking.py --task text  # one task
+    .venv/bin/python benchmarks/backbone_ranking.py --report     # reprint the last tables
+    .venv/bin/python benchmarks/backbone_ranking.py --race       # step 3 again, on the saved
+                                                                 # steps 1-2
 
-Digits at 32 px (20 labels per class, 400 validation images), five image candidates: the
-ImageNet EfficientNet-Lite0/1/2 and two decoys with random weights (timm's resnet18 and
-mobilenetv3_small_100, "pretrained" on nothing). Prints:
+Two tasks, each with ImageNet- or text-pretrained candidates and decoys of the same
+families with random weights ("pretrained" on nothing):
+
+- ``image``: digits at 32 px (20 labels per class, 400 validation images); EfficientNet-
+  Lite0/1/2 and timm's resnet18 and mobilenetv3_small_100 as decoys.
+- ``text``: short review sentences, positive or negative, where the validation sentences
+  use adjectives the training sentences never do (pretrained word knowledge must carry
+  over); MiniLM-L6 and two randomly initialised BERTs (MiniLM's shape, and a 2-layer one).
+
+For each it prints:
 
 1. each backbone's LogME score and the seconds it took (``at.rank_backbones``);
 2. the best accuracy each reaches with a fixed budget of its own (a search of N trials
    on that backbone alone), and Kendall's tau between the two;
-3. over seeds, the time a search over all five needs to come within ``TOLERANCE`` of the
-   best backbone's accuracy from step 2, with the ranking (``rank=True``: warm start on
-   the best-ranked, a rank-seeded race) and with uniform backbone choice (``rank=False``).
+3. over seeds, the time a search over all candidates needs to come within ``TOLERANCE``
+   of the best backbone's accuracy from step 2, with the ranking (``rank=True``: warm
+   start on the best-ranked, a rank-seeded race) and with uniform backbone choice
+   (``rank=False``). Both searches get the candidates in the same seeded random order, as
+   a user would list them without knowing which transfer (the order decides which two
+   backbones the warm-start portfolio covers when there is no ranking).
 """
 
 from __future__ import annotations
@@ -23,73 +34,144 @@ import argparse
 import datetime
 import json
 import os
+import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import autotransfer as at  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "backbone_ranking.json"
-IMAGENET = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
-TRIALS_EACH = 12  # step 2: trials per backbone on its own (the warm start, then TPE)
-BUDGET_S = 240  # step 3: seconds per search
 SEEDS = (0, 1, 2)
 TOLERANCE = 0.02  # about one standard error of an accuracy on 400 images
-SPACE = dict(epochs=10, image_size=32)
 
 
-def decoys() -> list[at.TimmBackbone]:
+@dataclass
+class Task:
+    name: str
+    data: Callable[[], tuple[at.data.Dataset, at.data.Dataset]]
+    named: list[str]  # registered backbones with real pretrained weights
+    decoys: Callable[[], list[Any]]  # backbone objects with random weights
+    space: dict[str, Any]
+    trials_each: int  # step 2: trials per backbone on its own (the warm start, then TPE)
+    budget_s: int  # step 3: seconds per search
+    rank_kw: dict[str, Any] = field(default_factory=dict)
+
+    def candidates(self) -> list[Any]:
+        return [*self.named, *self.decoys()]
+
+    def names(self) -> list[str]:
+        return [c if isinstance(c, str) else c.name for c in self.candidates()]
+
+
+def image_decoys() -> list[at.TimmBackbone]:
     return [at.TimmBackbone("decoy_resnet18", timm_name="resnet18", weights=None),
             at.TimmBackbone("decoy_mobilenetv3", timm_name="mobilenetv3_small_100",
                             weights=None)]
 
 
-def data() -> tuple[at.data.Dataset, at.data.Dataset]:
+def digits() -> tuple[at.data.Dataset, at.data.Dataset]:
     return at.data.demo("digits", image_size=32, per_class=20, valid_per_class=40)
 
 
-def candidates() -> list:
-    return [*IMAGENET, *decoys()]
+POSITIVE = ("good great excellent wonderful superb delightful fantastic lovely brilliant "
+            "pleasant outstanding marvelous terrific splendid enjoyable charming perfect "
+            "amazing fabulous impressive").split()
+NEGATIVE = ("bad terrible awful horrible dreadful poor disappointing lousy unpleasant "
+            "mediocre dismal miserable atrocious boring painful annoying disgusting weak "
+            "pathetic unbearable").split()
+SUBJECTS = ("the film", "the meal", "our stay", "the service", "this book", "the concert",
+            "the hotel room", "the game", "the lecture", "the trip", "the coffee", "the show")
+TEMPLATES = ("{s} was {a}.", "honestly, {s} was {a}", "i found {s} {a}", "{s}: {a}, really",
+             "all in all {s} was {a}", "we thought {s} was {a}")
 
 
-def names() -> list[str]:
-    return [c if isinstance(c, str) else c.name for c in candidates()]
+def reviews() -> tuple[at.data.Dataset, at.data.Dataset]:
+    """Train on half the adjectives of each polarity, validate on the other half."""
+    def sentences(adjectives: dict[str, int], n: int, seed: int):
+        rng = random.Random(seed)
+        words = sorted(adjectives)
+        texts, labels = [], []
+        for i in range(n):
+            a = words[i % len(words)]
+            texts.append(rng.choice(TEMPLATES).format(s=rng.choice(SUBJECTS), a=a))
+            labels.append(["negative", "positive"][adjectives[a]])
+        return at.data.from_texts(texts, labels)
+
+    half = len(POSITIVE) // 2
+    seen = {**{a: 1 for a in POSITIVE[:half]}, **{a: 0 for a in NEGATIVE[:half]}}
+    unseen = {**{a: 1 for a in POSITIVE[half:]}, **{a: 0 for a in NEGATIVE[half:]}}
+    return sentences(seen, 200, 0), sentences(unseen, 400, 1)
 
 
-def step_rank(train) -> list[dict]:
+def text_decoys() -> list[at.HFBackbone]:
+    from autotransfer_plugins.packaged_backbones import _minilm  # the tokenizer only
+    from transformers import BertConfig
+
+    shapes = {"decoy_bert_l6": dict(hidden_size=384, num_hidden_layers=6,
+                                    num_attention_heads=12, intermediate_size=1536),
+              "decoy_bert_l2": dict(hidden_size=128, num_hidden_layers=2,
+                                    num_attention_heads=2, intermediate_size=512)}
+    return [at.HFBackbone(name, weights=None, config=BertConfig(vocab_size=30522, **shape),
+                          tokenizer=str(_minilm()), max_length=32)
+            for name, shape in shapes.items()]
+
+
+TASKS = {
+    "image": Task("image", digits, ["efficientnet_lite0", "efficientnet_lite1",
+                                    "efficientnet_lite2"], image_decoys,
+                  dict(epochs=10, image_size=32), trials_each=12, budget_s=240,
+                  rank_kw=dict(image_size=32)),
+    "text": Task("text", reviews, ["minilm_l6"], text_decoys, dict(epochs=6),
+                 trials_each=8, budget_s=180),
+}
+
+
+def step_rank(task: Task, train) -> list[dict]:
     from autotransfer import plugins
 
-    for d in decoys():
+    for d in task.decoys():
         plugins.current().add_backbone(d)
-    df = at.rank_backbones(train, backbones=names(), image_size=32)
+    df = at.rank_backbones(train, backbones=task.names(), **task.rank_kw)
     return df.to_dict("records")
 
 
-def step_alone(train, valid, folder: Path) -> dict[str, float]:
+def step_alone(task: Task, train, valid, folder: Path) -> dict[str, float]:
     best = {}
-    for c in candidates():
+    for c in task.candidates():
         name = c if isinstance(c, str) else c.name
-        study = at.search(train, valid=valid, backbones=[c], n_trials=TRIALS_EACH,
+        study = at.search(train, valid=valid, backbones=[c], n_trials=task.trials_each,
                           storage=folder / f"alone-{name}.db", name=name, progress=False,
-                          space=at.SearchSpace(**SPACE), baselines=False)
+                          space=at.SearchSpace(**task.space), baselines=False)
         best[name] = float(study.best_trial.value)
-        print(f"  {name}: best accuracy {best[name]:.4f} from {TRIALS_EACH} trials",
+        print(f"  {name}: best accuracy {best[name]:.4f} from {task.trials_each} trials",
               flush=True)
     return best
 
 
-def step_race(train, valid, folder: Path, target: float) -> list[dict]:
+def listed(task: Task, seed: int) -> list[Any]:
+    """The candidates in the order a user might list them: seeded, random."""
+    return random.Random(seed).sample(task.candidates(), k=len(task.candidates()))
+
+
+def step_race(task: Task, train, valid, folder: Path, target: float) -> list[dict]:
     rows = []
     for seed in SEEDS:
+        order = listed(task, seed)
+        print(f"  seed {seed}: candidates listed as "
+              f"{[c if isinstance(c, str) else c.name for c in order]}", flush=True)
         for rank in (True, False):
             t0 = datetime.datetime.now()
-            study = at.search(train, valid=valid, backbones=candidates(), timeout=BUDGET_S,
+            study = at.search(train, valid=valid, backbones=order, timeout=task.budget_s,
                               storage=folder / f"race-{seed}-{rank}.db", name="race",
                               seed=seed, rank=rank, progress=False,
-                              space=at.SearchSpace(**SPACE))
+                              space=at.SearchSpace(**task.space))
             reached, best = _time_to(study, target, t0)
             per = study.leaderboard().groupby("backbone")["trial"].count().to_dict()
             rows.append({"seed": seed, "rank": rank, "seconds_to_target": reached,
@@ -114,9 +196,10 @@ def _time_to(study: at.Study, target: float, t0: datetime.datetime):
     return reached, best
 
 
-def report(result: dict) -> None:
+def report(task: str, result: dict) -> None:
     from scipy.stats import kendalltau
 
+    print(f"\n## {task} ({result.get('seconds', '?')} s)")
     alone = result["alone"]
     print("\n| backbone | LogME | seconds | best accuracy alone |\n|---|---|---|---|")
     for r in result["ranking"]:
@@ -142,39 +225,46 @@ def report(result: dict) -> None:
               f"{', '.join(f'{r:.2f}' for r in ratios)}")
 
 
+def run(task: Task, saved: dict | None) -> dict:
+    """Steps 1-3 for one task; with ``saved`` (``--race``), step 3 only."""
+    train, valid = task.data()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        print(f"{task.name} 1. LogME ranking", flush=True)
+        ranking = step_rank(task, train)  # also registers the decoys
+        if saved is None:
+            print(f"{task.name} 2. each backbone alone", flush=True)
+            alone = step_alone(task, train, valid, folder)
+            result = {"ranking": ranking, "alone": alone,
+                      "target": max(alone.values()) - TOLERANCE}
+        else:
+            result = saved
+        print(f"{task.name} 3. search over all candidates, with and without the ranking",
+              flush=True)
+        result["race"] = step_race(task, train, valid, folder, result["target"])
+    result["seconds"] = round(time.perf_counter() - t0)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASKS), action="append",
+                        help="run only this task (repeatable; default both)")
     parser.add_argument("--report", action="store_true", help="reprint the last results")
     parser.add_argument("--race", action="store_true",
                         help="rerun step 3 only, on the saved steps 1-2")
     args = parser.parse_args()
-    if args.report:
-        report(json.loads(OUT.read_text()))
-        return
-    train, valid = data()
-    if args.race:
-        result = json.loads(OUT.read_text())
-        step_rank(train)  # registers the decoys
-        with tempfile.TemporaryDirectory() as tmp:
-            result["race"] = step_race(train, valid, Path(tmp), result["target"])
-        OUT.write_text(json.dumps(result, indent=1, default=str))
-        report(result)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        t0 = time.perf_counter()
-        print("1. LogME ranking", flush=True)
-        ranking = step_rank(train)
-        print("2. each backbone alone", flush=True)
-        alone = step_alone(train, valid, folder)
-        target = max(alone.values()) - TOLERANCE
-        print("3. search over all five, with and without the ranking", flush=True)
-        race = step_race(train, valid, folder, target)
-    result = {"ranking": ranking, "alone": alone, "target": target, "race": race,
-              "seconds": round(time.perf_counter() - t0)}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=1, default=str))
-    report(result)
+    saved = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    if "ranking" in saved:  # the first version's file: the image task only
+        saved = {"image": saved}
+    for name in args.task or list(TASKS):
+        if not args.report:
+            saved[name] = run(TASKS[name], saved.get(name) if args.race else None)
+            OUT.parent.mkdir(parents=True, exist_ok=True)
+            OUT.write_text(json.dumps(saved, indent=1, default=str))
+        if name in saved:
+            report(name, saved[name])
 
 
 if __name__ == "__main__":

@@ -295,7 +295,9 @@ def test_quickstart_study_file_parses():
     from autotransfer.config import load_study_file
 
     kwargs, train, valid = load_study_file("studies/quickstart.toml")
-    assert kwargs["backbones"] == ["efficientnet_lite0"] and kwargs["name"] == "quickstart"
+    assert kwargs["backbones"] == ["efficientnet_lite0", "efficientnet_lite1",
+                                   "efficientnet_lite2"]  # ranked, then raced
+    assert kwargs["name"] == "quickstart"
     assert kwargs["storage"].endswith(os.path.join("studies", "quickstart.db"))
     assert len(train) == 200 and train.inputs.shape[-1] == 32
     test = kwargs["test"]  # the held-out test set shares no image with train or valid

@@ -1,0 +1,216 @@
+"""Warm start from your own earlier studies (``search(..., warm_start="prior")``).
+
+Each search records, in its study, a profile: the data's simple features (modality, task,
+examples, classes, image size), the backbones' LogME ranking and the best strategy each
+backbone reached. A new study started with ``warm_start="prior"`` (the studies in its own
+storage) or ``warm_start="some/folder"`` (every ``.db`` and journal file there) begins with
+the best strategies of the closest prior studies, nearest first, instead of the fixed
+portfolio. Quick-Tune (Arango et al., ICLR 2024) meta-learns such a prior offline from a
+large benchmark; this one is local and transparent: the new study records which studies it
+started from, at what distance, and each enqueued trial names its source (``prior`` column).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import TrialState
+
+from . import storage as st
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .backends._job import TrialContext
+
+CLOSEST = 3  # prior studies to start from
+MAX_POINTS = 6  # enqueued trials at most, like the portfolio's
+FEATURES = ("n", "classes", "image_size")  # compared on a log scale
+ACCEPTED = ("True or 'portfolio' (settings that usually work), False (none), 'prior' (the "
+            "closest earlier studies in this storage), or the path of a folder or storage "
+            "file holding earlier studies")
+
+
+def check(value: Any) -> bool | str | Path:
+    """``warm_start`` as given -> True, False, "prior" or the Path of prior studies."""
+    if isinstance(value, bool):
+        return value
+    if value in ("portfolio", "prior"):
+        return "prior" if value == "prior" else True
+    if isinstance(value, (str, os.PathLike)) and str(value):
+        path = Path(value).expanduser()
+        if path.is_dir() or (path.is_file() and path.suffix in st.SQLITE_SUFFIXES
+                             + st.JOURNAL_SUFFIXES):
+            return path
+        what = "is not a folder or a .db/.log file" if path.exists() else "does not exist"
+        raise ConfigError(f"warm_start={str(value)!r} {what}; accepted: {ACCEPTED}.")
+    raise ConfigError(f"warm_start must be {ACCEPTED}, but got warm_start={value!r}.")
+
+
+def data_profile(ctx: TrialContext) -> dict[str, Any]:
+    """The training data's simple features, as recorded and compared."""
+    train, job = ctx.train, ctx.job
+    classes = train.classes
+    return {"modality": job.modality, "task": job.task, "n": len(train),
+            "classes": len(classes) if classes is not None else None,
+            "image_size": _image_side(train) if job.modality == "image" else None}
+
+
+def _image_side(data: Any) -> int | None:
+    """The median longer side of (at most) the first five images."""
+    sides = []
+    for i in range(min(5, len(data))):
+        item = data.load(i)
+        size = getattr(item, "size", None)
+        if isinstance(size, tuple):
+            sides.append(max(size))
+    return sorted(sides)[len(sides) // 2] if sides else None
+
+
+def record(study: optuna.Study, ctx: TrialContext) -> dict[str, Any]:
+    """Record the study's profile for later warm starts; return it."""
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    ranking = attrs.get(st.RANKING, {})
+    profile = {**data_profile(ctx), "metric": attrs.get(st.META, {}).get("metric"),
+               "direction": ctx.job.direction,
+               "ranking": {b: r.get("score") for b, r in ranking.items()},
+               "best": best_per_backbone(study, ctx.job.direction == "maximize")}
+    study._storage.set_study_system_attr(study._study_id, st.PROFILE, profile)
+    return profile
+
+
+def best_per_backbone(study: optuna.Study, maximize: bool) -> dict[str, dict[str, Any]]:
+    """Backbone -> the value, trial number and strategy of its best completed trial."""
+    best: dict[str, dict[str, Any]] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        strategy = t.system_attrs.get(st.STRATEGY)
+        if t.value is None or not strategy or not strategy.get("pretrained", True):
+            continue  # a scratch trial says nothing about transferring this backbone
+        b, held = strategy["backbone"], best.get(strategy["backbone"])
+        if held is None or (t.value > held["value"] if maximize else t.value < held["value"]):
+            best[b] = {"value": t.value, "trial": t.number, "strategy": strategy}
+    return best
+
+
+def distance(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """How far two data profiles are: infinite across modalities or tasks, else the sum of
+    absolute log ratios of the features both have."""
+    if a.get("modality") != b.get("modality") or a.get("task") != b.get("task"):
+        return math.inf
+    return sum(abs(math.log(a[k]) - math.log(b[k])) for k in FEATURES
+               if a.get(k) and b.get(k))
+
+
+def closest(source: str | Path, study: optuna.Study, profile: dict[str, Any],
+            spec: st.StorageSpec, backbones: list[str]) -> list[dict[str, Any]]:
+    """The CLOSEST recorded studies (name, storage, distance, best) to ``profile`` that
+    reached a best strategy for one of ``backbones``."""
+    own = study._storage.get_study_system_attrs(study._study_id).get(st.META, {}).get("uid")
+    found = []
+    for where, name, attrs in _recorded(source, study, spec):
+        prior = attrs.get(st.PROFILE)
+        if (not prior or attrs.get(st.META, {}).get("uid") == own
+                or not set(prior.get("best", {})) & set(backbones)):
+            continue
+        d = distance(profile, prior)
+        if math.isfinite(d):
+            found.append({"study": name, "storage": where, "distance": round(d, 4),
+                          "direction": prior["direction"], "best": prior["best"]})
+    found.sort(key=lambda p: (p["distance"], p["study"], p["storage"]))
+    return found[:CLOSEST]
+
+
+def _recorded(source: str | Path, study: optuna.Study,
+              spec: st.StorageSpec) -> list[tuple[str, str, dict[str, Any]]]:
+    """(storage, study name, system attributes) of every study in the prior's source."""
+    if source == "prior":
+        return [(spec.url, s.study_name, s.system_attrs)
+                for s in study._storage.get_all_studies()]
+    path = Path(source)
+    files = sorted(p for p in path.iterdir() if p.is_file()
+                   and p.suffix in st.SQLITE_SUFFIXES + st.JOURNAL_SUFFIXES) \
+        if path.is_dir() else [path]
+    out = []
+    for file in files:
+        if spec.path is not None and file.resolve() == spec.path.resolve():
+            out += _recorded("prior", study, spec)
+        elif file.suffix in st.SQLITE_SUFFIXES:
+            out += [(str(file), n, a) for n, a in _read_sqlite(file)]
+        else:
+            out += [(str(file), n, a) for n, a in _read_journal(file)]
+    return out
+
+
+def _read_journal(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Studies' names and system attributes from an Optuna journal file; a file that is
+    not one is skipped."""
+    try:
+        storage = st.resolve(path, "_").open()
+        return [(s.study_name, s.system_attrs) for s in storage.get_all_studies()]
+    except Exception:  # not a journal: JSON errors, missing fields, ...
+        return []
+
+
+def _read_sqlite(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Studies' names and system attributes, read-only: a file that is not an Optuna
+    storage is skipped, never written (Optuna's own storage would add its tables)."""
+    query = ("SELECT s.study_name, a.key, a.value_json FROM studies s "
+             "JOIN study_system_attributes a ON a.study_id = s.study_id")
+    try:
+        with closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)) as con:
+            rows = con.execute(query).fetchall()
+    except sqlite3.DatabaseError:
+        return []
+    studies: dict[str, dict[str, Any]] = {}
+    for name, key, value in rows:
+        studies.setdefault(name, {})[key] = json.loads(value)
+    return list(studies.items())
+
+
+def points(priors: list[dict[str, Any]], ctx: TrialContext,
+           taken: list[dict[str, Any]]) -> list[tuple[dict, dict]]:
+    """(params, user attributes) to enqueue: each prior's best strategies for this study's
+    backbones, nearest prior first and best backbone first, at most MAX_POINTS, none that
+    repeats a trial in ``taken`` (a prior's best may be a baseline this study runs too)."""
+    out: list[tuple[dict, dict]] = []
+    for prior in priors:
+        sign = -1 if prior["direction"] == "maximize" else 1
+        for b, best in sorted(prior["best"].items(), key=lambda kv: sign * kv[1]["value"]):
+            if b not in ctx.job.backbones or len(out) >= MAX_POINTS:
+                continue
+            point = {"backbone": b, **ctx.params_for(b, best["strategy"])}
+            if point not in taken and all(point != p for p, _ in out):
+                out.append((point, {"prior": f"{prior['study']} #{best['trial']}"}))
+    return out
+
+
+def enqueue(study: optuna.Study, ctx: TrialContext, source: str | Path,
+            names: list[str]) -> None:
+    """Begin a new study from its closest prior studies, once; with none that match (same
+    modality and task, a best strategy for one of its backbones), from the portfolio."""
+    from .baselines import claim_warm_start, portfolio
+
+    if not claim_warm_start(study):
+        return
+    priors = closest(source, study, data_profile(ctx), ctx.job.storage, ctx.job.backbones)
+    taken = [{**t.params, **t.system_attrs.get("fixed_params", {})}
+             for t in study.get_trials(deepcopy=False)]
+    chosen = points(priors, ctx, taken)
+    study._storage.set_study_system_attr(study._study_id, st.PRIOR, [
+        {k: p[k] for k in ("study", "storage", "distance")} for p in priors])
+    if not chosen:
+        print(f"[autotransfer] warm start: no prior study in {str(source)!r} has the same "
+              f"modality and task and one of these backbones; starting from the portfolio")
+        return portfolio(study, ctx, names)
+    if ctx.job.progress:
+        described = ", ".join(f"{p['study']!r} (distance {p['distance']:.2f})" for p in priors)
+        print(f"[autotransfer] warm start: {len(chosen)} trial(s) from the best strategies "
+              f"of {described}")
+    for params, attrs in chosen:
+        study.enqueue_trial(params, user_attrs=attrs)
