@@ -74,6 +74,17 @@ def test_weights_file_by_name_and_by_order(tmp_path):
         torch.testing.assert_close(b.build().state_dict(), src.state_dict())
 
 
+def test_a_relative_weights_path_is_found_from_another_folder(tmp_path, monkeypatch):
+    """Ray runs trials in its own folder: the path is resolved where the backbone is made."""
+    src = at.create_backbone("tiny_resnet", pretrained=False)
+    torch.save(src.state_dict(), tmp_path / "w.pth")
+    monkeypatch.chdir(tmp_path)
+    b = at.TimmBackbone("mine", timm_name="test_resnet", weights="w.pth")
+    monkeypatch.chdir(tmp_path.parent)
+    assert b.available()
+    torch.testing.assert_close(b.build().state_dict(), src.state_dict())
+
+
 def test_weights_file_for_another_architecture(tmp_path):
     torch.save(at.create_backbone("tiny_cnn", pretrained=False).state_dict(), tmp_path / "w.pth")
     b = at.TimmBackbone("mine", timm_name="test_resnet", weights=tmp_path / "w.pth")

@@ -45,7 +45,7 @@ class Backbone(ABC):
         if not isinstance(name, str) or not name:
             raise StrategyError(f"A backbone name must be a non-empty string, but got {name!r}.")
         self.name = name
-        self.weights = weights
+        self.weights = _weights.absolute(weights)
 
     @abstractmethod
     def build(self, *, pretrained: bool = True, drop_path: float = 0.0) -> nn.Module:

@@ -50,6 +50,14 @@ class PackageWeights:
 Weights = Union[None, str, os.PathLike, PackageWeights]
 
 
+def absolute(weights: Weights) -> Weights:
+    """A local weights path made absolute, so the backbone finds its file from any worker
+    (Ray starts its workers in another folder); other values unchanged."""
+    if isinstance(weights, os.PathLike) or (isinstance(weights, str) and weights != "hub"):
+        return str(Path(weights).expanduser().absolute())
+    return weights
+
+
 def describe(weights: Weights) -> str:
     if weights is None:
         return "random"
