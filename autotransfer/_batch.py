@@ -1,6 +1,8 @@
-"""Inputs are a tensor (images, features) or a dict of tensors (tokenized text).
+"""Inputs are a tensor (images, features), a dict of tensors (tokenized text) or a tuple
+of those (a text encoder's frozen-prefix output: hidden states and attention mask).
 
-These helpers treat both alike so the runner never branches on modality.
+These helpers treat them alike so the runner never branches on modality. A DataLoader
+collates a tuple into a list; :func:`to` makes it a tuple again.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ Batch = Union[torch.Tensor, dict[str, torch.Tensor], tuple]
 def length(x: Batch) -> int:
     if isinstance(x, dict):
         return len(next(iter(x.values())))
-    if isinstance(x, tuple):
+    if isinstance(x, (tuple, list)):
         return length(x[0])
     return len(x)
 
@@ -23,7 +25,7 @@ def length(x: Batch) -> int:
 def take(x: Batch, idx) -> Batch:
     if isinstance(x, dict):
         return {k: v[idx] for k, v in x.items()}
-    if isinstance(x, tuple):
+    if isinstance(x, (tuple, list)):
         return tuple(take(v, idx) for v in x)
     return x[idx]
 
@@ -31,7 +33,7 @@ def take(x: Batch, idx) -> Batch:
 def to(x: Batch, device: torch.device | str, non_blocking: bool = False) -> Batch:
     if isinstance(x, dict):
         return {k: v.to(device, non_blocking=non_blocking) for k, v in x.items()}
-    if isinstance(x, tuple):
+    if isinstance(x, (tuple, list)):
         return tuple(to(v, device, non_blocking) for v in x)
     return x.to(device, non_blocking=non_blocking)
 
@@ -41,7 +43,7 @@ def cat(parts: list[Batch]) -> Batch:
     first = parts[0]
     if isinstance(first, dict):
         return {k: cat([p[k] for p in parts]) for k in first}
-    if isinstance(first, tuple):
+    if isinstance(first, (tuple, list)):
         return tuple(cat([p[i] for p in parts]) for i in range(len(first)))
     if first.ndim >= 2 and len({p.shape[1] for p in parts}) > 1:
         longest = max(p.shape[1] for p in parts)
@@ -53,6 +55,6 @@ def cat(parts: list[Batch]) -> Batch:
 def nbytes(x: Batch) -> int:
     if isinstance(x, dict):
         return sum(v.nbytes for v in x.values())
-    if isinstance(x, tuple):
+    if isinstance(x, (tuple, list)):
         return sum(nbytes(v) for v in x)
     return x.nbytes

@@ -33,6 +33,23 @@ def test_cached_trials_match_uncached_ones_across_trials(toy, tmp_path):
                                                             rel=1e-4)
 
 
+def test_a_text_encoder_trains_from_its_cached_prefix(tmp_path):
+    """A text prefix's output is (hidden states, attention mask): the loader's batches of it
+    reach the trainable layers as they would live."""
+    texts = ["awful film", "dull and slow", "a waste", "lovely", "great fun", "moving"] * 4
+    data = at.data.from_texts(texts, ["neg"] * 3 + ["pos"] * 3 + ["neg"] * 3 + ["pos"] * 3
+                              + ["neg"] * 3 + ["pos"] * 3 + ["neg"] * 3 + ["pos"] * 3)
+    split = data.split(0.5, seed=0)
+    text = at.Strategy("tiny_bert", frozen_groups=2, epochs=2, batch_size=4, lr=1e-3)
+    plain = _run(text, split, cache=False)
+    cached = _run(text, split, FeatureCache(tmp_path / "cache"))
+    assert cached.cache_source == "computed"
+    assert [h["accuracy"] for h in cached.history] == [h["accuracy"] for h in plain.history]
+    # BERT's dropout draws per token: cached batches are padded to another length
+    assert cached.history[-1]["train_loss"] == pytest.approx(plain.history[-1]["train_loss"],
+                                                             rel=2e-2)
+
+
 def _other_weights(tmp_path):
     path = tmp_path / "w.pth"
     torch.manual_seed(1)
