@@ -253,15 +253,15 @@ def _add_test_scores(df: Any, scores: dict[str, dict], metric: str) -> None:
 
 
 _NOT_PREFIXES = ("strategy.", "history.")
-_NOT_METRICS = {"baseline", "prior", "backbone", "fail_reason", "epochs_run", "best_epoch", "n_groups",
-                "trainable_params", "total_params", "duration_s", "compute_s", "device",
-                "worker", "cached"}
+_NOT_METRICS = {"baseline", "prior", "backbone", "fail_reason", "epochs_run", "best_epoch",
+                "n_groups", "trainable_params", "total_params", "duration_s", "compute_s",
+                "device", "worker", "cached"}
 
 
 def _column_order(df: Any, metric: str) -> list[str]:
-    first = ["rank", "trial", "state", "baseline", "prior", "backbone", "transferability", "pretrained",
-             *_STRATEGY_COLUMNS, "n_groups", "epochs", "epochs_run", metric, f"test_{metric}",
-             f"test_{metric}_se"]
+    first = ["rank", "trial", "state", "baseline", "prior", "backbone", "transferability",
+             "pretrained", *_STRATEGY_COLUMNS, "n_groups", "epochs", "epochs_run", metric,
+             f"test_{metric}", f"test_{metric}_se"]
     last = ["transfer_gain", "negative_transfer", "trainable_params", "total_params",
             "duration_s", "device", "worker", "cached", "reason"]
     middle = [c for c in df.columns if c not in first and c not in last]
