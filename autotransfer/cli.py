@@ -75,9 +75,13 @@ def cmd_backbones(args: argparse.Namespace) -> int:
 
     owner = {b: p.name for p in list_plugins() for b in p.backbones}
     registry = backbone_registry()
+    names = list_backbones(args.pattern, modality=args.modality,
+                           include_unavailable=args.include_unavailable)
+    if not names and not list_backbones(args.pattern, modality=args.modality,
+                                        include_unavailable=True):
+        raise catalogue.no_match(args.pattern or "*", args.modality)  # a typo, say so
     rows = []
-    for name in list_backbones(args.pattern, modality=args.modality,
-                               include_unavailable=args.include_unavailable):
+    for name in names:
         # a catalogue model is described without building it: a listing stays fast
         d = registry[name].describe() if name in registry else catalogue.describe(name)
         rows.append({
@@ -88,6 +92,8 @@ def cmd_backbones(args: argparse.Namespace) -> int:
         })
     print(_table(rows, ["name", "plugin", "family", "modality", "groups", "params", "weights",
                         "available"]))
+    if not rows:
+        print("(models match, but none has its weights here: --all lists them)", file=sys.stderr)
     return 0
 
 

@@ -33,12 +33,17 @@ def logme(features: np.ndarray, targets: np.ndarray, *, regression: bool = False
                         f"{f.shape}.")
     if not np.isfinite(f).all():
         bad = int((~np.isfinite(f)).any(axis=1).sum())
-        raise DataError(f"The features of {bad} of {len(f)} examples hold NaN or inf; the "
-                        f"backbone's outputs are not usable (check its weights and inputs).")
+        raise DataError(f"LogME needs finite features, but the features of {bad} of {len(f)} "
+                        f"examples hold NaN or inf: the backbone's outputs are not usable "
+                        f"(check its weights, and that its inputs are finite).")
     y = _columns(np.asarray(targets), len(f), regression)
     n, d = f.shape
     u, s, _ = np.linalg.svd(f, full_matrices=False)  # k = min(N, D) singular values
     keep = s > 1e-10 * max(1.0, s.max(initial=0.0))  # the rank of the features
+    if not keep.any():  # the evidence would be -inf: a zero body says nothing, not "worst"
+        raise DataError(f"LogME needs features that are not all zero, but the {d} features "
+                        f"of all {n} examples are (numerically) zero: the backbone's outputs "
+                        f"carry nothing (check its weights and pooling).")
     u, sigma = u[:, keep], s[keep] ** 2
     x = u.T @ y  # (k, columns): the targets in the features' singular basis
     x2 = x ** 2

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from . import hookspecs
-from .errors import ConfigError, PluginError, UnknownNameError, WeightsUnavailableError
+from .errors import AutotransferError, ConfigError, PluginError, UnknownNameError
 
 if TYPE_CHECKING:
     from .backbones import Backbone
@@ -233,8 +233,11 @@ class PluginHost:
 
         The same object again changes nothing; another object of that name replaces one
         added earlier (a rerun notebook cell); a name a plugin registered raises
-        :class:`ConfigError` naming both.
+        :class:`ConfigError` naming both. A catalogue name (``timm/...``, ``hf/...``) is
+        taken only by the catalogue's own model (e.g. ``at.get_backbone("timm/resnet18")``),
+        which needs no adding; another object of that name raises :class:`ConfigError`.
         """
+        from . import catalogue
         from .backbones import Backbone
 
         if not isinstance(backbone, Backbone):
@@ -244,6 +247,13 @@ class PluginHost:
         held = self.backbones().get(name)
         if held is backbone:
             return name
+        if held is None and catalogue.prefix_of(name):
+            if self._is_catalogue_model(backbone):
+                return name
+            raise ConfigError(f"Backbone object {backbone!r} is named {name!r}, but names "
+                              f"starting with 'timm/' or 'hf/' mean the catalogue's models "
+                              f"(timm/<model> with hub weights, hf/<repo>); give the object "
+                              f"a name of its own, e.g. {name.rsplit('/', 1)[-1] + '_mine'!r}.")
         owner = self.provided_by.get(f"backbone:{name}")
         if held is not None and owner != OBJECTS:
             raise ConfigError(f"Two backbones are named {name!r}: {backbone!r}, given as an "
@@ -254,6 +264,16 @@ class PluginHost:
         self.pm.get_plugin(OBJECTS).backbones[name] = backbone
         self._tables = None
         return name
+
+    def _is_catalogue_model(self, backbone: Backbone) -> bool:
+        """Whether ``backbone`` is the model its catalogue name means: that object, or one
+        of its type with the same settings."""
+        try:
+            made = self.backbone(backbone.name)
+        except AutotransferError:  # a name the catalogue does not know
+            return False
+        return made is backbone or (type(made) is type(backbone)
+                                    and _settings(made) == _settings(backbone))
 
     def list_plugins(self) -> list[PluginInfo]:
         """Every plugin, with what it registered, and the ones that were skipped."""
@@ -267,6 +287,10 @@ class PluginHost:
         listed = {i.name for i in infos}
         return infos + [PluginInfo(n, (), (), error=e) for n, e in self.failed.items()
                         if n not in listed]
+
+
+def _settings(backbone: Backbone) -> dict[str, Any]:
+    return {k: v for k, v in vars(backbone).items() if not k.startswith("_")}
 
 
 class _Objects:
@@ -439,20 +463,12 @@ def _add_objects(objects: list[Backbone]) -> None:
 
 
 def _glob(pattern: str, modality: str | None) -> list[str]:
-    from . import catalogue
+    from .catalogue import no_match
 
     hits = list_backbones(pattern, modality=modality)
     if hits:
         return hits
-    known = catalogue.matching(pattern, modality=modality, include_unavailable=True)
-    if known:
-        raise WeightsUnavailableError(
-            f"No model matching {pattern!r} has pretrained weights here ({len(known)} match, "
-            f"e.g. {', '.join(known[:3])}; none is cached and the Hugging Face Hub cannot be "
-            f"reached). Offline, give a local file: at.TimmBackbone('mine', timm_name=..., "
-            f"weights='/path/to/weights.safetensors'), or use a backbone that "
-            f"`autotransfer backbones` lists with available=yes.")
-    raise UnknownNameError("backbone pattern", pattern, backbone_registry())
+    raise no_match(pattern, modality)
 
 
 def create_backbone(name: str, *, pretrained: bool = True, drop_path: float = 0.0):

@@ -12,6 +12,7 @@ started from, at what distance, and each enqueued trial names its source (``prio
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -49,6 +50,8 @@ def check(value: Any) -> bool | str | Path:
                              + st.JOURNAL_SUFFIXES):
             return path
         what = "is not a folder or a .db/.log file" if path.exists() else "does not exist"
+        close = difflib.get_close_matches(str(value), ["prior", "portfolio"], n=1)
+        what += f" (close match: {close[0]!r})" if close and not path.exists() else ""
         raise ConfigError(f"warm_start={str(value)!r} {what}; accepted: {ACCEPTED}.")
     raise ConfigError(f"warm_start must be {ACCEPTED}, but got warm_start={value!r}.")
 

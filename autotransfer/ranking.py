@@ -20,6 +20,7 @@ from .data import Dataset
 from .devices import torch_device
 from .errors import ConfigError, DataError
 from .logme import logme
+from .strategy import MAX_IMAGE_SIZE
 
 MAX_EXAMPLES = 1000  # a capped, stratified sample: LogME's ranking settles well before
 COLUMNS = ["backbone", "score", "seconds", "feature_dim", "n", "reason"]
@@ -36,7 +37,9 @@ def rank_backbones(data: Dataset, *, backbones: Sequence[str] | str | None = Non
     backbones on the same data), seconds, feature_dim, n (examples used).
     ``errors="skip"``: a backbone that fails to build or gives unusable features gets no
     score and its reason, instead of stopping the ranking (what ``search`` does: such a
-    backbone's trials then fail on their own).
+    backbone's trials then fail on their own). Mistakes in the arguments, and a backbone
+    of the wrong modality, raise either way; with ``errors="raise"`` a backbone whose
+    pretrained weights are not here raises before any is ranked.
 
     Example:
         >>> at.rank_backbones(train, backbones=["efficientnet_lite*"])   # doctest: +SKIP
@@ -45,11 +48,12 @@ def rank_backbones(data: Dataset, *, backbones: Sequence[str] | str | None = Non
 
     data = checks.dataset("data", data)
     head = plugins.get_head(task)
+    _check_arguments(max_examples=max_examples, image_size=image_size, batch_size=batch_size,
+                     device=device, cache=cache, seed=seed, errors=errors)
     names = plugins.resolve_backbones(checks.backbone_patterns(backbones), data.modality)
-    checks.integer("max_examples", max_examples, low=2)
-    checks.integer("batch_size", batch_size, low=1)
-    if errors not in ("raise", "skip"):
-        raise ConfigError(f"errors must be 'raise' or 'skip', but got errors={errors!r}.")
+    for name in names:  # ranking uses pretrained features
+        checks.backbone_fits(name, data.modality, weights=errors == "raise",
+                             also="; or pass errors='skip' to rank the others without it")
     sample = _sample(data, max_examples, seed)
     _, info = head.encode(data.labels)
     targets, _ = head.encode(sample.labels, info)
@@ -58,27 +62,49 @@ def rank_backbones(data: Dataset, *, backbones: Sequence[str] | str | None = Non
         raise DataError(f"Ranking needs at least one example per class: {len(sample)} "
                         f"examples for {len(info['classes'])} classes; give more labelled "
                         f"data (or max_examples >= {len(info['classes'])}).")
-    rows = []
-    for name in names:
-        t0 = time.perf_counter()
-        try:
-            f = backbone_features(name, sample, image_size=image_size, batch_size=batch_size,
-                                  device=device, cache=cache)
-            try:
-                score = logme(f.numpy(), targets.numpy(), regression=regression)
-            except DataError as exc:
-                raise DataError(f"Backbone {name!r}: {exc}") from exc
-        except Exception as exc:
-            if errors != "skip":
-                raise
-            rows.append({"backbone": name, "score": None, "n": len(sample),
-                         "reason": f"{type(exc).__name__}: {exc}"[:300]})
-            continue
-        rows.append({"backbone": name, "score": round(score, 6),
-                     "seconds": round(time.perf_counter() - t0, 2),
-                     "feature_dim": int(f.shape[1]), "n": len(sample), "reason": ""})
+    rows = [_score(name, sample, targets.numpy(), regression, errors, image_size=image_size,
+                   batch_size=batch_size, device=device, cache=cache) for name in names]
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _check_arguments(*, max_examples: Any, image_size: Any, batch_size: Any, device: Any,
+                     cache: Any, seed: Any, errors: Any) -> None:
+    checks.integer("max_examples", max_examples, low=2)
+    if image_size is not None:
+        checks.integer("image_size", image_size, low=8, high=MAX_IMAGE_SIZE)
+    checks.integer("batch_size", batch_size, low=1)
+    checks.integer("seed", seed, low=0, high=2**32 - 1)
+    torch_device(device)  # a device that is not here: every backbone would fail on it
+    if cache is not None and not isinstance(cache, FeatureCache):
+        raise ConfigError(f"cache must be an autotransfer.cache.FeatureCache or None, but got "
+                          f"cache={cache!r} ({type(cache).__name__}); e.g. "
+                          f"cache=FeatureCache('features/') keeps the features in a folder.")
+    if errors not in ("raise", "skip"):
+        raise ConfigError(f"errors must be 'raise' or 'skip', but got errors={errors!r}.")
+
+
+def _score(name: str, sample: Dataset, targets: Any, regression: bool, errors: str,
+           **features: Any) -> dict[str, Any]:
+    """One row of the ranking: ``name``'s LogME score, or (``errors="skip"``) the reason
+    it has none."""
+    t0 = time.perf_counter()
+    try:
+        f = backbone_features(name, sample, **features)
+        try:
+            score = logme(f.numpy(), targets, regression=regression)
+        except DataError as exc:
+            hint = "" if errors == "skip" else (" errors='skip' ranks the other backbones "
+                                                "without it.")
+            raise DataError(f"Backbone {name!r}: {exc}{hint}") from exc
+    except Exception as exc:
+        if errors != "skip":
+            raise
+        return {"backbone": name, "score": None, "n": len(sample),
+                "reason": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"backbone": name, "score": round(score, 6),
+            "seconds": round(time.perf_counter() - t0, 2),
+            "feature_dim": int(f.shape[1]), "n": len(sample), "reason": ""}
 
 
 def _sample(data: Dataset, cap: int, seed: int) -> Dataset:

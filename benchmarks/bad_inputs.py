@@ -4,12 +4,13 @@
     .venv/bin/python benchmarks/bad_inputs.py -k toml  # only cases whose id contains "toml"
     .venv/bin/python benchmarks/bad_inputs.py -v       # also show what each case printed
 
-Tries ~180 kinds of bad input on the Python API (``at.search`` with its ``test=``,
-``at.data.from_*``, ``at.SearchSpace``, ``at.Strategy``, ``at.run_trial``,
-``Study.load``/``load_best``/``evaluate``/``refit``/``report``, ``predictor.predict``/
-``export``, ``at.load``), on TOML study files run through the CLI
+Tries ~215 kinds of bad input on the Python API (``at.search`` with its ``test=``,
+``warm_start=`` and ``backbones=``: ``timm/``/``hf/`` catalogue names, Backbone objects;
+``at.rank_backbones``, ``at.data.from_*``, ``at.SearchSpace``, ``at.Strategy``,
+``at.run_trial``, ``Study.load``/``load_best``/``evaluate``/``refit``/``report``,
+``predictor.predict``/``export``, ``at.load``), on TOML study files run through the CLI
 (``python -m autotransfer.cli run file.toml``) and on the CLI itself (``leaderboard``,
-``report``, ``predict``, ``export``). One line per case:
+``report``, ``predict``, ``export``, ``backbones``). One line per case:
 
     GOOD|WEAK|BAD  <case id>  <short outcome>
 
@@ -831,6 +832,205 @@ def _(tmp):
                         train, valid)
 
 
+# ----------------------------------------------------------------- API: catalogue, objects
+@api("catalogue-timm-unknown-model", "'timm/resnet_18'", "timm/resnet_18")
+def _(tmp):
+    return search(backbones=["timm/resnet_18"])
+
+
+@api("catalogue-timm-unknown-tag", "'timm/resnet18.nosuch'", "timm/resnet18.nosuch")
+def _(tmp):
+    return search(backbones=["timm/resnet18.nosuch"])
+
+
+@api("catalogue-timm-name-without-prefix", "'resnet18'")
+def _(tmp):
+    return search(backbones=["resnet18"])
+
+
+@api("catalogue-timm-glob-matches-none", "'timm/nosuch*'", "timm/nosuch*")
+def _(tmp):
+    return search(backbones=["timm/nosuch*"])
+
+
+@api("catalogue-timm-name-on-text", "'timm/resnet18'", "text")
+def _(tmp):
+    return search(texts(), backbones=["timm/resnet18"], space=at.SearchSpace(epochs=1))
+
+
+@api("catalogue-hf-offline-not-cached", "'hf/google-bert/bert-base-uncased'",
+     "google-bert/bert-base-uncased")
+def _(tmp):
+    return search(texts(), backbones=["hf/google-bert/bert-base-uncased"],
+                  space=at.SearchSpace(epochs=1))
+
+
+@api("catalogue-hf-not-a-text-encoder", "'hf/timm/resnet18.a1_in1k'", "timm/resnet18.a1_in1k")
+def _(tmp):
+    from huggingface_hub import constants
+
+    # a Hugging Face cache holding only the repository's config.json, as a download leaves
+    constants.HF_HUB_CACHE = str(tmp / "hf")
+    snap = tmp / "hf" / "models--timm--resnet18.a1_in1k" / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    (snap.parent.parent / "refs").mkdir()
+    (snap.parent.parent / "refs" / "main").write_text("0" * 40)
+    (snap / "config.json").write_text(json.dumps({"architecture": "resnet18"}))
+    return search(texts(), backbones=["hf/timm/resnet18.a1_in1k"],
+                  space=at.SearchSpace(epochs=1))
+
+
+@api("catalogue-hf-invalid-repo-id", "'not a repo'", "hf/not a repo")
+def _(tmp):
+    return search(texts(), backbones=["hf/not a repo"], space=at.SearchSpace(epochs=1))
+
+
+@api("catalogue-hf-name-on-images", "'hf/google-bert/bert-base-uncased'", "image")
+def _(tmp):
+    return search(backbones=["hf/google-bert/bert-base-uncased"])
+
+
+@api("catalogue-hf-glob-matches-none", "'hf/*'", "hf/*")
+def _(tmp):
+    return search(texts(), backbones=["hf/*"], space=at.SearchSpace(epochs=1))
+
+
+@api("backbones-object-torch-module", "Linear")
+def _(tmp):
+    import torch
+
+    return search(backbones=["tiny_cnn", torch.nn.Linear(2, 2)])
+
+
+@api("backbones-object-class-not-instance", "TimmBackbone")
+def _(tmp):
+    return search(backbones=[at.TimmBackbone])
+
+
+@api("backbones-object-int-in-list", "7", "backbones[1]")
+def _(tmp):
+    return search(backbones=["tiny_cnn", 7])
+
+
+@api("backbones-object-timm_name-unknown", "'resnet_18'")
+def _(tmp):
+    return search(backbones=[at.TimmBackbone("mine", timm_name="resnet_18")])
+
+
+@api("add_backbone-int", "5", "int")
+def _(tmp):
+    from autotransfer import plugins
+
+    return plugins.current().add_backbone(5)
+
+
+@api("backbones-object-two-named-mine", "'mine'")
+def _(tmp):
+    return search(backbones=[at.TimmBackbone("mine", timm_name="test_resnet", image_size=16),
+                             at.TimmBackbone("mine", timm_name="test_efficientnet")])
+
+
+@api("backbones-object-named-like-registered", "'tiny_cnn'")
+def _(tmp):
+    return search(backbones=[at.TimmBackbone("tiny_cnn", timm_name="test_resnet")])
+
+
+@api("backbones-object-named-like-catalogue", "'timm/resnet18'")
+def _(tmp):
+    return search(backbones=[at.TimmBackbone("timm/resnet18", timm_name="test_resnet",
+                                             image_size=16)])
+
+
+# ------------------------------------------------------------------ API: rank_backbones
+class _NaNBackbone(at.TimmBackbone):
+    """A body whose features are NaN (broken weights, an overflow in half precision)."""
+
+    def build(self, *, pretrained=True, drop_path=0.0):
+        body = super().build(pretrained=False, drop_path=drop_path)
+        body.register_forward_hook(lambda module, inputs, out: out * float("nan"))
+        return body
+
+
+def rank(data=None, **kw):
+    """A ranking of tiny_cnn on 16 px toy images, then changes."""
+    base = dict(backbones=["tiny_cnn"], image_size=16)
+    base.update(kw)
+    return at.rank_backbones(toy() if data is None else data, **base)
+
+
+@api("rank_backbones-fewer-examples-than-classes", "4", "8")
+def _(tmp):
+    return rank(toy_images(8, classes=8, size=16), max_examples=4)
+
+
+@api("rank_backbones-nan-features", "'nan_cnn'", "nan_cnn")
+def _(tmp):
+    return rank(backbones=[_NaNBackbone("nan_cnn", timm_name="test_efficientnet")])
+
+
+@api("rank_backbones-task-segmentation", "'segmentation'")
+def _(tmp):
+    return rank(task="segmentation")
+
+
+@api("rank_backbones-backbones-empty-list", "[]")
+def _(tmp):
+    return rank(backbones=[])
+
+
+@api("rank_backbones-errors-ignore", "'ignore'")
+def _(tmp):
+    return rank(errors="ignore")
+
+
+@api("rank_backbones-data-ndarray", "ndarray")
+def _(tmp):
+    return rank(images())
+
+
+@api("rank_backbones-image-backbone-on-text", "'tiny_cnn'", "text")
+def _(tmp):
+    return rank(texts())
+
+
+@api("rank_backbones-image_size-0", "0")
+def _(tmp):
+    return rank(image_size=0)
+
+
+@api("rank_backbones-cache-path-str", "'features'", "str")
+def _(tmp):
+    return rank(cache="features")
+
+
+@api("rank_backbones-device-cuda7-with-skip", "'cuda:7'", "cuda:7")
+def _(tmp):
+    return rank(device="cuda:7", errors="skip")
+
+
+@api("rank_backbones-hf-offline-not-cached", "'hf/google-bert/bert-base-uncased'",
+     "google-bert/bert-base-uncased")
+def _(tmp):
+    return rank(texts(), backbones=["tiny_bert", "hf/google-bert/bert-base-uncased"])
+
+
+# ------------------------------------------------------------------ API: search warm_start
+@api("search-warm_start-priors", "'priors'")
+def _(tmp):
+    return search(warm_start="priors")
+
+
+@api("search-warm_start-3", "3")
+def _(tmp):
+    return search(warm_start=3)
+
+
+@api("search-warm_start-txt-file", "notes.txt")
+def _(tmp):
+    (tmp / "notes.txt").write_text("earlier studies, in words")
+    return search(warm_start="notes.txt")
+
+
 # --------------------------------------------------------------------------- API: adapters
 @api("from_folder-missing", "no_such_folder")
 def _(tmp):
@@ -1178,6 +1378,9 @@ toml_case("toml-plugins-missing-module", study_toml({"plugins": ["no_such_plugin
           "no_such_plugin_mod")
 toml_case("toml-seed-negative", study_toml({"seed": -1}), "-1")
 toml_case("toml-data-demo-unknown", study_toml(data={"demo": "mnist"}), "'mnist'")
+toml_case("toml-backbones-timm-unknown", study_toml({"backbones": ["timm/resnet_18"]}),
+          "'timm/resnet_18'", "timm/resnet_18")
+toml_case("toml-warm_start-priors", study_toml({"warm_start": "priors"}), "'priors'")
 
 # --------------------------------------------------------------------------- the CLI itself
 cli("cli-leaderboard-missing-file", ["leaderboard", "nope.db"], "nope.db")
@@ -1206,6 +1409,12 @@ cli("cli-export-format-coreml", lambda tmp: ["export", str(fixture("model")), "-
                                              "coreml"], "'coreml'", autoload=True)
 cli("cli-unknown-subcommand", ["fly"], "'fly'")
 cli("cli-backbones-modality-audio", ["backbones", "--modality", "audio"], "'audio'")
+cli("cli-backbones-timm-glob-matches-none", ["backbones", "timm/nosuch*"], "'timm/nosuch*'",
+    "timm/nosuch*")
+cli("cli-backbones-timm-glob-matches-none-all", ["backbones", "timm/nosuch*", "--all"],
+    "'timm/nosuch*'", "timm/nosuch*")
+cli("cli-backbones-timm-name-typo", ["backbones", "timm/resnet_18", "--all"], "'timm/resnet_18'",
+    "timm/resnet_18")
 
 
 # --------------------------------------------------------------------------- main

@@ -105,6 +105,45 @@ def test_list_backbones_globs_the_timm_catalogue():
     assert not any(n.startswith("timm/") for n in at.list_backbones())  # registered only
 
 
+@pytest.mark.parametrize("pattern,data,error,match", [
+    ("timm/resnt5*", "image", at.UnknownNameError,
+     r"Unknown backbone pattern 'timm/resnt5\*': no timm model matches it "
+     r"\(timm.list_models\('resnt5\*'\) is empty\); close matches: timm/resnet50.*use "
+     r"`autotransfer backbones 'timm/\*' --all`"),
+    ("timm/resnet18.nosuch*", "image", at.UnknownNameError,
+     r"timm.list_pretrained\('resnet18.nosuch\*'\) is empty\); close matches: timm/resnet18\."),
+    ("hf/*", "text", at.UnknownNameError,
+     r"Unknown backbone pattern 'hf/\*': no transformers text encoder in the local Hugging "
+     r"Face cache matches it .*e.g. 'hf/google-bert/bert-base-uncased'"),
+    ("hf/*", "image", at.ModalityError,
+     r"No image backbone matches 'hf/\*': hf/... names take text inputs, but the data holds "
+     r"image; image backbones: .*tiny_cnn"),
+    ("tiny_b*", "image", at.ModalityError, r"No image backbone matches 'tiny_b\*'"),
+])
+def test_a_glob_that_lists_nothing_says_why(pattern, data, error, match, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty cache
+    with pytest.raises(error, match=match):
+        plugins.resolve_backbones([pattern], data)
+
+
+def test_an_object_named_like_a_catalogue_model_must_be_that_model():
+    with pytest.raises(at.ConfigError, match=r"named 'timm/resnet18', but names starting with "
+                                             r"'timm/' or 'hf/' mean the catalogue's models.*"
+                                             r"e.g. 'resnet18_mine'"):
+        plugins.resolve_backbones([at.TimmBackbone("timm/resnet18", timm_name="test_resnet")],
+                                  "image")
+    with pytest.raises(at.ConfigError, match="'timm/nosuch', but names starting with"):
+        plugins.resolve_backbones([at.TimmBackbone("timm/nosuch", timm_name="resnet18")], "image")
+    made = at.get_backbone("timm/test_vit4")  # the catalogue's own object, or an equal one
+    assert plugins.resolve_backbones([made], "image") == ["timm/test_vit4"]
+    equal = at.TimmBackbone("timm/test_vit4", timm_name="test_vit4")
+    assert plugins.resolve_backbones([equal, "tiny_cnn"], "image") == ["timm/test_vit4",
+                                                                        "tiny_cnn"]
+    assert at.get_backbone("timm/test_vit4") is made  # nothing was added in its place
+
+
 def test_cli_lists_catalogue_models_without_building_them(capsys):
     assert main(["backbones", "timm/resnet1*", "--all"]) == 0
     rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
@@ -112,7 +151,10 @@ def test_cli_lists_catalogue_models_without_building_them(capsys):
                             "available"]
     assert rows["timm/resnet10t"] == ["catalogue", "timm", "image", "-", "-", "hub", "no"]
     assert main(["backbones", "timm/resnet1*"]) == 0
-    assert capsys.readouterr().out.strip() == "(none)"
+    out = capsys.readouterr()
+    assert out.out.strip() == "(none)" and "--all lists them" in out.err
+    assert main(["backbones", "timm/resnet_1*"]) == 2  # matches no model at all: a typo
+    assert "close matches: timm/resnet1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad,match", [

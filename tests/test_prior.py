@@ -96,7 +96,7 @@ def test_profiles_compare_like_for_like():
 
 
 @pytest.mark.parametrize("value, message", [
-    ("priors", "warm_start='priors' does not exist; accepted: True or 'portfolio'"),
+    ("priors", r"warm_start='priors' does not exist \(close match: 'prior'\); accepted: True"),
     (3, "warm_start must be True or 'portfolio'.*but got warm_start=3"),
     ("x.txt", "warm_start='x.txt' is not a folder or a .db/.log file"),
 ])

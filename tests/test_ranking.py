@@ -45,6 +45,8 @@ def test_logme_bad_inputs():
         logme(_data(n=20)[0], y[:19])
     with pytest.raises(at.DataError, match="class ids 0..C-1"):
         logme(_data(n=20)[0], y - 1)
+    with pytest.raises(at.DataError, match="not all zero, but the 4 features of all 20 "):
+        logme(np.zeros((20, 4)), y)  # else a score of -inf: "worst", not "broken"
 
 
 def test_rank_backbones_scores_each_backbone_and_reuses_the_cache(tmp_path):
@@ -80,6 +82,49 @@ def test_ranking_needs_an_example_per_class():
     data = at.data.from_arrays(toy_images(8, classes=8).inputs, np.arange(8))
     with pytest.raises(at.DataError, match="at least one example per class: 4 examples for 8"):
         rank_backbones(data, backbones=["tiny_cnn"], max_examples=4)
+
+
+class _NaNBackbone(at.TimmBackbone):
+    def build(self, *, pretrained=True, drop_path=0.0):
+        body = super().build(pretrained=False, drop_path=drop_path)
+        body.register_forward_hook(lambda module, inputs, out: out * float("nan"))
+        return body
+
+
+def test_nan_features_name_the_backbone_and_the_way_on():
+    nan = _NaNBackbone("nan_cnn", timm_name="test_efficientnet")
+    data = toy_images(20, classes=2, size=16)
+    with pytest.raises(at.DataError, match=r"Backbone 'nan_cnn': LogME needs finite features, "
+                                           r"but the features of 20 of 20 .*errors='skip' ranks"):
+        rank_backbones(data, backbones=[nan], image_size=16)
+    df = rank_backbones(data, backbones=["tiny_cnn", nan], image_size=16, errors="skip")
+    assert df["backbone"].tolist() == ["tiny_cnn", "nan_cnn"]
+    assert df["reason"][1].startswith("DataError: Backbone 'nan_cnn': LogME needs finite")
+    assert "errors='skip'" not in df["reason"][1]  # it was given
+
+
+@pytest.mark.parametrize("kw,error,match", [
+    (dict(image_size=0), at.ConfigError, r"image_size must be an integer in \[8, 4096\], but "
+                                         r"got image_size=0"),
+    (dict(cache="features"), at.ConfigError, r"cache must be an autotransfer.cache.FeatureCache "
+                                             r"or None, but got cache='features' \(str\)"),
+    (dict(device="cuda:7", errors="skip"), at.DeviceError, "device='cuda:7' does not exist"),
+    (dict(seed=-1), at.ConfigError, r"seed must be an integer in \[0, 4294967295\], but got seed=-1"),
+    (dict(errors="ignore"), at.ConfigError, "errors must be 'raise' or 'skip'"),
+    (dict(backbones=["tiny_bert"]), at.ModalityError, "Backbone 'tiny_bert' takes text inputs, "
+                                                      "but the data holds image; image "
+                                                      "backbones: .*tiny_cnn"),
+    (dict(backbones=["tiny_cnn", "resnet18"]), at.WeightsUnavailableError,
+     "Backbone 'resnet18' has no pretrained weights here .*errors='skip'"),
+])
+def test_bad_arguments_are_refused_before_any_backbone_runs(kw, error, match, monkeypatch):
+    from autotransfer import ranking
+
+    ran = []
+    monkeypatch.setattr(ranking, "backbone_features", lambda name, *a, **k: ran.append(name))
+    with pytest.raises(error, match=match):
+        rank_backbones(toy_images(20, classes=2, size=16), **{"backbones": ["tiny_cnn"], **kw})
+    assert ran == []  # even with errors="skip", no backbone ran on a bad argument
 
 
 def test_a_search_over_several_backbones_ranks_them_first(tmp_path):
