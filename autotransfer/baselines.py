@@ -29,7 +29,7 @@ PORTFOLIO_DONE = "autotransfer:portfolio"
 # Fractions of the layer groups to freeze, cheapest first, and what each trains with: a
 # prior from common practice (freeze the generic early layers, fine-tune the rest with a
 # learning rate that shrinks toward the input), not a result on any one dataset.
-_STILL = {"mixup": 0.0, "cutmix": 0.0, "augment": "none"}
+_STILL = {"mixup": 0.0, "cutmix": 0.0, "augment": "none", "adapter": "none"}
 PORTFOLIO = (
     (3 / 4, {"lr": 3e-3, "layer_decay": 0.8, **_STILL}),
     (1 / 2, {"lr": 3e-3, "layer_decay": 0.8, **_STILL}),

@@ -100,8 +100,9 @@ def cmd_backbones(args: argparse.Namespace) -> int:
 SUMMARY_COLUMNS = ["rank", "trial", "state", "baseline", "prior", "backbone", "transferability",
                    "frozen_groups",
                    "n_groups", "lr", "layer_decay", "weight_decay", "dropout", "augment", "mixup",
-                   "cutmix", "l2sp", "epochs_run", "cached"]
-SUMMARY_TAIL = ["transfer_gain", "negative_transfer", "duration_s", "reason"]
+                   "cutmix", "l2sp", "adapter", "lora_rank", "epochs_run", "cached"]
+SUMMARY_TAIL = ["transfer_gain", "negative_transfer", "trainable_params", "duration_s",
+                "reason"]
 
 
 def _priority(metric: str) -> list[str]:
@@ -110,7 +111,8 @@ def _priority(metric: str) -> list[str]:
             "baseline", "prior",
             "frozen_groups", "lr", "reason", "epochs_run", "transfer_gain", "n_groups",
             "layer_decay", "augment", "mixup", "weight_decay", "cutmix", "dropout", "l2sp",
-            "duration_s", f"test_{metric}_se", "cached", "negative_transfer"]
+            "adapter", "trainable_params", "lora_rank", "duration_s", f"test_{metric}_se",
+            "cached", "negative_transfer"]
 
 
 def _fmt(v) -> str | None:

@@ -47,17 +47,22 @@ class TransferModel(nn.Module):
         frozen = set(chain.from_iterable(self.groups[:k]))
         for name, p in self.body.named_parameters():
             p.requires_grad_(name not in frozen)
-        self._frozen_modules = [
-            m for m in self.body.modules()
-            if any(True for _ in m.parameters())
-            and not any(p.requires_grad for p in m.parameters())
-        ]
         self.n_prefix = 0
         for stage in self._stages:
             if not stage.params <= frozen:
                 break
             self.n_prefix += 1
         self.frozen_groups = k
+        self.mark_frozen()
+
+    def mark_frozen(self) -> None:
+        """Keep every body module whose parameters are all frozen in eval mode (after
+        :meth:`freeze`, and after an adapter changed what trains)."""
+        self._frozen_modules = [
+            m for m in self.body.modules()
+            if any(True for _ in m.parameters())
+            and not any(p.requires_grad for p in m.parameters())
+        ]
         self.train(self.training)
 
     def train(self, mode: bool = True) -> TransferModel:

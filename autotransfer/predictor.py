@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from . import _batch, modelfile, pipeline, plugins
+from .adapters import merged_state
 from .data import Dataset
 from .data._inputs import as_dataset
 from .devices import torch_device
@@ -113,7 +114,7 @@ class Predictor:
         """Save weights, strategy, task, labels and preprocessing to one safetensors file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return save_checkpoint(path, self.model.state_dict(), self.strategy, self.task,
+        return save_checkpoint(path, merged_state(self.model), self.strategy, self.task,
                                self.info, self.preprocessing, study=self.study)
 
     def export(self, path: str | Path, *, format: str) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import _batch, features, pipeline, plugins
+from .adapters import describe, merged_state
 from .cache import FeatureCache
 from .data import Dataset
 from .devices import torch_device
@@ -95,6 +96,9 @@ def _check_applies(strategy: Strategy, backbone: Any, task: str) -> None:
 def build_model(strategy: Strategy, task: str, info: dict) -> TransferModel:
     """The untrained model for a strategy: pretrained (or random) body plus a new head."""
     backbone = plugins.get_backbone(strategy.backbone)
+    if strategy.adapter not in backbone.adapters:
+        raise StrategyError(f"adapter={strategy.adapter!r} does not apply to backbone "
+                            f"{backbone.name!r}; {describe(backbone.adapters)}.")
     head = plugins.get_head(task)
     body = backbone.build(pretrained=strategy.pretrained, drop_path=strategy.drop_path)
     # A timm model whose pooled output passes a last hidden layer (MobileNetV3's conv_head)
@@ -206,8 +210,7 @@ class _Best:
     def update(self, epoch: int, value: float, metrics: dict, model: TransferModel) -> None:
         if self.last or self.sign * value > self.sign * self.value:
             self.value, self.epoch, self.metrics, self.stale = value, epoch, metrics, 0
-            self.state = {k: v.detach().to("cpu", copy=True)
-                          for k, v in model.state_dict().items()}
+            self.state = merged_state(model)  # LoRA folded in: loads without peft
         else:
             self.stale += 1
 

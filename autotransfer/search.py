@@ -12,6 +12,7 @@ import optuna
 
 from . import checks, plugins, prior
 from . import storage as st
+from .adapters import fit_space
 from .backends import Backend, as_backend
 from .backends._job import SearchJob, TrialContext, counted_trials
 from .backends._lifecycle import close_run, fail_stale_trials
@@ -149,6 +150,7 @@ def _plan(a: dict[str, Any]) -> tuple[SearchJob, TrialContext, Dataset | None]:
     head = plugins.get_head(a["task"])
     data = checks.dataset("data", a["data"])
     names = plugins.resolve_backbones(checks.backbone_patterns(a["backbones"]), data.modality)
+    space = fit_space(space, names, a["progress"])
     train, valid = _split(data, a["valid"], a["valid_fraction"], seed)
     checks.data_fits(a["task"], train, valid, names)
     test = None if a["test"] is None else checks.held_out(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .adapters import ADAPTERS, NONE_ONLY
 from .errors import ConfigError, StrategyError, known_fields
 from .strategy import Strategy
 
@@ -61,6 +62,8 @@ _DEFAULTS: dict[str, Dim] = {
     "grad_clip": 1.0,
     "image_size": None,
     "max_length": None,
+    "adapter": Categorical(ADAPTERS),  # backbones they apply to; see autotransfer.adapters
+    "lora_rank": Categorical((4, 8, 16, 32)),  # with adapter="lora"
 }
 FIELDS = tuple(_DEFAULTS)
 
@@ -97,6 +100,8 @@ class SearchSpace:
     grad_clip: Dim = _default("grad_clip")
     image_size: Dim = _default("image_size")
     max_length: Dim = _default("max_length")
+    adapter: Dim = _default("adapter")
+    lora_rank: Dim = _default("lora_rank")
 
     def __post_init__(self) -> None:
         for name in FIELDS:
@@ -139,7 +144,7 @@ class SearchSpace:
                 or isinstance(getattr(self, n), (Float, Int, Categorical))]
 
     def sample(self, trial: Any, backbone: str, n_groups: int, *, modality: str, task: str,
-               supports_drop_path: bool) -> Strategy:
+               supports_drop_path: bool, adapters: tuple[str, ...] = NONE_ONLY) -> Strategy:
         """Ask ``trial`` (an ``optuna.Trial``) for one Strategy on ``backbone``."""
         values: dict[str, Any] = {}
         for name in FIELDS:
@@ -147,7 +152,7 @@ class SearchSpace:
             if name == "frozen_groups":
                 dim = Int(0, n_groups) if dim is None else dim
                 check_frozen_range(dim, backbone, n_groups)
-            if not _applies(name, modality, task, supports_drop_path):
+            if not _applies(name, modality, task, supports_drop_path, adapters, values):
                 values[name] = _neutral(name, dim)
                 continue
             values[name] = _suggest(trial, name, dim)
@@ -159,7 +164,8 @@ class SearchSpace:
         return Strategy(backbone=backbone, **fixed)
 
     def params_for(self, values: dict[str, Any], n_groups: int, *, modality: str, task: str,
-                   supports_drop_path: bool) -> dict[str, Any]:
+                   supports_drop_path: bool,
+                   adapters: tuple[str, ...] = NONE_ONLY) -> dict[str, Any]:
         """The entries of ``values`` this space searches for such a trial, in range, as params.
 
         Enqueuing them makes :meth:`sample` return those values, so a baseline or a
@@ -167,7 +173,8 @@ class SearchSpace:
         """
         out = {}
         for name in self.searched():
-            if name not in values or not _applies(name, modality, task, supports_drop_path):
+            if name not in values or not _applies(name, modality, task, supports_drop_path,
+                                                  adapters, values):
                 continue
             dim = getattr(self, name)
             dim = Int(0, n_groups) if name == "frozen_groups" and dim is None else dim
@@ -197,7 +204,14 @@ def check_frozen_range(dim: Dim, backbone: str, n_groups: int) -> None:
     del lo
 
 
-def _applies(name: str, modality: str, task: str, supports_drop_path: bool) -> bool:
+def _applies(name: str, modality: str, task: str, supports_drop_path: bool,
+             adapters: tuple[str, ...], values: dict[str, Any]) -> bool:
+    """Whether field ``name`` means anything for such a trial (``values``: those chosen
+    so far, in FIELDS order)."""
+    if name == "adapter":
+        return adapters != NONE_ONLY
+    if name == "lora_rank":
+        return values.get("adapter") == "lora"
     if name in ("mixup", "cutmix"):  # timm's Mixup mixes class targets
         return modality == "image" and task in ("classification", "multilabel")
     if name == "augment":
@@ -215,8 +229,10 @@ def _applies(name: str, modality: str, task: str, supports_drop_path: bool) -> b
 
 def _neutral(name: str, dim: Dim) -> Any:
     """The off value of a field that does not apply to this trial."""
-    if name == "augment":
+    if name in ("augment", "adapter"):
         return "none"
+    if name == "lora_rank":
+        return 8  # the Strategy default: unused without LoRA
     return None if name in ("image_size", "max_length") else 0.0
 
 

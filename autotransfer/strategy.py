@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .adapters import ADAPTERS, attach
 from .errors import StrategyError, known_fields
 from .model import TransferModel
 from .preprocessing import AUGMENTS
@@ -21,7 +22,7 @@ OPTIMIZERS = ("adamw", "sgd")
 MAX_IMAGE_SIZE = 4096
 _FLOATS = ("lr", "layer_decay", "weight_decay", "dropout", "drop_path", "label_smoothing",
            "mixup", "cutmix", "l2sp", "warmup", "grad_clip")
-_INTS = ("frozen_groups", "batch_size", "epochs", "image_size", "max_length")
+_INTS = ("frozen_groups", "batch_size", "epochs", "image_size", "max_length", "lora_rank")
 
 
 @known_fields
@@ -55,6 +56,10 @@ class Strategy:
         grad_clip: Gradient-norm clipping; 0 = off.
         image_size: Input side in pixels; ``None`` = the backbone's default.
         max_length: Tokens per text input; ``None`` = the backbone's default.
+        adapter: What trains in the trainable groups (:mod:`autotransfer.adapters`):
+            ``"none"`` (every weight), ``"lora"`` (low-rank adapters on the linear layers,
+            via peft), ``"bitfit"`` (biases) or ``"norm"`` (normalization layers).
+        lora_rank: The rank of the LoRA adapters (``adapter="lora"``).
 
     Example:
         >>> s = Strategy("efficientnet_lite0", frozen_groups=4, layer_decay=0.8)
@@ -82,6 +87,8 @@ class Strategy:
     grad_clip: float = 1.0
     image_size: int | None = None
     max_length: int | None = None
+    adapter: str = "none"
+    lora_rank: int = 8
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str, value: Any, accepted: str) -> None:
@@ -113,6 +120,8 @@ class Strategy:
              "image_size", self.image_size, f"None or 8 to {MAX_IMAGE_SIZE} pixels")
         need(self.max_length is None or self.max_length >= 2,
              "max_length", self.max_length, "None or >= 2 tokens")
+        need(self.adapter in ADAPTERS, "adapter", self.adapter, f"one of {ADAPTERS}")
+        need(1 <= self.lora_rank <= 256, "lora_rank", self.lora_rank, "an integer in [1, 256]")
         need(self.pretrained or self.l2sp == 0, "l2sp", self.l2sp,
              "0 with pretrained=False (it pulls toward pretrained weights)")
 
@@ -157,6 +166,7 @@ class Strategy:
     def apply(self, model: TransferModel, steps_per_epoch: int) -> Applied:
         """Freeze, build per-group parameter groups, the optimizer, schedule and penalty."""
         model.freeze(self.frozen_groups)
+        attach(model, self.adapter, self.lora_rank)
         params = dict(model.body.named_parameters())
         n = model.n_groups
         sp = self.l2sp > 0 and self.pretrained

@@ -17,7 +17,7 @@ from .strategy import Strategy
 _STATE_ORDER = {"complete": 0, "refit": 1, "pruned": 2, "running": 3, "failed": 4}
 _STRATEGY_COLUMNS = ("frozen_groups", "lr", "layer_decay", "weight_decay", "dropout",
                      "drop_path", "label_smoothing", "mixup", "cutmix", "augment", "l2sp",
-                     "optimizer", "batch_size")
+                     "optimizer", "batch_size", "adapter", "lora_rank")
 
 
 class Study:

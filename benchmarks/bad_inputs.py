@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/bad_inputs.py -k toml  # only cases whose id contains "toml"
     .venv/bin/python benchmarks/bad_inputs.py -v       # also show what each case printed
 
-Tries ~215 kinds of bad input on the Python API (``at.search`` with its ``test=``,
+Tries ~225 kinds of bad input on the Python API (``at.search`` with its ``test=``,
 ``warm_start=`` and ``backbones=``: ``timm/``/``hf/`` catalogue names, Backbone objects;
+fine-tuning adapters (``adapter=``, ``lora_rank=``) where they do not apply or peft is missing;
 ``at.rank_backbones``, ``at.data.from_*``, ``at.SearchSpace``, ``at.Strategy``,
 ``at.run_trial``, ``Study.load``/``load_best``/``evaluate``/``refit``/``report``,
 ``predictor.predict``/``export``, ``at.load``), on TOML study files run through the CLI
@@ -1031,6 +1032,86 @@ def _(tmp):
     return search(warm_start="notes.txt")
 
 
+# ----------------------------------------------- API: fine-tuning adapters (Strategy.adapter)
+def few_texts() -> at.data.Dataset:
+    return at.data.from_texts(["good film", "bad film", "great plot", "dull plot"] * 2,
+                              [1, 0, 1, 0] * 2)
+
+
+def refused_before_storage(tmp: Path, fn: Callable[[], Any]) -> Any:
+    """``fn()``; a refusal that left a file in the (empty) working folder turns into a
+    RuntimeError (BAD): the search touched storage before it checked its space."""
+    try:
+        return fn()
+    except at.AutotransferError as exc:
+        left = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*"))
+        if left:
+            raise RuntimeError(f"refused only after writing {left}: {exc}") from exc
+        raise
+
+
+@api("Strategy-adapter-prefix", "'prefix'")
+def _(tmp):
+    return at.Strategy("tiny_bert", adapter="prefix")
+
+
+@api("Strategy-adapter-None", "None")
+def _(tmp):
+    return at.Strategy("tiny_bert", adapter=None)
+
+
+@api("Strategy-lora_rank-0", "0")
+def _(tmp):
+    return at.Strategy("tiny_bert", adapter="lora", lora_rank=0)
+
+
+@api("Strategy-lora_rank-1.5", "1.5")
+def _(tmp):
+    return at.Strategy("tiny_bert", adapter="lora", lora_rank=1.5)
+
+
+@api("run_trial-adapter-lora-on-cnn", "'tiny_cnn'", "tiny_cnn")
+def _(tmp):
+    train, valid = _trial_data()
+    return at.run_trial(at.Strategy("tiny_cnn", adapter="lora", epochs=1, image_size=16),
+                        train, valid)
+
+
+@api("search-adapter-bitfit-on-cnn", "'bitfit'", "bitfit")
+def _(tmp):
+    return refused_before_storage(tmp, lambda: search(space=small_space(adapter="bitfit")))
+
+
+@api("search-adapter-lora-bitfit-on-cnn", "['lora', 'bitfit']", "('lora', 'bitfit')")
+def _(tmp):
+    return refused_before_storage(
+        tmp, lambda: search(space=small_space(adapter=["lora", "bitfit"])))
+
+
+@api("SearchSpace-adapter-qlora", "'qlora'")
+def _(tmp):
+    return at.SearchSpace(adapter="qlora")
+
+
+@api("SearchSpace-lora_rank-0-to-8", "(0, 8)", "[0, 8]", "0")
+def _(tmp):
+    return at.SearchSpace(lora_rank=(0, 8))
+
+
+@api("search-adapter-lora-peft-missing", "autotransfer[adapters]")
+def _(tmp):
+    import autotransfer.adapters as adapters
+
+    available = adapters.peft_available
+    adapters.peft_available = lambda: False
+    try:
+        return refused_before_storage(
+            tmp, lambda: search(few_texts(), backbones=["tiny_bert"],
+                                space=at.SearchSpace(epochs=1, adapter="lora")))
+    finally:
+        adapters.peft_available = available
+
+
 # --------------------------------------------------------------------------- API: adapters
 @api("from_folder-missing", "no_such_folder")
 def _(tmp):
@@ -1381,6 +1462,7 @@ toml_case("toml-data-demo-unknown", study_toml(data={"demo": "mnist"}), "'mnist'
 toml_case("toml-backbones-timm-unknown", study_toml({"backbones": ["timm/resnet_18"]}),
           "'timm/resnet_18'", "timm/resnet_18")
 toml_case("toml-warm_start-priors", study_toml({"warm_start": "priors"}), "'priors'")
+toml_case("toml-space-adapter-qlora", study_toml(space={"adapter": "qlora"}), "'qlora'")
 
 # --------------------------------------------------------------------------- the CLI itself
 cli("cli-leaderboard-missing-file", ["leaderboard", "nope.db"], "nope.db")

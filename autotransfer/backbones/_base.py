@@ -40,6 +40,7 @@ class Backbone(ABC):
     modality: str = "image"
     family: str = "custom"
     supports_drop_path: bool = False
+    adapters: tuple[str, ...] = ("none",)  # the Strategy.adapter values that apply
 
     def __init__(self, name: str, *, weights: Weights = None) -> None:
         if not isinstance(name, str) or not name:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..adapters import ADAPTERS
 from ..errors import StrategyError
 from ..preprocessing import TextPreprocessing
 from . import _weights
@@ -56,6 +57,7 @@ class HFBackbone(Backbone):
     """
 
     family = "transformers"
+    adapters = ADAPTERS
     modality = "text"
 
     def __init__(self, name: str, *, hf_name: str | None = None, weights: Weights = "hub",

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..adapters import ADAPTERS, TRANSFORMER_LIKE
 from ..errors import StrategyError, UnknownNameError
 from ..preprocessing import ImagePreprocessing
 from . import _weights
@@ -61,6 +62,8 @@ class TimmBackbone(Backbone):
         self.model_kwargs = model_kwargs
         if family:
             self.family = family
+        if arch.startswith(TRANSFORMER_LIKE):
+            self.adapters = ADAPTERS
         self._head_choice: int | None = None  # index into _HEAD_CHOICES, -1: no chain
 
     def _cfg(self) -> Any:

@@ -90,7 +90,7 @@ class TrialContext:
         b = plugins.get_backbone(backbone)
         return self.job.space.params_for(
             values, self.n_groups(b.name), modality=self.job.modality, task=self.job.task,
-            supports_drop_path=b.supports_drop_path)
+            supports_drop_path=b.supports_drop_path, adapters=b.adapters)
 
     def baseline_trials(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """(params, user_attrs) to enqueue for each baseline of each backbone."""
@@ -118,7 +118,7 @@ class TrialContext:
         b = plugins.get_backbone(name)
         strategy = self.job.space.sample(
             trial, name, self.n_groups(name), modality=self.job.modality, task=self.job.task,
-            supports_drop_path=b.supports_drop_path)
+            supports_drop_path=b.supports_drop_path, adapters=b.adapters)
         return strategy, ""
 
     def prepared(self, strategy: Strategy) -> Prepared:
