@@ -65,7 +65,7 @@ def search(data: Dataset, *, task: str = "classification",
         warm_start: Begin a new study with a short portfolio of settings that usually work
             (True), with nothing (False), or with the best strategies of the closest earlier
             studies (:mod:`autotransfer.prior`): "prior" looks in this storage, a path in
-            that folder's (or file's) studies. Every search records what they need.
+            the studies of that folder or storage file. Every search records what they need.
         rank: With several backbones, score each one's frozen features first (LogME,
             :func:`rank_backbones`); the best-ranked get the warm-start points and the
             searched trials race the backbones in rank order (False: the sampler picks).
