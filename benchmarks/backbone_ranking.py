@@ -160,9 +160,10 @@ def listed(task: Task, seed: int) -> list[Any]:
     return random.Random(seed).sample(task.candidates(), k=len(task.candidates()))
 
 
-def step_race(task: Task, train, valid, folder: Path, target: float) -> list[dict]:
+def step_race(task: Task, train, valid, folder: Path, target: float,
+              seeds: tuple[int, ...] = SEEDS) -> list[dict]:
     rows = []
-    for seed in SEEDS:
+    for seed in seeds:
         order = listed(task, seed)
         print(f"  seed {seed}: candidates listed as "
               f"{[c if isinstance(c, str) else c.name for c in order]}", flush=True)
@@ -210,8 +211,9 @@ def report(task: str, result: dict) -> None:
     tau = kendalltau(scores, accs).statistic
     print(f"\nKendall tau (LogME vs best accuracy alone): {tau:.2f}")
     print(f"target: {result['target']:.4f} (best alone - {TOLERANCE})\n")
-    print("| seed | with ranking: s to target | uniform: s to target | best (rank / uniform) |")
-    print("|---|---|---|---|")
+    print("| seed | with ranking: s to target | uniform: s to target | best (rank / uniform) "
+          "| trials (rank / uniform) |")
+    print("|---|---|---|---|---|")
     by = {(r["seed"], r["rank"]): r for r in result["race"]}
     ratios = []
     for seed in SEEDS:
@@ -219,14 +221,16 @@ def report(task: str, result: dict) -> None:
         ta, tb = a["seconds_to_target"], b["seconds_to_target"]
         if ta is not None and tb is not None:
             ratios.append(ta / tb)
-        print(f"| {seed} | {_show(ta)} | {_show(tb)} | {a['best']:.4f} / {b['best']:.4f} |")
+        print(f"| {seed} | {_show(ta)} | {_show(tb)} | {a['best']:.4f} / {b['best']:.4f} | "
+              f"{a['trials']} / {b['trials']} |")
     if ratios:
         print(f"\nratio (ranking / uniform) where both reached it: "
               f"{', '.join(f'{r:.2f}' for r in ratios)}")
 
 
-def run(task: Task, saved: dict | None) -> dict:
-    """Steps 1-3 for one task; with ``saved`` (``--race``), step 3 only."""
+def run(task: Task, saved: dict | None, seeds: tuple[int, ...] = SEEDS) -> dict:
+    """Steps 1-3 for one task; with ``saved`` (``--race``), step 3 only, for ``seeds``
+    (the saved rows of other seeds are kept)."""
     train, valid = task.data()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -242,7 +246,8 @@ def run(task: Task, saved: dict | None) -> dict:
             result = saved
         print(f"{task.name} 3. search over all candidates, with and without the ranking",
               flush=True)
-        result["race"] = step_race(task, train, valid, folder, result["target"])
+        rows = step_race(task, train, valid, folder, result["target"], seeds)
+        result["race"] = [r for r in result.get("race", []) if r["seed"] not in seeds] + rows
     result["seconds"] = round(time.perf_counter() - t0)
     return result
 
@@ -254,13 +259,16 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="reprint the last results")
     parser.add_argument("--race", action="store_true",
                         help="rerun step 3 only, on the saved steps 1-2")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+                        help="the seeds step 3 runs (default 0 1 2)")
     args = parser.parse_args()
     saved = json.loads(OUT.read_text()) if OUT.is_file() else {}
     if "ranking" in saved:  # the first version's file: the image task only
         saved = {"image": saved}
     for name in args.task or list(TASKS):
         if not args.report:
-            saved[name] = run(TASKS[name], saved.get(name) if args.race else None)
+            saved[name] = run(TASKS[name], saved.get(name) if args.race else None,
+                              tuple(args.seeds))
             OUT.parent.mkdir(parents=True, exist_ok=True)
             OUT.write_text(json.dumps(saved, indent=1, default=str))
         if name in saved:
