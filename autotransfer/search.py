@@ -58,25 +58,22 @@ def search(data: Dataset, *, task: str = "classification",
         seed: Seeds the split, the sampler and every trial.
         space: The :class:`SearchSpace`; fix or narrow fields there.
         valid: Validation data; default a seeded (stratified) ``valid_fraction`` of ``data``.
-        test: Held-out labelled data, never used for a choice: after the search the kept
-            models are scored on it (the leaderboard's ``test_<metric>`` columns), with a
-            warning when the best validation score overstates the test score.
+        test: Held-out labelled data, never chosen on: the kept models are scored on it
+            after the search (``test_<metric>`` columns; a warning if validation overstates).
         baselines: Run scratch, linear-probe and default fine-tune trials per backbone.
-        warm_start: Begin a new study with a short portfolio of settings that usually work
-            (True), with nothing (False), or with the best strategies of the closest earlier
-            studies (:mod:`autotransfer.prior`): "prior" looks in this storage, a path in
-            the studies of that folder or storage file. Every search records what they need.
+        warm_start: Begin a new study with settings that usually work (True), nothing
+            (False), or the best strategies of the closest earlier studies
+            (:mod:`autotransfer.prior`) in this storage ("prior") or a folder or file (a path).
         rank: With several backbones, score each one's frozen features first (LogME,
             :func:`rank_backbones`); the best-ranked get the warm-start points and the
             searched trials race the backbones in rank order (False: the sampler picks).
         pruner, sampler: "hyperband", "median", "none", or any Optuna pruner (both
             backends); "tpe", "random", or any Optuna sampler.
         patience: Early-stop a trial after this many epochs without improvement (None: off).
-        keep_checkpoints: Keep the best k trials' weights (older ones are deleted).
+        keep_checkpoints: Keep the best k trials' weights (the others are deleted).
         feature_cache: Share frozen-prefix outputs across trials: True, False, or a memory
             budget in bytes per worker.
-        progress, root: Show progress bars; the folder that holds ``studies/`` when
-            ``storage`` is None (default: cwd).
+        progress, root: Show progress bars; the folder holding ``studies/`` (default cwd).
 
     Returns the :class:`Study`. Raises :class:`SearchFailed` when every trial this call
     ran failed (they do not count toward ``n_trials``: the corrected rerun runs them).
