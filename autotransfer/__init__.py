@@ -3,6 +3,7 @@
 from . import data
 from .backbones import Backbone, HFBackbone, PackageWeights, Stage, TimmBackbone
 from .backends import Backend, OptunaBackend, RayBackend
+from .distill import Distillation
 from .errors import (
     AutotransferError,
     ConfigError,
@@ -49,5 +50,5 @@ __all__ = [
     "TrialResult", "UnknownNameError", "WeightsUnavailableError", "create_backbone", "data",
     "get_backbone", "get_head", "hookimpl", "list_backbones", "list_plugins",
     "register_plugin", "run_trial", "search", "SearchSpace", "Float", "Int", "Categorical",
-    "Study", "Predictor", "load", "rank_backbones",
+    "Study", "Predictor", "load", "rank_backbones", "Distillation",
 ]

@@ -135,6 +135,41 @@ def held_out(what: str, data: Any, task: str, modality: str, info: dict) -> Data
     return data
 
 
+def unlabeled(value: Any, modality: str) -> Dataset | None:
+    """``unlabeled=``: target-domain inputs without labels, as a Dataset (its labels are
+    ignored) or in-memory inputs (uint8 images ``(N, 3, H, W)``, a list of strings), of
+    the training data's modality and at least 2 of them."""
+    if value is None:
+        return None
+    accepted = ("an autotransfer Dataset (at.data.from_*; its labels are ignored), uint8 "
+                "images (N, 3, H, W), or a list of strings")
+    if not isinstance(value, Dataset):
+        if isinstance(value, torch.Tensor) and (value.ndim != 4 or value.shape[1] != 3
+                                                or value.dtype != torch.uint8):
+            raise DataError(f"unlabeled images must be uint8 (N, 3, H, W), but got "
+                            f"{value.dtype} {tuple(value.shape)}; accepted: {accepted}.")
+        if not isinstance(value, (torch.Tensor, list, tuple)) or len(value) == 0:
+            raise DataError(f"unlabeled must be {accepted}, but got {_short(value)} "
+                            f"({type(value).__name__}).")
+        value = Dataset(value, [0] * len(value))
+    if value.modality != modality:
+        raise ModalityError(f"unlabeled holds {value.modality}, but data holds {modality}; "
+                            f"give unlabeled {modality} inputs from the target domain.")
+    if len(value) < 2:
+        raise DataError(f"unlabeled needs at least 2 inputs, but got {len(value)}.")
+    try:
+        first = value.load(0)
+    except AutotransferError:
+        raise
+    except Exception as exc:
+        raise DataError(f"Cannot read the first item of unlabeled ({value!r}): "
+                        f"{type(exc).__name__}: {exc}") from exc
+    if modality == "image" and min(first.size) < 8:
+        raise DataError(f"unlabeled images must be at least 8x8 pixels, but the first is "
+                        f"{first.size[0]}x{first.size[1]}.")
+    return value
+
+
 def backbone_patterns(value: Any) -> list[str | Backbone] | None:
     """``backbones=``: None (every available one), or a name, glob or Backbone object, or a
     non-empty list of them."""

@@ -137,13 +137,30 @@ def print_leaderboard(study, *, top: int | None = None, fmt: str = "table",
         print(df.to_json(orient="records", indent=1))
         return
     m = study.metric
+    tasks = _task_columns(study.task)  # a multi-task study: each task's metric, weights
     cols = list(df.columns) if all_columns else [
-        c for c in SUMMARY_COLUMNS + [m, f"test_{m}", f"test_{m}_se"] + SUMMARY_TAIL
+        c for c in SUMMARY_COLUMNS + [m, f"test_{m}", f"test_{m}_se"] + tasks + SUMMARY_TAIL
         if c in df.columns]
     rows = [{c: _fmt(r[c]) for c in cols} for r in df.to_dict("records")]
     if not all_columns:
-        cols = _fit(rows, cols, _priority(m), WIDTH)
+        priority = _priority(m)
+        cols = _fit(rows, cols, priority[:5] + tasks + priority[5:], WIDTH)
     print(_table(rows, cols))
+
+
+def _task_columns(task: object) -> list[str]:
+    """A multi-task study's other tasks' metrics and loss weights (``age_r2``,
+    ``loss_weight.age``), for the leaderboard table."""
+    from .plugins import get_head
+
+    if not isinstance(task, dict):
+        return []
+    rest = list(task)[1:]
+    try:
+        return [f"{c}_{get_head(task[c]).metric}" for c in rest] + \
+            [f"loss_weight.{c}" for c in rest]
+    except UnknownNameError:  # a head whose plugin is not registered here
+        return [f"loss_weight.{c}" for c in rest]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -258,8 +275,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _register(args.plugin)
     model = load(args.model)
     names = _input_names(args.inputs, model.preprocessing.modality)
-    frame = pd.DataFrame({"input": names,
-                          "prediction": list(model.predict(names, batch_size=args.batch_size))})
+    pred = model.predict(names, batch_size=args.batch_size)
+    frame = pd.concat([pd.DataFrame({"input": names}), pred.reset_index(drop=True)], axis=1) \
+        if hasattr(pred, "columns") else pd.DataFrame({"input": names, "prediction": list(pred)})
     if args.proba and model.task in ("classification", "multilabel"):
         proba = model.predict_proba(names, batch_size=args.batch_size)
         frame = pd.concat([frame, proba.reset_index(drop=True).round(4)], axis=1)

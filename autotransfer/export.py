@@ -44,6 +44,7 @@ from torch import nn
 from . import plugins
 from .backbones import HFEncoder, TimmBackbone
 from .errors import ConfigError, ExportError, StorageError, UnknownNameError, check_choice
+from .multitask import describe_outputs
 from .preprocessing import ImagePreprocessing, load_tokenizer
 
 if TYPE_CHECKING:
@@ -249,7 +250,7 @@ def _input_specs(inputs: dict[str, torch.Tensor], names: list[str]) -> list[dict
 
 def _output_spec(predictor: Predictor, n_outputs: int) -> dict:
     return {"name": "outputs", "shape": ["batch", n_outputs], "dtype": "float32",
-            "meaning": _MEANING.get(predictor.task, f"the {predictor.task!r} head's outputs")}
+            "meaning": describe_outputs(predictor.task, predictor.info, _MEANING)}
 
 
 def _jsonable(value: Any) -> Any:

@@ -37,6 +37,8 @@ def live_reason(model: TransferModel, strategy: Strategy, cache: Any) -> str | N
     if model.n_prefix == 0:
         return "no (nothing frozen)" if strategy.frozen_groups == 0 \
             else "no (prefix not separable)"
+    if strategy.adabn or strategy.dann:  # target inputs pass through the whole body
+        return "no (domain adaptation)"
     if strategy.mixes:  # mixing happens on the raw inputs, before the prefix
         return "no (mixup)" if strategy.mixup else "no (cutmix)"
     if strategy.augment != "none" and AUG_VIEWS < 1:
@@ -163,10 +165,25 @@ def _key(model: TransferModel, data: Prepared, strategy: Strategy, dev: Any, fp:
          split: str, augment: str, views: int) -> CacheKey:
     backbone = plugins.get_backbone(strategy.backbone)
     x = data.x_train if split == "train" else data.x_valid
+    weights = weights_id(backbone)
+    if backbone.weights is None or not strategy.pretrained:  # a seeded random init
+        weights += f"|init:{_digest(model)}"
     return CacheKey(
-        backbone=backbone.name, weights=weights_id(backbone), pretrained=strategy.pretrained,
+        backbone=backbone.name, weights=weights, pretrained=strategy.pretrained,
         frozen_groups=strategy.frozen_groups, n_prefix=model.n_prefix,
         preprocessing=repr(data.preprocessing),
         # data without a fingerprint (a torch Dataset) is shared in this process only
         data=fp or f"{LOCAL}{os.getpid()}:{id(x)}", dtype=str(dev.amp or torch.float32),
         views="" if augment == "none" else f"{augment} x{views}")
+
+
+def _digest(model: TransferModel) -> str:
+    """A hash of the frozen prefix's weights: random inits of other seeds differ."""
+    import hashlib
+
+    h = hashlib.sha1()
+    params = dict(model.body.named_parameters())
+    for stage in model._stages[: model.n_prefix]:
+        for name in sorted(stage.params):
+            h.update(name.encode() + params[name].detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:12]

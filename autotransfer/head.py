@@ -56,5 +56,16 @@ class Head(ABC):
         """The output module (dropout, then a linear layer)."""
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, self.n_outputs(info)))
 
+    def configured(self, strategy: Any, info: dict) -> Head:
+        """The head as one trial trains it (``info`` from its training labels). A head whose
+        loss depends on the strategy returns a configured copy (the multi-task head's loss
+        weights); a single task has no loss weights to take."""
+        if getattr(strategy, "loss_weights", ()):
+            from .errors import StrategyError
+
+            raise StrategyError(f"loss_weights weigh the tasks of a multi-task study, but "
+                                f"task {self.name!r} is one task; use loss_weights={{}}.")
+        return self
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, metric={self.metric!r})"

@@ -78,11 +78,19 @@ class TransferModel(nn.Module):
                 x = stage.fn(x)
         return x
 
-    def forward_tail(self, h: Any) -> torch.Tensor:
-        """The trainable rest of the body, then the head."""
+    def embed_tail(self, h: Any) -> torch.Tensor:
+        """The trainable rest of the body: the features the head reads."""
         for stage in self._stages[self.n_prefix :]:
             h = stage.fn(h)
-        return self.head(h)
+        return h
+
+    def forward_tail(self, h: Any) -> torch.Tensor:
+        """The trainable rest of the body, then the head."""
+        return self.head(self.embed_tail(h))
+
+    def embed(self, x: Any) -> torch.Tensor:
+        """The body's features of an input (what the head reads)."""
+        return self.embed_tail(self.forward_prefix(x))
 
     def forward(self, x: Any) -> torch.Tensor:
         return self.forward_tail(self.forward_prefix(x))

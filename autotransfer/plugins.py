@@ -24,7 +24,7 @@ import importlib
 import os
 import types
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -411,8 +411,14 @@ def get_backbone(name: str) -> Backbone:
     return current().backbone(name)
 
 
-def get_head(task: str) -> Head:
-    """The registered head for ``task`` ("classification", "regression", "multilabel", ...)."""
+def get_head(task: str | Mapping[str, str]) -> Head:
+    """The registered head for ``task`` ("classification", "regression", "multilabel", ...);
+    for ``{label column: task}`` a :class:`~autotransfer.multitask.MultiTaskHead` built
+    from the registered heads (the first task is the primary one)."""
+    if isinstance(task, Mapping):
+        from .multitask import MultiTaskHead
+
+        return MultiTaskHead(task)
     table = head_registry()
     if not isinstance(task, str) or task not in table:
         raise UnknownNameError("task", str(task), table)

@@ -66,9 +66,14 @@ class Predictor:
         ``inputs``: one image (PIL image, array, file path) or string, which gives one
         prediction; or many: a list (images of varied sizes too), a batch array, a folder,
         a DataFrame (``column=`` names the input column when it has several) or a Dataset.
+        A multi-task model gives a DataFrame with a column per task (a Series for one input).
         """
-        out, single, _ = self._outputs(inputs, batch_size, column)
+        out, single, index = self._outputs(inputs, batch_size, column)
         pred = self.head.decode(out, self.info)
+        if hasattr(pred, "iloc"):  # a column per task
+            if index is not None:
+                pred.index = index
+            return pred.iloc[0] if single else pred
         return pred[0] if single else pred
 
     def predict_proba(self, inputs: Any, *, batch_size: int = 64, column: str | None = None,
@@ -77,22 +82,20 @@ class Predictor:
 
         Classification: softmax; multilabel: a sigmoid per label. Columns are the class
         names, as in AutoGluon and scikit-learn's ``classes_`` order; ``as_pandas=False``
-        gives the array (columns in :attr:`classes` order).
+        gives the array (columns in :attr:`classes` order). A multi-task model gives a dict:
+        label column -> that, for each classification and multilabel task.
         """
-        import pandas as pd
-
         out, single, index = self._outputs(inputs, batch_size, column)
-        if self.task == "classification":
-            proba = torch.softmax(out, 1).numpy()
-        elif self.task == "multilabel":
-            proba = torch.sigmoid(out).numpy()
-        else:
-            raise DataError(f"predict_proba applies to classification and multilabel, "
-                            f"not {self.task!r}; use predict().")
-        if not as_pandas:
-            return proba[0] if single else proba
-        frame = pd.DataFrame(proba, columns=list(self.classes), index=index)
-        return frame.iloc[0] if single else frame
+        if not isinstance(self.task, dict):
+            return _proba(self.task, out, self.classes, single, index, as_pandas)
+        tasks = {col: (self.task[col], o, self.info["tasks"][col]["info"].get("classes"))
+                 for col, o, _ in self.head.blocks(out, None, self.info)}
+        probas = {col: _proba(t, o, classes, single, index, as_pandas)
+                  for col, (t, o, classes) in tasks.items() if t in PROBA_TASKS}
+        if not probas:
+            raise DataError(f"predict_proba applies to classification and multilabel tasks, "
+                            f"but this model's are {self.task!r}; use predict().")
+        return probas
 
     def evaluate(self, data: Dataset, *, batch_size: int = 64) -> dict[str, float]:
         """The task's metrics on labelled data (AutoGluon's ``predictor.evaluate``).
@@ -161,6 +164,24 @@ class Predictor:
 
     def __repr__(self) -> str:
         return f"Predictor(task={self.task!r}, strategy={self.strategy!r})"
+
+
+PROBA_TASKS = ("classification", "multilabel")
+
+
+def _proba(task: str, out: torch.Tensor, classes: list | None, single: bool, index: Any,
+           as_pandas: bool) -> Any:
+    """Class probabilities of one task's outputs (softmax; a sigmoid per label)."""
+    import pandas as pd
+
+    if task not in PROBA_TASKS:
+        raise DataError(f"predict_proba applies to classification and multilabel, "
+                        f"not {task!r}; use predict().")
+    proba = (torch.softmax(out, 1) if task == "classification" else torch.sigmoid(out)).numpy()
+    if not as_pandas:
+        return proba[0] if single else proba
+    frame = pd.DataFrame(proba, columns=list(classes), index=index)
+    return frame.iloc[0] if single else frame
 
 
 def save_checkpoint(path: Path, state_dict: dict, strategy: Strategy, task: str, info: dict,

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from . import _batch, checks, pipeline, plugins
+from . import _batch, checks, multitask, pipeline, plugins
 from .cache import CacheKey, FeatureCache, weights_id
 from .data import Dataset
 from .devices import torch_device
@@ -27,7 +27,7 @@ COLUMNS = ["backbone", "score", "seconds", "feature_dim", "n", "reason"]
 
 
 def rank_backbones(data: Dataset, *, backbones: Sequence[str] | str | None = None,
-                   task: str = "classification", max_examples: int = MAX_EXAMPLES,
+                   task: str | dict = "classification", max_examples: int = MAX_EXAMPLES,
                    image_size: int | None = None, batch_size: int = 64, device: str = "cpu",
                    cache: FeatureCache | None = None, seed: int = 0,
                    errors: str = "raise") -> Any:
@@ -35,6 +35,7 @@ def rank_backbones(data: Dataset, *, backbones: Sequence[str] | str | None = Non
 
     Returns a DataFrame: backbone, score (LogME, higher is better; comparable across
     backbones on the same data), seconds, feature_dim, n (examples used).
+    A multi-task ``task`` (``{column: task}``) is ranked on its primary task's column.
     ``errors="skip"``: a backbone that fails to build or gives unusable features gets no
     score and its reason, instead of stopping the ranking (what ``search`` does: such a
     backbone's trials then fail on their own). Mistakes in the arguments, and a backbone
@@ -47,6 +48,8 @@ def rank_backbones(data: Dataset, *, backbones: Sequence[str] | str | None = Non
     import pandas as pd
 
     data = checks.dataset("data", data)
+    if multitask.is_multitask(task):  # LogME scores one task: the primary (first) one
+        task, data = multitask.primary(task, data)
     head = plugins.get_head(task)
     _check_arguments(max_examples=max_examples, image_size=image_size, batch_size=batch_size,
                      device=device, cache=cache, seed=seed, errors=errors)

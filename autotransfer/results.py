@@ -139,8 +139,9 @@ def optimism(study: Study) -> str | None:
 
 def refit(study: Study, train: Dataset, valid: Dataset | None = None, *,
           trial: int | None = None, epochs: int | str = "best", device: str = "cpu",
-          seed: int | None = None) -> Predictor:
-    """Retrain a trial's strategy on train + valid for the epochs its best epoch needed."""
+          seed: int | None = None, unlabeled: Any = None) -> Predictor:
+    """Retrain a trial's strategy on train + valid for the epochs its best epoch needed
+    (``unlabeled``: the target inputs a domain-adapting strategy needs)."""
     from .runner import run_trial
 
     source = _refit_source(study, trial)
@@ -157,7 +158,8 @@ def refit(study: Study, train: Dataset, valid: Dataset | None = None, *,
     monitor = data.subset(np.arange(min(MONITOR, len(data))))
     started = time.perf_counter()
     result = run_trial(strategy, data, monitor, task=study.task, device=device, patience=None,
-                       seed=seed, keep="last")
+                       seed=seed, keep="last",
+                       unlabeled=checks.unlabeled(unlabeled, data.modality))
     path = study.workdir / "refit" / f"trial_{source.number}{SUFFIX}"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, result.state_dict, result.strategy, result.task, result.info,

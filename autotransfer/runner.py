@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _batch, features, pipeline, plugins
+from . import _batch, domain, features, pipeline, plugins
 from .adapters import describe, merged_state
 from .cache import FeatureCache
 from .data import Dataset
@@ -29,6 +29,7 @@ from .preprocessing import Preprocessing
 from .strategy import Strategy
 
 Report = Callable[[float, int], None]
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 EVAL_BATCH = 256
 
 
@@ -112,7 +113,8 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
               task: str = "classification", device: str | torch.device = "cpu",
               report: Report | None = None, patience: int | None = 5, seed: int = 0,
               prepared: Prepared | None = None, cache: bool | FeatureCache = True,
-              timings: dict[str, float] | None = None, keep: str = "best") -> TrialResult:
+              timings: dict[str, float] | None = None, keep: str = "best",
+              loss: Loss | None = None, unlabeled: Dataset | None = None) -> TrialResult:
     """Train ``strategy`` on ``train``, validating on ``valid`` each epoch (:class:`TrialFailed`
     when the loss becomes NaN/inf or memory runs out).
 
@@ -128,33 +130,32 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset, *,
             once for this trial; False: the prefix runs every batch.
         timings: Filled with ``compute_s`` (known if it ends early), ``first_step_s``.
         keep: "best" (validation epoch) or "last" epoch's weights (a refit).
+        loss: ``loss(outputs, targets)`` in place of the head's training loss, for targets
+            that carry more than labels (distillation's teacher logits); validation still
+            uses the head's metrics.
+        unlabeled: Target-domain inputs for ``adabn`` / ``dann`` (:mod:`autotransfer.domain`).
     """
     started, head = time.perf_counter(), _checked(strategy, task, patience, keep)
     data = prepared or prepare(strategy, train, valid, task)
+    head = head.configured(strategy, data.info)  # a multi-task head's loss weights
     dev = _Device.for_(device, data.preprocessing.modality)
     gen = _seed_everything(seed)
     model = dev.prepare(build_model(strategy, task, data.info))
+    domain.check(strategy, model, unlabeled)
     batch_size = _batch_size(strategy, len(data.y_train))
-    applied = strategy.apply(model, max(1, len(data.y_train) // batch_size))
+    steps = max(1, len(data.y_train) // batch_size)
+    applied = strategy.apply(model, steps)
     # Frozen-prefix outputs kept as first read (or cached) unless mixing touches inputs.
     feed = _feed(model, data, strategy, dev, cache, gen, batch_size)
-    mix = _mixer(strategy, head, data.info)
+    feed.target = _Target.for_(strategy, model, data, unlabeled, dev, gen, batch_size,
+                               strategy.epochs * steps)
     timings = timings if timings is not None else {}
     timings.update(compute_s=0.0, started=started)
-    best, history = _Best(head.direction, last=keep == "last"), []
+    loop = _Loop(model, feed, head, strategy, applied, dev, _mixer(strategy, head, data.info),
+                 loss, data.info)
+    best = _Best(head.direction, last=keep == "last")
     try:
-        for epoch in range(1, strategy.epochs + 1):
-            t0 = time.perf_counter()
-            loss = _train_epoch(model, feed, head, strategy, applied, dev, mix, epoch, timings)
-            outputs, targets = _predict(model, feed.valid, dev, feed)
-            metrics = {**head.metrics(outputs, targets, data.info), "train_loss": loss}
-            timings["compute_s"] += time.perf_counter() - t0
-            history.append({"epoch": epoch, **metrics})
-            best.update(epoch, metrics[head.metric], metrics, model)
-            if report is not None:
-                report(metrics[head.metric], epoch)  # may raise optuna.TrialPruned
-            if patience is not None and best.stale >= patience:
-                break
+        history = loop.run(best, report, patience, timings)
     except torch.OutOfMemoryError as exc:
         raise TrialFailed(f"out of memory on {dev.device} at batch_size={batch_size}; "
                           f"try a smaller batch_size or trials_per_device") from exc
@@ -225,6 +226,7 @@ class _Feed:
     cached: Callable[[], bool]  # ... and they were kept (not over the cache budget)
     source: Callable[[], str]  # memory / disk / computed, or why the prefix runs live
     prep: Callable[[Any], Any]  # on the device: normalize (images) and memory layout
+    target: _Target | None = None  # unlabeled target inputs (domain adaptation)
 
 
 def _feed(model: TransferModel, data: Prepared, strategy: Strategy, dev: _Device,
@@ -255,42 +257,135 @@ def _mixer(strategy: Strategy, head: Any, info: dict) -> Callable | None:
                  multi_label=head.name == "multilabel")
 
 
-def _train_epoch(model, feed, head, strategy, applied, dev, mix, epoch, timings) -> float:
-    model.train()
-    total, steps = 0.0, 0
-    for xb, yb in feed.train:
-        xb, yb = dev.batch(xb), yb.to(dev.device, non_blocking=True)
-        with dev.autocast():
-            if feed.prefixed:  # xb holds frozen-prefix outputs
-                out = model.forward_tail(xb)
-            else:
-                xb = feed.prep(xb)
-                if mix is not None:  # soft targets, label smoothing included
-                    xb, yb = mix(xb, yb)
-                out = model(xb)
-            ls = 0.0 if mix is not None else strategy.label_smoothing
-            loss = head.loss(out, yb, label_smoothing=ls)
-        if applied.penalty is not None:
-            loss = loss + applied.penalty()
-        if not torch.isfinite(loss):
-            raise TrialFailed(f"loss became {loss.item()} at epoch {epoch}, step {steps + 1} "
-                              f"(lr={strategy.lr:g}); try a lower lr or grad_clip > 0")
-        _step(model, loss, applied, dev, strategy.grad_clip)
-        timings.setdefault("first_step_s", time.perf_counter() - timings["started"])
-        total, steps = total + loss.item(), steps + 1
-    return total / max(1, steps)
+@dataclass
+class _Loop:
+    """A trial's epochs: train on the feed, validate (with the target's BatchNorm
+    statistics under AdaBN), keep the best epoch, report, stop early."""
+
+    model: TransferModel
+    feed: _Feed
+    head: Any
+    strategy: Strategy
+    applied: Any
+    dev: _Device
+    mix: Callable | None
+    custom: Loss | None
+    info: dict
+
+    def run(self, best: _Best, report: Report | None, patience: int | None,
+            timings: dict[str, float]) -> list[dict[str, float]]:
+        history: list[dict[str, float]] = []
+        target = self.feed.target
+        for epoch in range(1, self.strategy.epochs + 1):
+            t0 = time.perf_counter()
+            loss = self.epoch(epoch, timings)
+            with domain.target_statistics(self.model, target and target.statistics,
+                                          self.forward):
+                outputs, targets = _predict(self.model, self.feed.valid, self.dev, self.feed)
+                metrics = {**self.head.metrics(outputs, targets, self.info), "train_loss": loss}
+                best.update(epoch, metrics[self.head.metric], metrics, self.model)
+            timings["compute_s"] += time.perf_counter() - t0
+            history.append({"epoch": epoch, **metrics})
+            if report is not None:
+                report(metrics[self.head.metric], epoch)  # may raise optuna.TrialPruned
+            if patience is not None and best.stale >= patience:
+                break
+        return history
+
+    def forward(self, x: Any) -> Any:
+        with self.dev.autocast():
+            return self.model(self.feed.prep(self.dev.batch(x)))
+
+    def epoch(self, epoch: int, timings: dict[str, float]) -> float:
+        model, feed, strategy, dev = self.model, self.feed, self.strategy, self.dev
+        dann = feed.target.dann if feed.target else None
+        model.train()
+        total, steps = 0.0, 0
+        for xb, yb in feed.train:
+            xb, yb = dev.batch(xb), yb.to(dev.device, non_blocking=True)
+            extra = 0.0
+            with dev.autocast():
+                if feed.prefixed:  # xb holds frozen-prefix outputs
+                    out = model.forward_tail(xb)
+                else:
+                    xb = feed.prep(xb)
+                    if self.mix is not None:  # soft targets, label smoothing included
+                        xb, yb = self.mix(xb, yb)
+                    out, extra = self.adversarial(xb, dann) if dann else (model(xb), 0.0)
+                loss = self.loss(out, yb) + extra
+            if self.applied.penalty is not None:
+                loss = loss + self.applied.penalty()
+            if not torch.isfinite(loss):
+                raise TrialFailed(f"loss became {loss.item()} at epoch {epoch}, step "
+                                  f"{steps + 1} (lr={strategy.lr:g}); try a lower lr or "
+                                  f"grad_clip > 0")
+            _step(model, loss, self.applied, dev, strategy.grad_clip, dann)
+            timings.setdefault("first_step_s", time.perf_counter() - timings["started"])
+            total, steps = total + loss.item(), steps + 1
+        return total / max(1, steps)
+
+    def loss(self, out: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        if self.custom is not None:
+            return self.custom(out, yb)
+        ls = 0.0 if self.mix is not None else self.strategy.label_smoothing
+        return self.head.loss(out, yb, label_smoothing=ls)
+
+    def adversarial(self, xb: Any, dann: domain.Dann) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source logits and the domain loss; images share one pass (and BatchNorm batch
+        statistics) with the target batch, as in DANN."""
+        xt = self.feed.prep(self.dev.batch(dann.next_target()))
+        if isinstance(xb, torch.Tensor) and isinstance(xt, torch.Tensor):
+            feats = self.model.embed(torch.cat([xb, xt]))
+            source, target = feats[: len(xb)], feats[len(xb):]
+        else:
+            source, target = self.model.embed(xb), self.model.embed(xt)
+        return self.model.head(source), dann.loss(source, target)
 
 
-def _step(model, loss, applied, dev, grad_clip: float) -> None:
+def _step(model, loss, applied, dev, grad_clip: float, dann: Any = None) -> None:
     applied.optimizer.zero_grad(set_to_none=True)
+    if dann is not None:
+        dann.zero_grad()
     dev.scaler.scale(loss).backward()
     if grad_clip:
         dev.scaler.unscale_(applied.optimizer)
         torch.nn.utils.clip_grad_norm_(
             [p for p in model.parameters() if p.requires_grad], grad_clip)
     dev.scaler.step(applied.optimizer)
+    if dann is not None:
+        dev.scaler.step(dann.optimizer)
     dev.scaler.update()
     applied.scheduler.step()
+
+
+@dataclass
+class _Target:
+    """Unlabeled target inputs of a trial that adapts: batches for AdaBN's statistics,
+    and DANN's adversarial part."""
+
+    statistics: Iterable | None
+    dann: domain.Dann | None
+
+    @classmethod
+    def for_(cls, strategy: Strategy, model: TransferModel, data: Prepared,
+             unlabeled: Dataset | None, dev: _Device, gen: torch.Generator, batch_size: int,
+             total_steps: int) -> _Target | None:
+        if unlabeled is None or not (strategy.adabn or strategy.dann):
+            return None
+        n = len(unlabeled)
+        blank = torch.zeros(n)  # no labels: the loaders want targets all the same
+        tp = pipeline.ready(data.preprocessing, unlabeled, unlabeled.subset([0]), blank,
+                            blank[:1], {})
+        pin = dev.device.type == "cuda"
+        stats = pipeline.loader(tp, "train", EVAL_BATCH, pin=pin) if strategy.adabn else None
+        dann = None
+        if strategy.dann:
+            batches = pipeline.loader(tp, "train", batch_size, shuffle=True, generator=gen,
+                                      pin=pin, every=True)
+            width = getattr(model.body, "head_hidden_size", None) or model.body.num_features
+            dann = domain.Dann(strategy.dann, width, batches, total_steps, strategy.lr,
+                               dev.device)
+        return cls(stats, dann)
 
 
 @torch.no_grad()

@@ -21,30 +21,31 @@ from .baselines import enqueue_due_baselines, enqueue_portfolio
 from .cache import DEFAULT_BYTES, FeatureCache
 from .data import Dataset
 from .errors import ConfigError, OptimisticValidation, StorageError, UnknownNameError
+from .multitask import resolve_task
 from .ranking import as_records, order, rank_backbones
 from .space import SearchSpace, check_frozen_range
 from .study import Study
 
 
-def search(data: Dataset, *, task: str = "classification",
+def search(data: Dataset, *, task: str | dict[str, str] = "classification",
            backbones: list[str] | str | None = None, n_trials: int | None = None,
            timeout: float | None = None, backend: str | Backend = "optuna",
            storage: str | os.PathLike | None = None, name: str | None = None, seed: int = 0,
            space: SearchSpace | None = None, valid: Dataset | None = None,
-           test: Dataset | None = None, valid_fraction: float = 0.2, baselines: bool = True,
+           test: Dataset | None = None, unlabeled: Any = None,
+           valid_fraction: float = 0.2, baselines: bool = True,
            warm_start: bool | str | os.PathLike = True, rank: bool = True,
            pruner: str | optuna.pruners.BasePruner = "hyperband",
            sampler: str | optuna.samplers.BaseSampler = "tpe", patience: int | None = 5,
            keep_checkpoints: int = 3, feature_cache: bool | int = True, progress: bool = True,
            root: str | os.PathLike | None = None, **unknown: Any) -> Study:
-    """Search backbones x transfer strategies; return the stored, resumable study.
-
-    Every argument and the data (labels, classes, sizes, modality, weights here) are
-    checked against the task and every backbone before the study exists.
+    """Search backbones x transfer strategies; return the stored, resumable study. Every
+    argument and the data are checked against the task and backbones before it exists.
 
     Args:
         data: Training data, a lazy :class:`~autotransfer.data.Dataset` (``at.data.from_*``).
-        task: A registered head: "classification", "regression" or "multilabel".
+        task: "classification", "regression", "multilabel" (a registered head), or
+            ``{label column: task}``, first one primary (:mod:`autotransfer.multitask`).
         backbones: Registry names and globs; default every available one for the modality.
         n_trials: Trials in the study in all (baselines included); with ``timeout``,
             whichever comes first. Rerunning a finished study runs nothing more.
@@ -60,6 +61,8 @@ def search(data: Dataset, *, task: str = "classification",
         valid: Validation data; default a seeded (stratified) ``valid_fraction`` of ``data``.
         test: Held-out labelled data, never chosen on: the kept models are scored on it
             after the search (``test_<metric>`` columns; a warning if validation overstates).
+        unlabeled: Unlabeled target-domain inputs: trials may adapt to them (``adabn``,
+            ``dann``; :mod:`autotransfer.domain`); ``valid`` then holds target data.
         baselines: Run scratch, linear-probe and default fine-tune trials per backbone.
         warm_start: Begin a new study with settings that usually work (True), nothing
             (False), or the best strategies of the closest earlier studies
@@ -67,16 +70,14 @@ def search(data: Dataset, *, task: str = "classification",
         rank: With several backbones, score each one's frozen features first (LogME,
             :func:`rank_backbones`); the best-ranked get the warm-start points and the
             searched trials race the backbones in rank order (False: the sampler picks).
-        pruner, sampler: "hyperband", "median", "none", or any Optuna pruner (both
-            backends); "tpe", "random", or any Optuna sampler.
+        pruner, sampler: "hyperband", "median", "none" or an Optuna pruner; "tpe",
+            "random" or an Optuna sampler.
         patience: Early-stop a trial after this many epochs without improvement (None: off).
         keep_checkpoints: Keep the best k trials' weights (the others are deleted).
-        feature_cache: Share frozen-prefix outputs across trials: True, False, or a memory
-            budget in bytes per worker.
+        feature_cache: Share frozen-prefix outputs: True, False, or bytes per worker.
         progress, root: Show progress bars; the folder holding ``studies/`` (default cwd).
 
-    Returns the :class:`Study`. Raises :class:`SearchFailed` when every trial this call
-    ran failed (they do not count toward ``n_trials``: the corrected rerun runs them).
+    Returns the :class:`Study`; :class:`SearchFailed` if every trial of this call failed.
     """
     _refuse(unknown)
     (backend := as_backend(backend)).check()
@@ -141,26 +142,25 @@ def _plan(a: dict[str, Any]) -> tuple[SearchJob, TrialContext, Dataset | None]:
     space = SearchSpace() if a["space"] is None else a["space"]
     if not isinstance(space, SearchSpace):
         raise ConfigError(f"space must be an autotransfer.SearchSpace, but got space={space!r}.")
-    if not isinstance(a["task"], str):
-        raise ConfigError(f"task must be a task name such as 'classification', but got "
-                          f"task={a['task']!r}; tasks: {', '.join(plugins.head_registry())}.")
-    head = plugins.get_head(a["task"])
     data = checks.dataset("data", a["data"])
+    task = resolve_task(a["task"], data.labels)  # {column: task} for a table of labels
+    head = plugins.get_head(task)
     names = plugins.resolve_backbones(checks.backbone_patterns(a["backbones"]), data.modality)
     space = fit_space(space, names, a["progress"])
     train, valid = _split(data, a["valid"], a["valid_fraction"], seed)
-    checks.data_fits(a["task"], train, valid, names)
+    checks.data_fits(task, train, valid, names)
     test = None if a["test"] is None else checks.held_out(
-        "test", a["test"], a["task"], data.modality, head.encode(train.labels)[1])
+        "test", a["test"], task, data.modality, head.encode(train.labels)[1])
     spec = st.resolve(a["storage"], name, root=Path(a["root"]) if a["root"] else None)
     job = SearchJob(
-        storage=spec, study_name=name, task=a["task"], modality=data.modality, backbones=names,
+        storage=spec, study_name=name, task=task, modality=data.modality, backbones=names,
         space=space, n_trials=n_trials, timeout=timeout, seed=seed,
         workdir=str(st.workdir_for(spec, name)), direction=head.direction,
         run=uuid.uuid4().hex, pruner=a["pruner"], sampler=a["sampler"], patience=patience,
         keep_checkpoints=checks.integer("keep_checkpoints", a["keep_checkpoints"], low=0),
         baselines=a["baselines"], progress=a["progress"], **_cache(a["feature_cache"]),
-        plugins=plugins.current().portable())
+        plugins=plugins.current().portable(),
+        unlabeled=checks.unlabeled(a["unlabeled"], data.modality))
     ctx = TrialContext(job, train, valid)
     for n in names:  # a frozen_groups range beyond a backbone fails now, not mid-search
         if space.frozen_groups is not None:
@@ -187,7 +187,8 @@ def _open(job: SearchJob, ctx: TrialContext, warm_start: bool | str | Path,
     """Create or load the study under its lock: once, however many processes start it."""
     st.make_room(job.storage, job.study_name)
     with st.lock(job.storage, job.study_name):
-        study = _create(job, {"n_train": len(ctx.train), "n_valid": len(ctx.valid)})
+        study = _create(job, {"n_train": len(ctx.train), "n_valid": len(ctx.valid),
+                              "n_unlabeled": len(job.unlabeled or ())})
         stale = fail_stale_trials(study)
         if stale:
             print(f"[autotransfer] marked {len(stale)} trial(s) left running by a dead "
@@ -251,7 +252,7 @@ def _create(job: SearchJob, sizes: dict[str, int]) -> optuna.Study:
             study.set_metric_names([meta["metric"]])
         return study
     for key, value in (("task", job.task), ("backbones", job.backbones)):
-        if old.get(key) != value:
+        if old.get(key) != value or repr(old.get(key)) != repr(value):  # order: primary task
             raise ConfigError(f"Study {job.study_name!r} was created with {key}={old.get(key)!r}, "
                               f"not {value!r}; resume it with the same {key}, or use a new name.")
     return study

@@ -4,7 +4,8 @@ Each field is a :class:`Float`, :class:`Int`, :class:`Categorical` or a fixed va
 range of ``frozen_groups`` depends on the backbone a trial picked, and some fields only
 apply to some trials (augmentation to images, mixup and CutMix to image classification,
 drop-path to backbones that support it, label smoothing to classification), which is
-why sampling is define-by-run.
+why sampling is define-by-run. ``loss_weight`` is drawn once per non-primary task of a
+multi-task study (Optuna params ``loss_weight.<column>``) into ``Strategy.loss_weights``.
 
 Example:
     >>> space = SearchSpace(frozen_groups=0, lr=(1e-4, 1e-2))  # fix one, narrow another
@@ -64,8 +65,12 @@ _DEFAULTS: dict[str, Dim] = {
     "max_length": None,
     "adapter": Categorical(ADAPTERS),  # backbones they apply to; see autotransfer.adapters
     "lora_rank": Categorical((4, 8, 16, 32)),  # with adapter="lora"
+    "adabn": Categorical((False, True)),  # with unlabeled target data and BatchNorm
+    "dann": Categorical((0.0, 0.03, 0.1, 0.3, 1.0)),  # with unlabeled target data
+    "loss_weight": Float(0.1, 10.0, log=True),  # per non-primary task: autotransfer.multitask
 }
-FIELDS = tuple(_DEFAULTS)
+PER_TASK = ("loss_weight",)  # sampled once per non-primary task into Strategy.loss_weights
+FIELDS = tuple(n for n in _DEFAULTS if n not in PER_TASK)  # the Strategy fields
 
 
 def _default(name: str) -> Any:
@@ -102,16 +107,19 @@ class SearchSpace:
     max_length: Dim = _default("max_length")
     adapter: Dim = _default("adapter")
     lora_rank: Dim = _default("lora_rank")
+    adabn: Dim = _default("adabn")
+    dann: Dim = _default("dann")
+    loss_weight: Dim = _default("loss_weight")
 
     def __post_init__(self) -> None:
-        for name in FIELDS:
+        for name in FIELDS + PER_TASK:
             dim = _normalize(name, getattr(self, name))
             object.__setattr__(self, name, dim)
             for value in _endpoints(dim):
                 if name == "frozen_groups" and value is None:
                     continue
                 try:
-                    Strategy("_", **{name: value})
+                    Strategy("_", **_as_fields(name, value))
                 except StrategyError as exc:
                     raise ConfigError(f"SearchSpace {name}={_show(dim)} is out of range: {exc}") \
                         from None
@@ -121,9 +129,10 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SearchSpace:
         """From plain data (a TOML table): ``[lo, hi]`` narrows, ``{choices=[...]}`` chooses."""
-        unknown = sorted(set(values) - set(FIELDS))
+        unknown = sorted(set(values) - set(FIELDS + PER_TASK))
         if unknown:
-            raise ConfigError(f"Unknown search space field(s) {unknown}; accepted: {list(FIELDS)}.")
+            raise ConfigError(f"Unknown search space field(s) {unknown}; accepted: "
+                              f"{list(FIELDS + PER_TASK)}.")
         out = {}
         for k, v in values.items():
             if isinstance(v, dict):
@@ -140,22 +149,26 @@ class SearchSpace:
 
     def searched(self) -> list[str]:
         """The fields that are sampled rather than fixed."""
-        return [n for n in FIELDS if n == "frozen_groups" and getattr(self, n) is None
+        return [n for n in FIELDS + PER_TASK if n == "frozen_groups" and getattr(self, n) is None
                 or isinstance(getattr(self, n), (Float, Int, Categorical))]
 
     def sample(self, trial: Any, backbone: str, n_groups: int, *, modality: str, task: str,
-               supports_drop_path: bool, adapters: tuple[str, ...] = NONE_ONLY) -> Strategy:
-        """Ask ``trial`` (an ``optuna.Trial``) for one Strategy on ``backbone``."""
+               supports_drop_path: bool, adapters: tuple[str, ...] = NONE_ONLY,
+               domain: tuple[str, ...] = ()) -> Strategy:
+        """Ask ``trial`` (an ``optuna.Trial``) for one Strategy on ``backbone``; ``domain``
+        names the domain-adaptation fields that apply (``search(..., unlabeled=)``)."""
         values: dict[str, Any] = {}
         for name in FIELDS:
             dim = getattr(self, name)
             if name == "frozen_groups":
                 dim = Int(0, n_groups) if dim is None else dim
                 check_frozen_range(dim, backbone, n_groups)
-            if not _applies(name, modality, task, supports_drop_path, adapters, values):
+            if not _applies(name, modality, task, supports_drop_path, adapters, values,
+                            domain):
                 values[name] = _neutral(name, dim)
                 continue
             values[name] = _suggest(trial, name, dim)
+        values["loss_weights"] = _loss_weights(trial, self.loss_weight, task)
         return Strategy(backbone=backbone, **values)
 
     def base_strategy(self, backbone: str) -> Strategy:
@@ -164,8 +177,8 @@ class SearchSpace:
         return Strategy(backbone=backbone, **fixed)
 
     def params_for(self, values: dict[str, Any], n_groups: int, *, modality: str, task: str,
-                   supports_drop_path: bool,
-                   adapters: tuple[str, ...] = NONE_ONLY) -> dict[str, Any]:
+                   supports_drop_path: bool, adapters: tuple[str, ...] = NONE_ONLY,
+                   domain: tuple[str, ...] = ()) -> dict[str, Any]:
         """The entries of ``values`` this space searches for such a trial, in range, as params.
 
         Enqueuing them makes :meth:`sample` return those values, so a baseline or a
@@ -174,23 +187,28 @@ class SearchSpace:
         out = {}
         for name in self.searched():
             if name not in values or not _applies(name, modality, task, supports_drop_path,
-                                                  adapters, values):
+                                                  adapters, values, domain):
                 continue
             dim = getattr(self, name)
             dim = Int(0, n_groups) if name == "frozen_groups" and dim is None else dim
             if _contains(dim, values[name]):
                 out[name] = values[name]
+        if "loss_weights" in values and "loss_weight" in self.searched():  # 1: equal weights
+            given = dict(Strategy("_", loss_weights=values["loss_weights"]).loss_weights)
+            for param, t in _weight_params(task):
+                if _contains(self.loss_weight, given.get(t, 1.0)):
+                    out[param] = given.get(t, 1.0)
         return out
 
     def record(self, trial: Any, params: dict[str, Any], n_groups: int) -> None:
         """Suggest exactly ``params`` (enqueued values) so the trial lists them."""
         for name in params:
-            dim = getattr(self, name)
+            dim = self.loss_weight if name.startswith("loss_weight.") else getattr(self, name)
             dim = Int(0, n_groups) if name == "frozen_groups" and dim is None else dim
             _suggest(trial, name, dim)
 
     def to_dict(self) -> dict[str, Any]:
-        return {n: _show(getattr(self, n)) for n in FIELDS}
+        return {n: _show(getattr(self, n)) for n in FIELDS + PER_TASK}
 
 
 def check_frozen_range(dim: Dim, backbone: str, n_groups: int) -> None:
@@ -205,9 +223,12 @@ def check_frozen_range(dim: Dim, backbone: str, n_groups: int) -> None:
 
 
 def _applies(name: str, modality: str, task: str, supports_drop_path: bool,
-             adapters: tuple[str, ...], values: dict[str, Any]) -> bool:
+             adapters: tuple[str, ...], values: dict[str, Any],
+             domain: tuple[str, ...] = ()) -> bool:
     """Whether field ``name`` means anything for such a trial (``values``: those chosen
     so far, in FIELDS order)."""
+    if name in ("adabn", "dann"):
+        return name in domain
     if name == "adapter":
         return adapters != NONE_ONLY
     if name == "lora_rank":
@@ -227,10 +248,31 @@ def _applies(name: str, modality: str, task: str, supports_drop_path: bool,
     return True
 
 
+def _weight_params(task: Any) -> list[tuple[str, str]]:
+    """``(Optuna param, task)`` per loss weight a study searches: one per task of a
+    multi-task study but the first (the primary, whose weight stays 1)."""
+    from collections.abc import Mapping
+
+    if not isinstance(task, Mapping):
+        return []
+    return [(f"loss_weight.{t}", t) for t in list(task)[1:]]
+
+
+def _loss_weights(trial: Any, dim: Dim, task: Any) -> dict[str, float]:
+    return {t: _suggest(trial, p, dim) for p, t in _weight_params(task)}
+
+
+def _as_fields(name: str, value: Any) -> dict[str, Any]:
+    """The Strategy fields a space field's value sets (to check it against the Strategy)."""
+    return {"loss_weights": {"_": value}} if name == "loss_weight" else {name: value}
+
+
 def _neutral(name: str, dim: Dim) -> Any:
     """The off value of a field that does not apply to this trial."""
     if name in ("augment", "adapter"):
         return "none"
+    if name == "adabn":
+        return False
     if name == "lora_rank":
         return 8  # the Strategy default: unused without LoRA
     return None if name in ("image_size", "max_length") else 0.0

@@ -171,8 +171,11 @@ def uncounted(trial: Any, left_out: set[int]) -> bool:
     return bool(trial.system_attrs.get(INTERRUPTED)) or trial.number in left_out
 
 
-def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
-    return [s.study_name for s in storage.get_all_studies()]
+def study_names(storage: optuna.storages.BaseStorage, *, searches: bool = False) -> list[str]:
+    """The studies in ``storage``; ``searches``: only searches, not the sub-studies that
+    :meth:`Study.distill` keeps beside them."""
+    return [s.study_name for s in storage.get_all_studies()
+            if not (searches and s.system_attrs.get(META, {}).get("kind") == "distill")]
 
 
 def this_process() -> dict[str, Any]:

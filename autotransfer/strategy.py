@@ -21,7 +21,7 @@ OPTIMIZERS = ("adamw", "sgd")
 
 MAX_IMAGE_SIZE = 4096
 _FLOATS = ("lr", "layer_decay", "weight_decay", "dropout", "drop_path", "label_smoothing",
-           "mixup", "cutmix", "l2sp", "warmup", "grad_clip")
+           "mixup", "cutmix", "l2sp", "warmup", "grad_clip", "dann")
 _INTS = ("frozen_groups", "batch_size", "epochs", "image_size", "max_length", "lora_rank")
 
 
@@ -60,6 +60,15 @@ class Strategy:
             ``"none"`` (every weight), ``"lora"`` (low-rank adapters on the linear layers,
             via peft), ``"bitfit"`` (biases) or ``"norm"`` (normalization layers).
         lora_rank: The rank of the LoRA adapters (``adapter="lora"``).
+        adabn: Re-estimate BatchNorm statistics on the unlabeled target inputs before
+            every validation and in the kept model (AdaBN, Li et al. 2016;
+            :mod:`autotransfer.domain`). Needs ``search(..., unlabeled=...)``.
+        dann: Weight of the domain-adversarial loss (DANN, Ganin et al. 2016): a domain
+            classifier on the body's features, trained through a gradient-reversal layer
+            on source and unlabeled target batches; 0 = off.
+        loss_weights: Loss weight per task of a multi-task study (:mod:`autotransfer.multitask`),
+            ``{"age": 0.5}``; a task left out weighs 1 (the primary's is never searched).
+            Stored as sorted ``(task, weight)`` pairs so a Strategy stays hashable.
 
     Example:
         >>> s = Strategy("efficientnet_lite0", frozen_groups=4, layer_decay=0.8)
@@ -89,6 +98,9 @@ class Strategy:
     max_length: int | None = None
     adapter: str = "none"
     lora_rank: int = 8
+    adabn: bool = False
+    dann: float = 0.0
+    loss_weights: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str, value: Any, accepted: str) -> None:
@@ -96,6 +108,7 @@ class Strategy:
                 raise StrategyError(f"{what} must be {accepted}, but got {what}={value!r}.")
 
         self._coerce()
+        object.__setattr__(self, "loss_weights", _loss_weights(self.loss_weights))
 
         need(isinstance(self.frozen_groups, int) and self.frozen_groups >= 0,
              "frozen_groups", self.frozen_groups, "an integer >= 0")
@@ -122,6 +135,8 @@ class Strategy:
              "max_length", self.max_length, "None or >= 2 tokens")
         need(self.adapter in ADAPTERS, "adapter", self.adapter, f"one of {ADAPTERS}")
         need(1 <= self.lora_rank <= 256, "lora_rank", self.lora_rank, "an integer in [1, 256]")
+        need(isinstance(self.adabn, bool), "adabn", self.adabn, "True or False")
+        need(self.dann >= 0, "dann", self.dann, ">= 0 (the adversarial loss weight; 0 = off)")
         need(self.pretrained or self.l2sp == 0, "l2sp", self.l2sp,
              "0 with pretrained=False (it pulls toward pretrained weights)")
 
@@ -152,7 +167,8 @@ class Strategy:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain data (JSON): ``loss_weights`` as a ``{task: weight}`` dict."""
+        return {**dataclasses.asdict(self), "loss_weights": dict(self.loss_weights)}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Strategy:
@@ -188,6 +204,26 @@ class Strategy:
             opt, _warmup_cosine(round(self.warmup * total), total))
         penalty = _l2sp_penalty(model, self.l2sp) if sp else None
         return Applied(opt, sched, penalty, group_lrs)
+
+
+def _loss_weights(value: Any) -> tuple[tuple[str, float], ...]:
+    """A ``{task: weight}`` mapping (or its pairs) -> sorted ``(task, weight)`` pairs."""
+    accepted = "a {task: weight} dict of finite numbers >= 0, e.g. {'age': 0.5}"
+    try:
+        pairs = list(value.items()) if hasattr(value, "items") else [tuple(p) for p in value]
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise StrategyError(f"loss_weights must be {accepted}, but got "
+                            f"loss_weights={value!r}.") from None
+    for task, w in pairs:
+        if not isinstance(task, str) or isinstance(w, bool) or not isinstance(w, numbers.Real) \
+                or not math.isfinite(w) or w < 0:
+            raise StrategyError(f"loss_weights must be {accepted}, but got {task!r}: {w!r} in "
+                                f"loss_weights={value!r}.")
+    if len({t for t, _ in pairs}) != len(pairs):
+        raise StrategyError(f"loss_weights names a task twice: {value!r}.")
+    return tuple(sorted((t, float(w)) for t, w in pairs))
 
 
 @dataclass

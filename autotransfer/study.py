@@ -17,7 +17,7 @@ from .strategy import Strategy
 _STATE_ORDER = {"complete": 0, "refit": 1, "pruned": 2, "running": 3, "failed": 4}
 _STRATEGY_COLUMNS = ("frozen_groups", "lr", "layer_decay", "weight_decay", "dropout",
                      "drop_path", "label_smoothing", "mixup", "cutmix", "augment", "l2sp",
-                     "optimizer", "batch_size", "adapter", "lora_rank")
+                     "optimizer", "batch_size", "adapter", "lora_rank", "adabn", "dann")
 
 
 class Study:
@@ -35,11 +35,13 @@ class Study:
 
     @classmethod
     def load(cls, storage: str | os.PathLike, name: str | None = None) -> Study:
-        """Reopen a study; ``name`` may be left out when the storage holds only one."""
+        """Reopen a study; ``name`` may be left out when the storage holds only one search
+        (its distillation sub-studies aside)."""
         spec = st.existing(storage)
         backend = spec.open()
         names = st.study_names(backend)
         if name is None:
+            names = st.study_names(backend, searches=True) or names
             if len(names) != 1:
                 raise StorageError(
                     f"Storage {spec.url!r} holds {len(names)} studies; pass name= one of "
@@ -70,7 +72,8 @@ class Study:
         return self.meta.get("uid", "")
 
     @property
-    def task(self) -> str:
+    def task(self) -> str | dict[str, str]:
+        """The task name, or ``{label column: task}`` (primary first) for a multi-task study."""
         return self.meta.get("task", "classification")
 
     @property
@@ -120,16 +123,35 @@ class Study:
 
     def refit(self, train: Any, valid: Any = None, *, trial: int | None = None,
               epochs: int | str = "best", device: str = "cpu",
-              seed: int | None = None) -> Predictor:
+              seed: int | None = None, unlabeled: Any = None) -> Predictor:
         """Retrain the best strategy (or ``trial``'s) on train + valid, for the epochs its
         best epoch needed (``epochs="best"``) or ``epochs``, as AutoGluon's ``refit_full``.
 
-        No data is left to validate on, so the model has no validation score: it is kept
+        A strategy that adapts to the target domain (``adabn``, ``dann``) needs the same
+        ``unlabeled`` inputs again. No data is left to validate on, so the model has no
+        validation score: it is kept
         in the study (a ``refit`` row on the leaderboard) and scored by :meth:`evaluate`.
         """
         from .results import refit
 
-        return refit(self, train, valid, trial=trial, epochs=epochs, device=device, seed=seed)
+        return refit(self, train, valid, trial=trial, epochs=epochs, device=device, seed=seed,
+                     unlabeled=unlabeled)
+
+    def distill(self, student: Any, data: Any, unlabeled: Any = None, *, valid: Any = None,
+                test: Any = None, top_k: int = 1, n_trials: int = 8, name: str | None = None,
+                device: str = "cpu", seed: int | None = None, progress: bool = True) -> Any:
+        """Train ``student`` (a backbone name or a Strategy) on the soft targets of the best
+        kept model (or the ``top_k`` averaged), searching temperature, hard-label weight and
+        lr in a sub-study stored next to this one; see :func:`autotransfer.distill.distill`.
+
+        Returns a :class:`~autotransfer.distill.Distillation`: ``.student`` (a Predictor),
+        ``.compare`` (teacher vs student: params, accuracy, images/s), ``.study``, ``.path``.
+        """
+        from .distill import distill
+
+        return distill(self, student, data, unlabeled, valid=valid, test=test, top_k=top_k,
+                       n_trials=n_trials, name=name, device=device, seed=seed,
+                       progress=progress)
 
     def report(self, path: str | os.PathLike) -> Path:
         """Write one self-contained HTML page (works offline) that reviews the study."""
@@ -165,6 +187,7 @@ class Study:
         df = df.drop(columns=["_order", "_value"]).reset_index(drop=True)
         df.insert(0, "rank", range(1, len(df) + 1))
         _add_test_scores(df, attrs.get(st.TEST, {}), metric)
+        _add_loss_weights(df, attrs.get(st.META, {}).get("task"))
         ranking = attrs.get(st.RANKING)
         if ranking:
             df["transferability"] = df["backbone"].map(
@@ -215,6 +238,7 @@ class Study:
             "pretrained": s.get("pretrained", True),
         }
         row.update({k: s.get(k) for k in _STRATEGY_COLUMNS})
+        row.update({f"loss_weight.{k}": w for k, w in (s.get("loss_weights") or {}).items()})
         row["n_groups"] = ua.get("n_groups")
         row["epochs"] = s.get("epochs")
         row["epochs_run"] = ua.get("epochs_run")
@@ -252,6 +276,15 @@ def _add_test_scores(df: Any, scores: dict[str, dict], metric: str) -> None:
     df[f"test_{metric}_se"] = [scores.get(k, {}).get("se") for k in keys]
 
 
+def _add_loss_weights(df: Any, task: Any) -> None:
+    """A ``loss_weight.<column>`` per non-primary task of a multi-task study; a trial whose
+    strategy left a task out (a baseline) weighs it 1, as the primary always does."""
+    if isinstance(task, dict):
+        for col in list(task)[1:]:
+            name = f"loss_weight.{col}"
+            df[name] = df[name].fillna(1.0) if name in df else 1.0
+
+
 _NOT_PREFIXES = ("strategy.", "history.")
 _NOT_METRICS = {"baseline", "prior", "backbone", "fail_reason", "epochs_run", "best_epoch",
                 "n_groups", "trainable_params", "total_params", "duration_s", "compute_s",
@@ -260,8 +293,9 @@ _NOT_METRICS = {"baseline", "prior", "backbone", "fail_reason", "epochs_run", "b
 
 def _column_order(df: Any, metric: str) -> list[str]:
     first = ["rank", "trial", "state", "baseline", "prior", "backbone", "transferability",
-             "pretrained", *_STRATEGY_COLUMNS, "n_groups", "epochs", "epochs_run", metric,
-             f"test_{metric}", f"test_{metric}_se"]
+             "pretrained", *_STRATEGY_COLUMNS,
+             *[c for c in df.columns if c.startswith("loss_weight.")],
+             "n_groups", "epochs", "epochs_run", metric, f"test_{metric}", f"test_{metric}_se"]
     last = ["transfer_gain", "negative_transfer", "trainable_params", "total_params",
             "duration_s", "device", "worker", "cached", "reason"]
     middle = [c for c in df.columns if c not in first and c not in last]

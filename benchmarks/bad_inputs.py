@@ -71,6 +71,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 import autotransfer as at  # noqa: E402
 import autotransfer.runner as _runner  # noqa: E402
@@ -100,7 +101,7 @@ def _on_alarm(signum, frame):
 
 
 TRAINED: list[int] = []  # one entry per training epoch started (in this process)
-_train_epoch = _runner._train_epoch
+_train_epoch = _runner._Loop.epoch
 
 
 def _spy_train_epoch(*args, **kwargs):
@@ -108,7 +109,7 @@ def _spy_train_epoch(*args, **kwargs):
     return _train_epoch(*args, **kwargs)
 
 
-_runner._train_epoch = _spy_train_epoch  # run_trial looks it up in its module
+_runner._Loop.epoch = _spy_train_epoch  # every trial's epochs go through it
 
 
 @dataclass
@@ -1110,6 +1111,49 @@ def _(tmp):
                                 space=at.SearchSpace(epochs=1, adapter="lora")))
     finally:
         adapters.peft_available = available
+
+
+# ------------------------------------------- API: domain adaptation (unlabeled=, adabn, dann)
+def _unlabeled_case(cid: str, value: Callable[[], Any], *tokens: str) -> None:
+    """A search given ``unlabeled=value()`` is refused before its storage exists."""
+    api(cid, *tokens)(lambda tmp: refused_before_storage(
+        tmp, lambda: search(unlabeled=value())))
+
+
+def _uint8(*shape: int) -> torch.Tensor:
+    return torch.zeros(*shape, dtype=torch.uint8)
+
+
+_unlabeled_case("search-unlabeled-text-for-images", lambda: ["a b", "c d"], "text", "image")
+_unlabeled_case("search-unlabeled-grayscale", lambda: _uint8(4, 1, 16, 16), "(4, 1, 16, 16)",
+                "(N, 3, H, W)")
+_unlabeled_case("search-unlabeled-float-images", lambda: torch.rand(4, 3, 16, 16), "float32",
+                "uint8")
+_unlabeled_case("search-unlabeled-tiny-images", lambda: _uint8(4, 3, 4, 4), "4x4", "8x8")
+_unlabeled_case("search-unlabeled-one-input", lambda: _uint8(1, 3, 16, 16), "1", "at least 2")
+_unlabeled_case("search-unlabeled-a-path", lambda: "target_photos/", "str", "Dataset")
+
+
+@api("Strategy-dann-negative", "-0.1", ">= 0")
+def _(tmp):
+    return at.Strategy("tiny_cnn", dann=-0.1)
+
+
+@api("Strategy-adabn-string", "'yes'", "True or False")
+def _(tmp):
+    return at.Strategy("tiny_cnn", adabn="yes")
+
+
+@api("run_trial-adabn-without-unlabeled", "adabn=True", "unlabeled=")
+def _(tmp):
+    return at.run_trial(at.Strategy("tiny_cnn", adabn=True, epochs=1, image_size=16), toy(),
+                        toy())
+
+
+@api("run_trial-adabn-on-bert", "tiny_bert", "BatchNorm", "dann")
+def _(tmp):
+    return at.run_trial(at.Strategy("tiny_bert", adabn=True, epochs=1), texts(), texts(),
+                        unlabeled=texts())
 
 
 # --------------------------------------------------------------------------- API: adapters

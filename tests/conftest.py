@@ -21,12 +21,18 @@ FIRST_PARTY = [
 ]
 
 
+def first_party_host() -> plugins.PluginHost:
+    """A fresh plugin host with the first-party plugins and the tiny test backbones (for
+    module-scoped fixtures, which run outside any one test's host)."""
+    host = plugins.PluginHost(autoload=False)
+    for name in FIRST_PARTY:
+        host.register(name)
+    return host
+
+
 @pytest.fixture(autouse=True)
 def first_party_plugins():
     """Every test gets a fresh plugin host with the first-party plugins and the tiny test
     backbones; nothing a test registers leaks into the next."""
-    host = plugins.PluginHost(autoload=False)
-    for name in FIRST_PARTY:
-        host.register(name)
-    with plugins.use(host):
+    with plugins.use(host := first_party_host()):
         yield host

@@ -19,6 +19,16 @@ def _run(strategy, data, cache):
     return at.run_trial(strategy, *data, cache=cache, patience=None)
 
 
+def test_random_init_prefixes_of_other_seeds_do_not_share_features(toy, tmp_path):
+    """tiny_cnn has no pretrained weights: each seed inits another frozen prefix, so a
+    trial of another seed must not read the first one's features (its saved model would
+    not match what its head was trained on)."""
+    cache = FeatureCache(tmp_path / "cache")
+    sources = [at.run_trial(BASE, *toy, cache=cache, seed=s, patience=None).cache_source
+               for s in (0, 1, 0)]
+    assert sources == ["computed", "computed", "memory"]
+
+
 def test_cached_trials_match_uncached_ones_across_trials(toy, tmp_path):
     cache = FeatureCache(tmp_path / "cache")
     plain = _run(BASE, toy, cache=False)

@@ -27,11 +27,9 @@ def _search(data, path, **kw):
 @pytest.fixture(scope="module")
 def tested(tmp_path_factory):
     """One searched study with a held-out test set (trials never see it)."""
-    from conftest import FIRST_PARTY
+    from conftest import first_party_host
 
-    host = plugins.PluginHost(autoload=False)
-    for name in FIRST_PARTY:
-        host.register(name)
+    host = first_party_host()
     path = tmp_path_factory.mktemp("tested") / "s.db"
     with plugins.use(host):
         _search(toy_images(120, classes=3, size=16), path,

@@ -11,7 +11,7 @@ from typing import Any
 
 import optuna
 
-from .. import plugins
+from .. import domain, plugins
 from .. import storage as st
 from ..baselines import BASELINES, FINISHED, baseline_strategy
 from ..cache import DEFAULT_BYTES, FeatureCache
@@ -48,6 +48,7 @@ class SearchJob:
     plugins: list[tuple[str, Any]] = field(default_factory=list)  # PluginHost.portable()
     deadline: float | None = None
     race: list[str] = field(default_factory=list)  # backbones best-ranked first: race them
+    unlabeled: Dataset | None = None  # target inputs for domain adaptation (adabn, dann)
 
     def __post_init__(self) -> None:
         if self.deadline is None and self.timeout is not None:
@@ -75,6 +76,7 @@ class TrialContext:
         self.job, self.train, self.valid = job, train, valid
         self._prepared: dict[tuple, Prepared] = {}
         self._groups: dict[str, int] = {}
+        self._domain: dict[str, tuple[str, ...]] = {}
         self.cache: FeatureCache | bool = (
             FeatureCache(Path(job.workdir) / "cache", job.cache_bytes)
             if job.feature_cache else False)
@@ -82,15 +84,26 @@ class TrialContext:
     def n_groups(self, backbone: str) -> int:
         if backbone not in self._groups:
             b = plugins.get_backbone(backbone)
-            self._groups[backbone] = len(b.layer_groups(b.build(pretrained=False)))
+            body = b.build(pretrained=False)
+            self._groups[backbone] = len(b.layer_groups(body))
+            self._domain[backbone] = domain.applicable(body)
         return self._groups[backbone]
+
+    def domain(self, backbone: str) -> tuple[str, ...]:
+        """The domain-adaptation fields a trial on ``backbone`` may search: none without
+        unlabeled target inputs."""
+        if self.job.unlabeled is None:
+            return ()
+        self.n_groups(backbone)
+        return self._domain[backbone]
 
     def params_for(self, backbone: str, values: dict[str, Any]) -> dict[str, Any]:
         """The entries of ``values`` that the search space samples for ``backbone``."""
         b = plugins.get_backbone(backbone)
         return self.job.space.params_for(
             values, self.n_groups(b.name), modality=self.job.modality, task=self.job.task,
-            supports_drop_path=b.supports_drop_path, adapters=b.adapters)
+            supports_drop_path=b.supports_drop_path, adapters=b.adapters,
+            domain=self.domain(b.name))
 
     def baseline_trials(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """(params, user_attrs) to enqueue for each baseline of each backbone."""
@@ -118,7 +131,8 @@ class TrialContext:
         b = plugins.get_backbone(name)
         strategy = self.job.space.sample(
             trial, name, self.n_groups(name), modality=self.job.modality, task=self.job.task,
-            supports_drop_path=b.supports_drop_path, adapters=b.adapters)
+            supports_drop_path=b.supports_drop_path, adapters=b.adapters,
+            domain=self.domain(name))
         return strategy, ""
 
     def prepared(self, strategy: Strategy) -> Prepared:
@@ -133,4 +147,5 @@ class TrialContext:
             seed: int, timings: dict[str, float] | None = None) -> TrialResult:
         return run_trial(strategy, self.train, self.valid, task=self.job.task, device=device,
                          report=report, patience=self.job.patience, seed=seed,
-                         prepared=self.prepared(strategy), cache=self.cache, timings=timings)
+                         prepared=self.prepared(strategy), cache=self.cache, timings=timings,
+                         unlabeled=self.job.unlabeled)

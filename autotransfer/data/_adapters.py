@@ -89,6 +89,8 @@ MIN_SIDE = 4  # pixels: a smaller "image" is a vector in the wrong shape, not a 
 
 
 def _labels(y: Any) -> Any:
+    if isinstance(y, dict) or (hasattr(y, "columns") and hasattr(y, "iloc")):
+        return _label_table(y)
     if hasattr(y, "to_numpy"):
         y = y.to_numpy()
     if isinstance(y, torch.Tensor):
@@ -102,7 +104,23 @@ def _labels(y: Any) -> Any:
     return np.asarray(y)
 
 
-def _check_kinds(y: list) -> None:
+def _label_table(y: Any) -> Any:
+    """A DataFrame (or a dict of columns) of labels: a column per task, each of one kind."""
+    import pandas as pd
+
+    try:
+        table = pd.DataFrame(y).reset_index(drop=True)
+    except ValueError as exc:  # columns of different lengths
+        raise DataError(f"Label columns must have one label per input each: {exc}.") from exc
+    if table.shape[1] == 0:
+        raise DataError("The table of labels has no column; give a column per task.")
+    for col in table.columns:
+        if not (table[col].map(lambda v: isinstance(v, (list, tuple, set))).all()):
+            _check_kinds(table[col].tolist(), f" in column {col!r}")
+    return table
+
+
+def _check_kinds(y: list, where: str = "") -> None:
     """Labels of one kind: no missing ones, no strings mixed with numbers."""
     import numbers
 
@@ -115,13 +133,13 @@ def _check_kinds(y: list) -> None:
     examples: dict[str, Any] = {}
     for i, v in enumerate(y):
         if v is None:
-            raise DataError(f"Label {i} is None; every input needs a label (drop unlabelled "
-                            f"rows first).")
+            raise DataError(f"Label {i}{where} is None; every input needs a label (drop "
+                            f"unlabelled rows first).")
         examples.setdefault(kind(v), v)
     if len(examples) > 1:
         shown = ", ".join(f"{k} like {v!r}" for k, v in examples.items())
-        raise DataError(f"Labels mix kinds ({shown}); give every label as a class name or "
-                        f"every label as a number.")
+        raise DataError(f"Labels{where} mix kinds ({shown}); give every label as a class "
+                        f"name or every label as a number.")
 
 
 def from_folder(path: str | Path, *, on_error: str = "raise") -> Dataset:
@@ -160,7 +178,9 @@ def from_folder(path: str | Path, *, on_error: str = "raise") -> Dataset:
 
 
 def _image_files(pairs: list[tuple[str, Any]], bad: list[tuple[str, str]], on_error: str,
-                 where: str, accepted: Any) -> Dataset:
+                 where: str, accepted: Any, table: Any = None) -> Dataset:
+    """Image files and their labels (with ``table``: the pairs hold row numbers of that
+    table of labels)."""
     if bad and on_error == "raise":
         shown = "; ".join(f"{p} ({why})" for p, why in bad[:3])
         raise DataError(f"{len(bad)} file(s) in {where} cannot be read as images: {shown}"
@@ -170,8 +190,10 @@ def _image_files(pairs: list[tuple[str, Any]], bad: list[tuple[str, str]], on_er
     keep = [(p, c) for p, c in pairs if p not in bad_paths]
     if not keep:
         raise DataError(f"No readable image files in {where}; accepted: {', '.join(accepted)}.")
+    labels = [c for _, c in keep]
     return Dataset(ImageFiles([p for p, _ in keep], where),
-                   _labels([c for _, c in keep]), skipped=sorted(bad_paths))
+                   _labels(labels) if table is None else table.iloc[labels],
+                   skipped=sorted(bad_paths))
 
 
 def _check_on_error(on_error: str) -> None:
@@ -185,7 +207,10 @@ def from_pandas(df: Any, *, label: str | list[str], image: str | None = None,
     """A DataFrame with an image-path column (``image=``) or a text column (``text=``).
 
     Relative image paths are resolved against ``root`` (default: the working folder).
-    ``label`` is a column, or a list of columns (several targets or labels).
+    ``label`` is a column, or a list of columns: the labels are then that table, one
+    column per task (``search(task={"species": "classification", "age": "regression"})``,
+    :mod:`autotransfer.multitask`), or several targets of one task (``task="regression"``,
+    or 0/1 columns with ``task="multilabel"``).
 
     Example:
         >>> df = pd.DataFrame({"path": ["a/1.jpg", ...], "breed": ["pug", ...]})  # doctest: +SKIP
@@ -200,10 +225,11 @@ def from_pandas(df: Any, *, label: str | list[str], image: str | None = None,
         raise DataError(f"Give exactly one of image='<path column>' or text='<text column>'; "
                         f"got {got}. Columns: {list(df.columns)}.")
     cols = list(df.columns)
-    for col in [image or text] + ([label] if isinstance(label, str) else list(label)):
+    wanted = [label] if isinstance(label, str) else _label_columns(label)
+    for col in [image or text] + wanted:
         if col not in cols:
             raise DataError(f"Column {col!r} is not in the data frame; columns: {cols}.")
-    y = _labels(df[label].to_numpy())
+    y = _labels(df[label].to_numpy() if isinstance(label, str) else df[wanted])
     if text is not None:
         values = df[text].astype(str).tolist()
         if values and all(v.lower().endswith(IMAGE_SUFFIXES) for v in values):
@@ -219,9 +245,21 @@ def from_pandas(df: Any, *, label: str | list[str], image: str | None = None,
                         f"{str(base)!r}); pass on_error='skip' to leave them out.")
     bad = [(p, "file does not exist") for p in missing]
     bad += [(p, why) for p in paths if p not in set(missing) and (why := check_image_file(p))]
-    labels = y if isinstance(y, list) else list(y)
+    table = y if hasattr(y, "columns") else None  # a table: the pairs hold its row numbers
+    labels = list(range(len(paths))) if table is not None else list(y)
     return _image_files(list(zip(paths, labels)), bad, on_error, f"column {image!r}",
-                        IMAGE_SUFFIXES)
+                        IMAGE_SUFFIXES, table)
+
+
+def _label_columns(label: Any) -> list:
+    """``label=`` as a list of column names: non-empty, each once."""
+    if not isinstance(label, (list, tuple)) or not label:
+        raise DataError(f"label must be a column name or a non-empty list of them, but got "
+                        f"label={label!r}.")
+    twice = sorted({c for c in label if list(label).count(c) > 1}, key=str)
+    if twice:
+        raise DataError(f"label names column(s) {twice} more than once: {list(label)!r}.")
+    return list(label)
 
 
 def from_csv(path: str | Path, *, label: str | list[str], image: str | None = None,
@@ -288,8 +326,8 @@ def from_torch(ds: Any, *, labels: Any = None) -> Dataset:
         labels = getattr(ds, "targets", None)
     if labels is None:
         labels = [ds[i][1] for i in range(len(ds))]
-    labels = [v.item() if isinstance(v, torch.Tensor) and v.ndim == 0 else v for v in labels] \
-        if not isinstance(labels, (np.ndarray, torch.Tensor)) else labels
+    if not isinstance(labels, (np.ndarray, torch.Tensor, dict)) and not hasattr(labels, "columns"):
+        labels = [v.item() if isinstance(v, torch.Tensor) and v.ndim == 0 else v for v in labels]
     return Dataset(TorchItems(ds, modality), _labels(labels))
 
 

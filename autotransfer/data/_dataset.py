@@ -22,7 +22,9 @@ class Dataset:
     Args:
         source: A :class:`Source`, or in-memory inputs: uint8 images ``(N, 3, H, W)``, a
             list of ``(3, H, W)`` uint8 images, or a list of strings.
-        labels: One label per input (a class, a number, a row of numbers, a label list).
+        labels: One label per input (a class, a number, a row of numbers, a label list),
+            or a pandas DataFrame with a column per task (multi-task learning,
+            :mod:`autotransfer.multitask`).
         modality: ``"image"`` or ``"text"`` (taken from the source when left out).
     """
 
@@ -31,7 +33,7 @@ class Dataset:
         self.source = _as_source(source)
         self.modality = modality or self.source.modality
         self.index = np.arange(len(self.source)) if index is None else np.asarray(index)
-        self.labels = labels
+        self.labels = labels.reset_index(drop=True) if _is_table(labels) else labels
         self.skipped = list(skipped)  # files left out by on_error="skip"
         n = len(self.index)
         if n == 0:
@@ -43,6 +45,8 @@ class Dataset:
         return len(self.index)
 
     def __getitem__(self, i: int) -> tuple[Any, Any]:
+        if _is_table(self.labels):  # a label per task: {column: label}
+            return self.load(i), self.labels.iloc[i].to_dict()
         return self.load(i), self.labels[i]
 
     def load(self, i: int, size_hint: int | None = None) -> Any:
@@ -60,14 +64,20 @@ class Dataset:
 
     @property
     def classes(self) -> list | None:
-        """Sorted distinct labels when they are classes, else None."""
+        """Sorted distinct labels when they are classes, else None (also for a table of
+        labels: ``ds.labels[column]`` holds each task's)."""
+        if _is_table(self.labels):
+            return None
         arr = self._class_labels()
         return None if arr is None else _sorted(set(arr.tolist()))
 
     def subset(self, idx: Any) -> Dataset:
         idx = np.asarray(idx, dtype=np.int64)
         labels = self.labels
-        labels = labels[idx] if isinstance(labels, np.ndarray) else [labels[i] for i in idx]
+        if _is_table(labels):
+            labels = labels.iloc[idx]
+        else:
+            labels = labels[idx] if isinstance(labels, np.ndarray) else [labels[i] for i in idx]
         return Dataset(self.source, labels, self.modality, index=self.index[idx])
 
     def concat(self, other: Dataset) -> Dataset:
@@ -76,9 +86,11 @@ class Dataset:
             what = other.modality if isinstance(other, Dataset) else type(other).__name__
             raise DataError(f"Can only join {self.modality} data with {self.modality} data, "
                             f"but got {what}.")
-        if isinstance(self.labels, np.ndarray) and isinstance(other.labels, np.ndarray) \
+        if _is_table(self.labels) or _is_table(other.labels):
+            labels: Any = _join_tables(self.labels, other.labels)
+        elif isinstance(self.labels, np.ndarray) and isinstance(other.labels, np.ndarray) \
                 and self.labels.ndim == other.labels.ndim:
-            labels: Any = np.concatenate([self.labels, other.labels])
+            labels = np.concatenate([self.labels, other.labels])
         else:
             labels = [*self.labels, *other.labels]
         if other.source is self.source:
@@ -89,7 +101,8 @@ class Dataset:
 
     def split(self, valid_fraction: float = 0.2, *, seed: int = 0,
               stratify: bool = True) -> tuple[Dataset, Dataset]:
-        """A seeded (stratified when labels are classes) train/validation split."""
+        """A seeded (stratified when labels are classes; on the first column of a table of
+        labels, the primary task) train/validation split."""
         from sklearn.model_selection import train_test_split
 
         if not 0 < valid_fraction < 1:
@@ -104,8 +117,8 @@ class Dataset:
         return self.subset(np.sort(tr)), self.subset(np.sort(va))
 
     def _class_labels(self) -> np.ndarray | None:
-        arr = self.labels if isinstance(self.labels, np.ndarray) \
-            else np.asarray(self.labels, dtype=object)
+        labels = self.labels.iloc[:, 0].to_numpy() if _is_table(self.labels) else self.labels
+        arr = labels if isinstance(labels, np.ndarray) else np.asarray(labels, dtype=object)
         if arr.ndim != 1 or (arr.dtype.kind == "f" and not np.all(arr == np.round(arr))):
             return None
         return arr
@@ -121,6 +134,8 @@ class Dataset:
         classes = self.classes
         what = (f"{len(classes)} classes: {_preview(classes)}" if classes is not None
                 and len(classes) <= max(50, len(self) // 2) else "labels: values")
+        if _is_table(self.labels):
+            what = f"label columns: {_preview(list(self.labels.columns))}"
         skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
         return (f"Dataset({self.source.describe()}, {self.modality}, {len(self)} items, "
                 f"{what}{skipped})")
@@ -139,6 +154,21 @@ class _Inputs(Sequence):
         if isinstance(i, slice):
             return _Inputs(self.ds.subset(np.arange(len(self.ds))[i]))
         return self.ds.load(i)
+
+
+def _is_table(labels: Any) -> bool:
+    return hasattr(labels, "columns") and hasattr(labels, "iloc")
+
+
+def _join_tables(a: Any, b: Any) -> Any:
+    """Two tables of labels with the same columns, one after the other."""
+    import pandas as pd
+
+    cols = [list(x.columns) if _is_table(x) else "one label column" for x in (a, b)]
+    if cols[0] != cols[1]:
+        raise DataError(f"Can only join data with the same label columns, but got {cols[0]} "
+                        f"and {cols[1]}.")
+    return pd.concat([a, b], ignore_index=True)
 
 
 def _as_source(x: Any) -> Source:

@@ -88,9 +88,11 @@ class RegressionHead(at.Head):
     def encode(self, labels, info=None):
         arr = _as_array(labels)
         if arr.dtype.kind not in "iufb":
+            first = arr.flat[0]  # a Python object in an object array, else a numpy scalar
             raise DataError(
                 f"Regression labels must be numbers, but got {arr.dtype} values like "
-                f"{arr.flat[0].item()!r}; for categories use task='classification'."
+                f"{getattr(first, 'item', lambda: first)()!r}; for categories use "
+                f"task='classification'."
             )
         arr = arr.astype(np.float64)
         if arr.ndim == 1:
@@ -140,6 +142,8 @@ class MultilabelHead(at.Head):
     metric = "map"
 
     def encode(self, labels, info=None):
+        if hasattr(labels, "columns"):  # a table of 0/1 columns, one per label
+            labels = labels.to_numpy()
         if isinstance(labels, (list, tuple)) or (
             isinstance(labels, np.ndarray) and labels.dtype == object
         ) or hasattr(labels, "iloc"):

@@ -1,0 +1,159 @@
+"""Domain adaptation: AdaBN re-estimates BatchNorm statistics and nothing else; DANN's
+gradient-reversal layer flips gradients; searches with unlabeled target inputs choose them."""
+
+import pytest
+import torch
+
+import autotransfer as at
+from autotransfer import domain
+from autotransfer.errors import DataError, ModalityError, StrategyError
+from autotransfer.runner import build_model
+from autotransfer.testing import toy_images
+
+
+def _target(n=48, seed=2):
+    """The toy images with inverted contrast: a shifted target domain."""
+    return 255 - toy_images(n, classes=3, size=32, seed=seed).inputs
+
+
+def _model(backbone="tiny_cnn"):
+    model = build_model(at.Strategy(backbone), "classification", {"classes": [0, 1, 2]})
+    model.freeze(1)
+    return model
+
+
+def test_gradient_reversal_flips_and_scales_gradients():
+    x = torch.randn(4, 3, requires_grad=True)
+    (domain.grad_reverse(x, 0.25) * torch.arange(3.0)).sum().backward()
+    assert torch.equal(x.grad, -0.25 * torch.arange(3.0).expand(4, 3))
+    assert torch.equal(domain.grad_reverse(x, 0.25), x)  # the forward pass is the identity
+
+
+def test_dann_loss_trains_the_classifier_and_reverses_the_features_gradient():
+    dann = domain.Dann(1.0, 8, [], total_steps=10, lr=1e-3, device=torch.device("cpu"))
+    dann.step = 5  # half-way: the reversal strength is below 1
+    dann.classifier.eval()  # no dropout: both passes see the same network
+    scale = dann.scale()
+    feats = torch.randn(6, 8, requires_grad=True)
+    dann.loss(feats[:3], feats[3:]).backward()
+    reversed_grad = feats.grad.clone()
+    # The same classifier without the reversal layer: the gradient it would give.
+    feats.grad = None
+    labels = torch.tensor([0.0, 0, 0, 1, 1, 1])
+    plain = dann.classifier.net(feats).squeeze(-1)
+    torch.nn.functional.binary_cross_entropy_with_logits(plain, labels).backward()
+    assert 0 < scale < 1
+    assert torch.allclose(reversed_grad, -scale * feats.grad, atol=1e-6)
+
+
+def test_adabn_changes_running_statistics_and_nothing_else():
+    model = _model()
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = {name: m.training for name, m in model.named_modules()}
+    target = _target().float() / 255
+    seen = domain.adabn(model, [(target,)], model)
+    after = model.state_dict()
+    stats = [k for k in after if k.endswith(("running_mean", "running_var"))]
+    assert seen == len(target) and stats
+    assert all(not torch.equal(before[k], after[k]) for k in stats)
+    params = dict(model.named_parameters())
+    assert all(torch.equal(before[k], after[k]) for k in params)
+    assert {name: m.training for name, m in model.named_modules()} == modes
+
+
+def test_adabn_statistics_are_the_targets():
+    """One batch of target inputs: the first BatchNorm's running mean is their mean."""
+    model = _model()
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    bn.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    target = _target().float() / 255
+    domain.adabn(model, [(target,)], model)
+    assert torch.allclose(bn.running_mean, seen[0].mean(dim=(0, 2, 3)), atol=1e-5)
+
+
+def test_target_statistics_are_put_back_after_validation():
+    model = _model()
+    source = {k: v.clone() for k, v in model.state_dict().items()}
+    with domain.target_statistics(model, [(_target().float() / 255,)], model):
+        inside = {k: v.clone() for k, v in model.state_dict().items()}
+    assert any(not torch.equal(source[k], inside[k]) for k in source)
+    assert all(torch.equal(source[k], v) for k, v in model.state_dict().items())
+
+
+def test_an_adabn_trial_trains_the_same_weights_and_keeps_the_target_statistics():
+    train, valid = toy_images(64, classes=3, size=32), toy_images(24, classes=3, size=32, seed=1)
+    unlabeled = at.data.Dataset(_target(), [0] * 48)
+    base = at.Strategy("tiny_cnn", epochs=2, frozen_groups=1)
+    plain = at.run_trial(base, train, valid, keep="last", seed=3)
+    adapted = at.run_trial(base.replace(adabn=True), train, valid, keep="last", seed=3,
+                           unlabeled=unlabeled)
+    stats = [k for k in plain.state_dict if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(not torch.equal(plain.state_dict[k], adapted.state_dict[k])
+                         for k in stats)
+    weights = [k for k in plain.state_dict if k not in stats
+               and not k.endswith("num_batches_tracked")]
+    assert all(torch.equal(plain.state_dict[k], adapted.state_dict[k]) for k in weights)
+    assert adapted.cache_source == "no (domain adaptation)" or adapted.cached is False
+
+
+def test_a_dann_trial_moves_the_body_and_runs_on_text():
+    texts = [f"{w} item {i}" for i, w in enumerate(["good", "bad", "fine"] * 8)]
+    data = at.data.Dataset(texts, [t.split()[0] for t in texts])
+    target = at.data.Dataset([t.upper() for t in texts], [0] * len(texts))
+    base = at.Strategy("tiny_bert", epochs=1, frozen_groups=1, batch_size=8)
+    plain = at.run_trial(base, data, data, keep="last")
+    adapted = at.run_trial(base.replace(dann=0.5), data, data, keep="last", unlabeled=target)
+    assert adapted.cache_source == "no (domain adaptation)"
+    body = [k for k in plain.state_dict if k.startswith("body.") and "encoder" in k]
+    # The adversarial loss reaches the trainable body, through the reversal layer.
+    assert any(not torch.equal(plain.state_dict[k], adapted.state_dict[k]) for k in body)
+    assert set(adapted.state_dict) == set(plain.state_dict)  # the domain classifier is not kept
+
+
+def test_adaptation_needs_unlabeled_inputs_and_adabn_needs_batchnorm():
+    train = toy_images(32, classes=3, size=32)
+    with pytest.raises(StrategyError, match="unlabeled"):
+        at.run_trial(at.Strategy("tiny_cnn", epochs=1, dann=0.1), train, train)
+    texts = ["a b", "c d", "e f", "g h"]
+    data = at.data.Dataset(texts, [0, 1, 0, 1])
+    with pytest.raises(StrategyError, match="no BatchNorm.*dann"):
+        at.run_trial(at.Strategy("tiny_bert", epochs=1, adabn=True), data, data,
+                     unlabeled=data)
+
+
+def _search(tmp_path, **kw):
+    return at.search(toy_images(60, classes=3, size=32), backbones="tiny_cnn", n_trials=6,
+                     valid=toy_images(24, classes=3, size=32, seed=1), storage=tmp_path / "s.db",
+                     space=at.SearchSpace(epochs=1), progress=False, rank=False,
+                     warm_start=False, **kw)
+
+
+def test_a_search_with_unlabeled_inputs_searches_adabn_and_dann(tmp_path):
+    study = _search(tmp_path, unlabeled=_target(), baselines=False)
+    params = [t.params for t in study.trials()]
+    assert all("adabn" in p and "dann" in p for p in params)
+    board = study.leaderboard()
+    assert {"adabn", "dann"} <= set(board.columns)
+    assert (board["state"] == "complete").all()
+    assert study.meta["n_unlabeled"] == 48
+
+
+def test_without_unlabeled_inputs_the_space_leaves_adaptation_out(tmp_path):
+    study = _search(tmp_path)
+    assert not any("adabn" in t.params or "dann" in t.params for t in study.trials())
+    assert not study.leaderboard()["adabn"].any()
+
+
+@pytest.mark.parametrize("unlabeled, error, words", [
+    (["some text", "more text"], ModalityError, "unlabeled holds text"),
+    (torch.zeros(4, 1, 32, 32, dtype=torch.uint8), DataError, r"uint8 \(N, 3, H, W\)"),
+    (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), DataError, "at least 2"),
+    (torch.zeros(4, 3, 4, 4, dtype=torch.uint8), DataError, "at least 8x8"),
+    ({"images": 1}, DataError, "unlabeled must be"),
+])
+def test_bad_unlabeled_inputs_are_refused_before_storage(tmp_path, unlabeled, error, words):
+    with pytest.raises(error, match=words):
+        _search(tmp_path, unlabeled=unlabeled)
+    assert not (tmp_path / "s.db").exists()
