@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from . import plugins
+from .data._dataset import is_table
 from .errors import ConfigError, DataError, StrategyError, UnknownNameError
 from .head import Head
 
@@ -43,11 +44,6 @@ EXAMPLE = "task={'species': 'classification', 'age': 'regression'}"
 def is_multitask(task: Any) -> bool:
     """Whether ``task`` names several label columns (``{column: task}``)."""
     return isinstance(task, Mapping)
-
-
-def is_table(labels: Any) -> bool:
-    """Whether ``labels`` hold one column per task (a pandas DataFrame)."""
-    return hasattr(labels, "columns") and hasattr(labels, "iloc")
 
 
 class TaskBlocks(nn.Module):

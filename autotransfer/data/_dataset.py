@@ -33,7 +33,7 @@ class Dataset:
         self.source = _as_source(source)
         self.modality = modality or self.source.modality
         self.index = np.arange(len(self.source)) if index is None else np.asarray(index)
-        self.labels = labels.reset_index(drop=True) if _is_table(labels) else labels
+        self.labels = labels.reset_index(drop=True) if is_table(labels) else labels
         self.skipped = list(skipped)  # files left out by on_error="skip"
         n = len(self.index)
         if n == 0:
@@ -45,7 +45,7 @@ class Dataset:
         return len(self.index)
 
     def __getitem__(self, i: int) -> tuple[Any, Any]:
-        if _is_table(self.labels):  # a label per task: {column: label}
+        if is_table(self.labels):  # a label per task: {column: label}
             return self.load(i), self.labels.iloc[i].to_dict()
         return self.load(i), self.labels[i]
 
@@ -66,7 +66,7 @@ class Dataset:
     def classes(self) -> list | None:
         """Sorted distinct labels when they are classes, else None (also for a table of
         labels: ``ds.labels[column]`` holds each task's)."""
-        if _is_table(self.labels):
+        if is_table(self.labels):
             return None
         arr = self._class_labels()
         return None if arr is None else _sorted(set(arr.tolist()))
@@ -74,7 +74,7 @@ class Dataset:
     def subset(self, idx: Any) -> Dataset:
         idx = np.asarray(idx, dtype=np.int64)
         labels = self.labels
-        if _is_table(labels):
+        if is_table(labels):
             labels = labels.iloc[idx]
         else:
             labels = labels[idx] if isinstance(labels, np.ndarray) else [labels[i] for i in idx]
@@ -86,7 +86,7 @@ class Dataset:
             what = other.modality if isinstance(other, Dataset) else type(other).__name__
             raise DataError(f"Can only join {self.modality} data with {self.modality} data, "
                             f"but got {what}.")
-        if _is_table(self.labels) or _is_table(other.labels):
+        if is_table(self.labels) or is_table(other.labels):
             labels: Any = _join_tables(self.labels, other.labels)
         elif isinstance(self.labels, np.ndarray) and isinstance(other.labels, np.ndarray) \
                 and self.labels.ndim == other.labels.ndim:
@@ -117,7 +117,7 @@ class Dataset:
         return self.subset(np.sort(tr)), self.subset(np.sort(va))
 
     def _class_labels(self) -> np.ndarray | None:
-        labels = self.labels.iloc[:, 0].to_numpy() if _is_table(self.labels) else self.labels
+        labels = self.labels.iloc[:, 0].to_numpy() if is_table(self.labels) else self.labels
         arr = labels if isinstance(labels, np.ndarray) else np.asarray(labels, dtype=object)
         if arr.ndim != 1 or (arr.dtype.kind == "f" and not np.all(arr == np.round(arr))):
             return None
@@ -134,7 +134,7 @@ class Dataset:
         classes = self.classes
         what = (f"{len(classes)} classes: {_preview(classes)}" if classes is not None
                 and len(classes) <= max(50, len(self) // 2) else "labels: values")
-        if _is_table(self.labels):
+        if is_table(self.labels):
             what = f"label columns: {_preview(list(self.labels.columns))}"
         skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
         return (f"Dataset({self.source.describe()}, {self.modality}, {len(self)} items, "
@@ -156,7 +156,8 @@ class _Inputs(Sequence):
         return self.ds.load(i)
 
 
-def _is_table(labels: Any) -> bool:
+def is_table(labels: Any) -> bool:
+    """Whether ``labels`` hold one column per task (a pandas DataFrame)."""
     return hasattr(labels, "columns") and hasattr(labels, "iloc")
 
 
@@ -164,7 +165,7 @@ def _join_tables(a: Any, b: Any) -> Any:
     """Two tables of labels with the same columns, one after the other."""
     import pandas as pd
 
-    cols = [list(x.columns) if _is_table(x) else "one label column" for x in (a, b)]
+    cols = [list(x.columns) if is_table(x) else "one label column" for x in (a, b)]
     if cols[0] != cols[1]:
         raise DataError(f"Can only join data with the same label columns, but got {cols[0]} "
                         f"and {cols[1]}.")
