@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import plugins
@@ -135,26 +137,24 @@ def held_out(what: str, data: Any, task: str, modality: str, info: dict) -> Data
     return data
 
 
+UNLABELED_ACCEPTED = ("a folder of image files, a list of image paths, an image batch "
+                      "(N, H, W[, C]) or (N, C, H, W), a list of PIL images or arrays, a list "
+                      "of strings (text), a DataFrame column, or an autotransfer Dataset (its "
+                      "labels are ignored)")
+
+
 def unlabeled(value: Any, modality: str) -> Dataset | None:
-    """``unlabeled=``: target-domain inputs without labels, as a Dataset (its labels are
-    ignored) or in-memory inputs (uint8 images ``(N, 3, H, W)``, a list of strings), of
-    the training data's modality and at least 2 of them."""
+    """``unlabeled=``: target-domain inputs without labels, in any form ``predict`` takes
+    (a folder, file paths, arrays, PIL images, strings, a Dataset), of the training data's
+    modality and at least 2 of them."""
     if value is None:
         return None
-    accepted = ("an autotransfer Dataset (at.data.from_*; its labels are ignored), uint8 "
-                "images (N, 3, H, W), or a list of strings")
     if not isinstance(value, Dataset):
-        if isinstance(value, torch.Tensor) and (value.ndim != 4 or value.shape[1] != 3
-                                                or value.dtype != torch.uint8):
-            raise DataError(f"unlabeled images must be uint8 (N, 3, H, W), but got "
-                            f"{value.dtype} {tuple(value.shape)}; accepted: {accepted}.")
-        if not isinstance(value, (torch.Tensor, list, tuple)) or len(value) == 0:
-            raise DataError(f"unlabeled must be {accepted}, but got {_short(value)} "
-                            f"({type(value).__name__}).")
-        value = Dataset(value, [0] * len(value))
+        value = _unlabeled_inputs(value, modality)
     if value.modality != modality:
         raise ModalityError(f"unlabeled holds {value.modality}, but data holds {modality}; "
-                            f"give unlabeled {modality} inputs from the target domain.")
+                            f"give unlabeled {modality} inputs from the target domain "
+                            f"({UNLABELED_ACCEPTED}).")
     if len(value) < 2:
         raise DataError(f"unlabeled needs at least 2 inputs, but got {len(value)}.")
     try:
@@ -168,6 +168,29 @@ def unlabeled(value: Any, modality: str) -> Dataset | None:
         raise DataError(f"unlabeled images must be at least 8x8 pixels, but the first is "
                         f"{first.size[0]}x{first.size[1]}.")
     return value
+
+
+def _unlabeled_inputs(value: Any, modality: str) -> Dataset:
+    """Inputs as ``predict`` reads them; strings that are not files are text, whatever the
+    study's modality, so a text list given to an image study is named as such."""
+    from .data._adapters import to_uint8_images
+    from .data._inputs import as_dataset
+    from .data._sources import Texts
+
+    if (isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value)
+            and not os.path.isfile(value[0])):
+        return Dataset(Texts(list(value)), [None] * len(value))
+    if isinstance(value, dict) or (isinstance(value, (list, tuple)) and not value):
+        raise DataError(f"unlabeled must be {UNLABELED_ACCEPTED}, but got {_short(value)} "
+                        f"({type(value).__name__}).")
+    try:
+        if modality == "image" and isinstance(value, (torch.Tensor, np.ndarray)) \
+                and value.ndim == 4:  # a batch: kept as one uint8 tensor, as training data is
+            return Dataset(to_uint8_images(value), [None] * len(value))
+        return as_dataset(value, modality)[0]
+    except AutotransferError as exc:
+        said = str(exc).replace("This model takes", "The study takes")
+        raise type(exc)(f"unlabeled: {said} Accepted: {UNLABELED_ACCEPTED}.") from exc
 
 
 def backbone_patterns(value: Any) -> list[str | Backbone] | None:

@@ -28,8 +28,8 @@ EXTRA_KEYS = ("plugins",)  # plugin modules to register (ones not installed as p
 TABLES = ("data", "space")
 DATA_SOURCES = {
     "demo": ("demo", "image_size", "per_class", "valid_per_class", "test_per_class", "seed"),
-    "folder": ("folder", "valid_folder", "test_folder", "on_error"),
-    "csv": ("csv", "image", "text", "label", "valid_csv", "test_csv", "on_error"),
+    "folder": ("folder", "valid_folder", "test_folder", "on_error", "unlabeled"),
+    "csv": ("csv", "image", "text", "label", "valid_csv", "test_csv", "on_error", "unlabeled"),
 }
 
 
@@ -79,7 +79,22 @@ def load_study_file(path: str | Path) -> tuple[dict[str, Any], Any, Any]:
     train, valid, test = _data(cfg["data"], base, path)
     if test is not None:
         kwargs["test"] = test
+    if "unlabeled" in cfg["data"]:
+        kwargs["unlabeled"] = _unlabeled(cfg["data"], base, path)
     return kwargs, train, valid
+
+
+def _unlabeled(table: dict[str, Any], base: Path, path: Path) -> str:
+    """``unlabeled = "folder/"`` in [data]: unlabeled target-domain images for domain
+    adaptation, a folder relative to the study file."""
+    value = table["unlabeled"]
+    if "text" in table:
+        raise ConfigError(f"unlabeled in [data] of {path} is a folder of images; for a text "
+                          f"study pass unlabeled=[...] to autotransfer.search instead.")
+    if not isinstance(value, str) or not (base / value).is_dir():
+        raise ConfigError(f"unlabeled in [data] of {path} must name a folder of target-domain "
+                          f"images (relative to the study file), but got unlabeled={value!r}.")
+    return str(base / value)
 
 
 def _backend(cfg: dict[str, Any], path: Path) -> Any:
@@ -111,7 +126,7 @@ def _data(table: dict[str, Any], base: Path, path: Path) -> tuple[Any, Any, Any]
     if unknown:
         raise ConfigError(f"Unknown key {unknown[0]!r} in [data] of {path} (a {source} "
                           f"source); accepted: {', '.join(DATA_SOURCES[source])}.")
-    opts = {k: v for k, v in table.items() if k != source}
+    opts = {k: v for k, v in table.items() if k not in (source, "unlabeled")}
     if source == "demo":
         splits = data_mod.demo(table["demo"], **opts)
         return (*splits, None) if len(splits) == 2 else splits

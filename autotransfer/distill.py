@@ -156,8 +156,8 @@ def distill(study: Study, student: str | Strategy, data: Dataset, unlabeled: Any
             to start from. ``lr`` is searched either way; augmentation and mixing are off.
         data: Labelled training data; the data given to the search, so that (``valid``
             None) the same seeded split holds out the same validation examples.
-        unlabeled: Extra inputs (a Dataset, its labels ignored; uint8 images; a list of
-            strings) that add the teacher's soft targets, not labels.
+        unlabeled: Extra inputs in any form ``predict`` takes (a folder, paths, an image
+            batch, a list of strings, a Dataset) that add the teacher's soft targets only.
         valid, test: Validation data (the student is chosen on it); held-out test data,
             scored for the comparison only.
         top_k: Average the softmax of the study's k best kept trials.

@@ -1125,13 +1125,14 @@ def _uint8(*shape: int) -> torch.Tensor:
 
 
 _unlabeled_case("search-unlabeled-text-for-images", lambda: ["a b", "c d"], "text", "image")
-_unlabeled_case("search-unlabeled-grayscale", lambda: _uint8(4, 1, 16, 16), "(4, 1, 16, 16)",
-                "(N, 3, H, W)")
-_unlabeled_case("search-unlabeled-float-images", lambda: torch.rand(4, 3, 16, 16), "float32",
-                "uint8")
+_unlabeled_case("search-unlabeled-two-channels", lambda: _uint8(4, 2, 16, 16), "(4, 2, 16, 16)",
+                "1, 3 or 4 channels")
+_unlabeled_case("search-unlabeled-nan-images", lambda: torch.full((4, 3, 16, 16), float("nan")),
+                "NaN", "finite")
 _unlabeled_case("search-unlabeled-tiny-images", lambda: _uint8(4, 3, 4, 4), "4x4", "8x8")
 _unlabeled_case("search-unlabeled-one-input", lambda: _uint8(1, 3, 16, 16), "1", "at least 2")
-_unlabeled_case("search-unlabeled-a-path", lambda: "target_photos/", "str", "Dataset")
+_unlabeled_case("search-unlabeled-missing-folder", lambda: "target_photos/", "'target_photos/'",
+                "a folder of image files")
 
 
 @api("Strategy-dann-negative", "-0.1", ">= 0")
@@ -1495,6 +1496,8 @@ toml_case("toml-space-table-not-choices", study_toml(space={}) + "\n[space.lr]\n
           "low")
 toml_case("toml-data-folder-missing", study_toml(data={"folder": "nowhere"}, own_data=True),
           "nowhere")
+toml_case("toml-data-unlabeled-on-demo", study_toml(data={"unlabeled": "target/"}),
+          "'unlabeled'", "demo")
 toml_case("toml-backend-spark", study_toml({"backend": "spark"}), "'spark'")
 toml_case("toml-address-with-optuna", study_toml({"address": "head:6379"}), "address")
 toml_case("toml-storage-memory", study_toml({"storage": "sqlite:///:memory:"}), ":memory:")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import autotransfer as at
-from autotransfer import domain
+from autotransfer import checks, domain
 from autotransfer.errors import DataError, ModalityError, StrategyError
 from autotransfer.runner import build_model
 from autotransfer.testing import toy_images
@@ -148,12 +148,62 @@ def test_without_unlabeled_inputs_the_space_leaves_adaptation_out(tmp_path):
 
 @pytest.mark.parametrize("unlabeled, error, words", [
     (["some text", "more text"], ModalityError, "unlabeled holds text"),
-    (torch.zeros(4, 1, 32, 32, dtype=torch.uint8), DataError, r"uint8 \(N, 3, H, W\)"),
+    (torch.zeros(4, 2, 32, 32, dtype=torch.uint8), DataError, r"1, 3 or 4 channels.*\(4, 2"),
+    (torch.full((4, 3, 32, 32), float("nan")), DataError, "NaN"),
     (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), DataError, "at least 2"),
     (torch.zeros(4, 3, 4, 4, dtype=torch.uint8), DataError, "at least 8x8"),
+    ("no_such_folder/", ModalityError, "'no_such_folder/'.*a folder of image files"),
     ({"images": 1}, DataError, "unlabeled must be"),
 ])
 def test_bad_unlabeled_inputs_are_refused_before_storage(tmp_path, unlabeled, error, words):
     with pytest.raises(error, match=words):
         _search(tmp_path, unlabeled=unlabeled)
     assert not (tmp_path / "s.db").exists()
+
+
+def _save_pngs(images, folder, labels=None):
+    """PNG files of uint8 (N, 3, H, W) ``images`` in ``folder`` (in class subfolders)."""
+    from PIL import Image
+
+    for i, img in enumerate(images):
+        where = folder / (f"c{labels[i]}" if labels is not None else "")
+        where.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(where / f"{i:03d}.png")
+    return folder
+
+
+def test_unlabeled_image_files_adapt_like_the_same_images_in_memory(tmp_path):
+    """A folder (or list) of target photos is read as predict reads inputs: AdaBN on the
+    PNGs gives the statistics it gives on the same pixels as a uint8 batch; a float or
+    grayscale batch is converted as training data is."""
+    target = _target()
+    folder = _save_pngs(target, tmp_path / "target")
+    from_folder = checks.unlabeled(str(folder), "image")
+    from_paths = checks.unlabeled(sorted(str(p) for p in folder.iterdir()), "image")
+    assert len(from_folder) == len(from_paths) == len(target)
+    assert torch.equal(checks.unlabeled(target.float() / 255, "image").inputs, target)
+    train, valid = toy_images(64, classes=3, size=32), toy_images(24, classes=3, size=32, seed=1)
+    strategy = at.Strategy("tiny_cnn", epochs=1, frozen_groups=1, adabn=True)
+    runs = [at.run_trial(strategy, train, valid, keep="last", seed=3, unlabeled=u).state_dict
+            for u in (checks.unlabeled(target, "image"), from_folder, from_paths)]
+    stats = [k for k in runs[0] if k.endswith(("running_mean", "running_var"))]
+    for other in runs[1:]:
+        assert all(torch.allclose(runs[0][k], other[k], atol=1e-6) for k in stats)
+
+
+def test_a_study_file_takes_a_folder_of_unlabeled_target_images(tmp_path):
+    from autotransfer.cli import main
+
+    train = toy_images(30, classes=3, size=32)
+    _save_pngs(train.inputs, tmp_path / "train", train.labels)
+    _save_pngs(_target(12), tmp_path / "photos" / "target")
+    study = tmp_path / "shift.toml"
+    study.write_text('n_trials = 2\nbackbones = ["tiny_cnn"]\nbaselines = false\n'
+                     'warm_start = false\n[data]\nfolder = "train"\n'
+                     'unlabeled = "photos/target"\n[space]\nepochs = 1\n')
+    assert main(["run", str(study)]) == 0
+    done = at.Study.load(tmp_path / "shift.db")
+    assert done.meta["n_unlabeled"] == 12
+    assert all("adabn" in t.params and "dann" in t.params for t in done.trials())
+    study.write_text(study.read_text().replace("photos/target", "photos/missing"))
+    assert main(["run", str(study)]) == 2
