@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/beyond.py                    # every part, seeds 0 1
     .venv/bin/python benchmarks/beyond.py --part a           # one part (repeatable: a c)
     .venv/bin/python benchmarks/beyond.py --part a --seeds 0 --trials 6
+    .venv/bin/python benchmarks/beyond.py --part c --shift invert   # one target domain
     .venv/bin/python benchmarks/beyond.py --report           # reprint the stored results
 
 Each part runs its searches on the same budget (``--trials``, else the part's default)
@@ -23,8 +24,12 @@ c. train on clean digits, target = inverted or noisy digits (unlabelled target i
 d. two targets of the digits (``_beyond_data.MULTITASK``) in one multi-task search
    against one single-task search per target.
 
-Searches run without the baseline trials, the warm start and pruning (see ``COMMON``),
-so every trial is one the sampler drew from the space being compared, run to the end.
+Searches run without the baseline trials and pruning (see ``COMMON``), so every trial
+runs to the end. Parts a and b search without the warm start too, so every trial there is
+one the sampler drew from the space being compared; parts c and d begin both arms with the
+same warm-start portfolio (``WARM``), without which 12 trials of the default space do not
+train the clean digits well enough (best clean test accuracy 0.1-0.35 at 6 trials) for
+the comparison to mean anything.
 """
 
 from __future__ import annotations
@@ -60,12 +65,13 @@ OUT = HERE / "results" / "beyond.json"
 KEPT = HERE / "results" / "beyond_studies"  # part b's teacher searches, reused by reruns
 QUICKSTART = HERE.parent / "studies" / "quickstart.toml"
 SEEDS = (0, 1)
-TRIALS = {"a": 8, "b": 12, "c": 12, "d": 12}  # per search, when --trials is not given
+TRIALS = {"a": 8, "b": 6, "c": 12, "d": 12}  # per search, when --trials is not given
 # No baselines, warm start or pruning: every trial is one the sampler drew from the space
 # under comparison, and runs all its epochs. With hyperband, 8-trial searches of part a
 # completed only their first trial (the other 7 were pruned at epoch 1-2, adapter trials
 # learning slower early), so "best" was whatever trial 0 drew.
-COMMON = dict(baselines=False, warm_start=False, pruner="none", progress=False)
+COMMON = dict(baselines=False, pruner="none", progress=False)
+WARM = {"a": False, "b": False, "c": True, "d": True}  # the portfolio, in both arms alike
 A_SPACE = dict(epochs=4, max_length=32, batch_size=16)  # 40 steps on 160 sentences
 A_ARMS = {"without": dict(adapter="none"), "with": {}}
 C_BACKBONES = ["efficientnet_lite0"]
@@ -75,8 +81,10 @@ IMAGE_SPACE = dict(epochs=8, image_size=32)
 
 # --- shared helpers ------------------------------------------------------------------------
 def _timed_search(data: at.data.Dataset, folder: Path, name: str, **kw: Any) -> tuple[Any, float]:
+    """``at.search`` under COMMON, with its part's (the name's first letter) warm start."""
     t0 = time.perf_counter()
-    study = at.search(data, storage=folder / f"{name}.db", name=name, **COMMON, **kw)
+    study = at.search(data, storage=folder / f"{name}.db", name=name, **COMMON,
+                      warm_start=WARM[name[0]], **kw)
     return study, time.perf_counter() - t0
 
 
@@ -274,11 +282,11 @@ def search_domain_adapted(shift: DomainShift, *, seed: int, n_trials: int,
                          space=at.SearchSpace(**IMAGE_SPACE))
 
 
-def part_c(seeds: tuple[int, ...], trials: int) -> dict:
+def part_c(seeds: tuple[int, ...], trials: int, shifts: tuple[str, ...] = SHIFTS) -> dict:
     """Clean digits -> inverted / noisy digits, with and without adabn / dann searched."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in SHIFTS:
+        for kind in shifts:
             shift = digits_shift(kind)
             for seed in seeds:
                 folder = Path(tmp) / f"c-{kind}-{seed}"
@@ -295,10 +303,30 @@ def part_c(seeds: tuple[int, ...], trials: int) -> dict:
                     rows.append(row)
                     print(f"  c {kind} seed {seed} {arm}: target test {_fmt(row['test'])}, "
                           f"clean test {row['source_test']:.4f}", flush=True)
-    return {"config": {"backbones": C_BACKBONES, "space": IMAGE_SPACE,
+                rows[-1]["ablation"] = _ablation(arms["without"][0].best_strategy(), shift,
+                                                 seed)
+    return {"config": {"backbones": C_BACKBONES, "space": IMAGE_SPACE, "warm_start": WARM["c"],
                        "data": "digits_shift(): 20/class clean train, 5/class target valid, "
                                "60/class unlabelled target, 50/class target test"},
             "rows": rows}
+
+
+# Each adaptation added to the plain search's best strategy, all else equal.
+ABLATION = {"plain": {}, "adabn": {"adabn": True}, "dann 0.1": {"dann": 0.1},
+            "dann 0.3": {"dann": 0.3}, "adabn + dann 0.1": {"adabn": True, "dann": 0.1}}
+
+
+def _ablation(strategy: at.Strategy, shift: DomainShift, seed: int) -> dict[str, float]:
+    """Target test accuracy of ``strategy`` retrained (same seed, all its epochs, the
+    last epoch's weights: nothing chosen on the test set) with each ABLATION change."""
+    unlabeled = at.data.Dataset(shift.unlabeled, [0] * len(shift.unlabeled))
+    out = {}
+    for name, change in ABLATION.items():
+        result = at.run_trial(strategy.replace(**change), shift.train, shift.target_test,
+                              keep="last", patience=None, seed=seed, unlabeled=unlabeled)
+        out[name] = float(result.metrics["accuracy"])
+    print(f"  c {shift.kind} seed {seed} ablation: {out}", flush=True)
+    return out
 
 
 def _domain_split(study: at.Study) -> dict[str, Any]:
@@ -332,6 +360,26 @@ def report_c(result: dict) -> None:
                 print(f"| {kind} | mean | {arm} | {_fmt(_mean(sub, 'best_val'))} | "
                       f"{_fmt(_mean(sub, 'test'))} | {_fmt(_mean(sub, 'source_test'))} | | | "
                       f"{_fmt(_mean(sub, 'mean_trial_s'), 1)} |")
+    _report_ablation(result["rows"])
+
+
+def _report_ablation(rows: list[dict]) -> None:
+    rows = [r for r in rows if r.get("ablation")]
+    if not rows:
+        return
+    print("\nThe plain search's best strategy retrained with each adaptation added "
+          "(target test accuracy, last epoch):\n")
+    print(f"| target | seed | {' | '.join(ABLATION)} |")
+    print("|---|---|" + "---|" * len(ABLATION))
+    for r in rows:
+        print(f"| {r['shift']} | {r['seed']} | "
+              f"{' | '.join(_fmt(r['ablation'].get(k)) for k in ABLATION)} |")
+    for kind in SHIFTS:
+        sub = [r["ablation"] for r in rows if r["shift"] == kind]
+        if sub:
+            means = [_fmt(sum(a[k] for a in sub) / len(sub)) for k in ABLATION]
+            print(f"| {kind} | mean | {' | '.join(means)} |")
+    print()
 
 
 # --- part (d): multi-task ------------------------------------------------------------------
@@ -378,7 +426,8 @@ def part_d(seeds: tuple[int, ...], trials: int) -> dict:
                              single["mean_trial_s"], "multi_trial_s": multi_trial_s})
                 print(f"  d seed {seed} {column}: single {_fmt(single['test'])}, "
                       f"multi {_fmt(per[column]['test'])}", flush=True)
-    return {"config": {"targets": MULTITASK, "backbones": D_BACKBONES, "space": IMAGE_SPACE},
+    return {"config": {"targets": MULTITASK, "backbones": D_BACKBONES, "space": IMAGE_SPACE,
+                       "warm_start": WARM["d"]},
             "rows": rows}
 
 
@@ -400,9 +449,10 @@ PARTS: dict[str, tuple[Callable[..., dict], Callable[[dict], None]]] = {
     "c": (part_c, report_c), "d": (part_d, report_d)}
 
 
-def _merge(old: dict | None, new: dict, seeds: tuple[int, ...]) -> dict:
-    """``new``'s rows, and ``old``'s rows of the seeds this run did not run."""
-    kept = [r for r in (old or {}).get("rows", []) if r["seed"] not in seeds]
+def _merge(old: dict | None, new: dict) -> dict:
+    """``new``'s rows, and ``old``'s rows of the (seed, shift) pairs this run did not run."""
+    ran = {(r["seed"], r.get("shift")) for r in new["rows"]}
+    kept = [r for r in (old or {}).get("rows", []) if (r["seed"], r.get("shift")) not in ran]
     return {**new, "rows": kept + new["rows"]}
 
 
@@ -412,6 +462,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--trials", type=int, default=None,
                         help=f"trials per search (default per part: {TRIALS})")
+    parser.add_argument("--shift", nargs="+", choices=SHIFTS, default=list(SHIFTS),
+                        help="part c's target domains")
     parser.add_argument("--report", action="store_true", help="reprint the stored results")
     args = parser.parse_args()
     saved = json.loads(OUT.read_text()) if OUT.is_file() else {}
@@ -420,9 +472,10 @@ def main() -> None:
         if not args.report:
             seeds = tuple(args.seeds)
             t0 = time.perf_counter()
-            new = run(seeds, args.trials or TRIALS[part])
+            extra = {"shifts": tuple(args.shift)} if part == "c" else {}
+            new = run(seeds, args.trials or TRIALS[part], **extra)
             new["seconds"] = round(time.perf_counter() - t0)
-            saved[part] = _merge(saved.get(part), new, seeds)
+            saved[part] = _merge(saved.get(part), new)
             OUT.parent.mkdir(parents=True, exist_ok=True)
             OUT.write_text(json.dumps(saved, indent=1, default=str))
         if part in saved:
