@@ -61,9 +61,8 @@ def search(data: Dataset, *, task: str | dict[str, str] = "classification",
         valid: Validation data; default a seeded (stratified) ``valid_fraction`` of ``data``.
         test: Held-out labelled data, never chosen on: the kept models are scored on it
             after the search (``test_<metric>`` columns; a warning if validation overstates).
-        unlabeled: Unlabeled target-domain inputs, in any form ``predict`` takes (a folder,
-            paths, an image batch, a list of strings, a Dataset): trials may adapt to them
-            (``adabn``, ``dann``; :mod:`autotransfer.domain`); ``valid`` then holds target data.
+        unlabeled: Target-domain inputs, as ``predict`` takes them (a folder, paths, ...):
+            trials may adapt to them (``adabn``, ``dann``); ``valid`` then holds target data.
         baselines: Run scratch, linear-probe and default fine-tune trials per backbone.
         warm_start: Begin a new study with settings that usually work (True), nothing
             (False), or the best strategies of the closest earlier studies
