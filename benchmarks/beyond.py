@@ -20,7 +20,8 @@ b. the digits quickstart's best model (``studies/quickstart.toml``'s search) dis
    into a smaller or identical-size student: test accuracy kept, speed-up.
 c. train on clean digits, target = inverted or noisy digits (unlabelled target inputs
    given, a small labelled target validation set chosen on): target test accuracy with
-   and without the domain-adaptation fields (``adabn``, ``dann``) in the space.
+   and without the domain-adaptation fields (``adabn``, ``dann``) in the space; and the
+   plain search's best strategy retrained with each adaptation added (``ABLATION``).
 d. two targets of the digits (``_beyond_data.MULTITASK``) in one multi-task search
    against one single-task search per target.
 
@@ -303,8 +304,8 @@ def part_c(seeds: tuple[int, ...], trials: int, shifts: tuple[str, ...] = SHIFTS
                     rows.append(row)
                     print(f"  c {kind} seed {seed} {arm}: target test {_fmt(row['test'])}, "
                           f"clean test {row['source_test']:.4f}", flush=True)
-                rows[-1]["ablation"] = _ablation(arms["without"][0].best_strategy(), shift,
-                                                 seed)
+                best_plain = arms["without"][0].best_strategy
+                rows[-1]["ablation"] = _ablation(best_plain, shift, seed)
     return {"config": {"backbones": C_BACKBONES, "space": IMAGE_SPACE, "warm_start": WARM["c"],
                        "data": "digits_shift(): 20/class clean train, 5/class target valid, "
                                "60/class unlabelled target, 50/class target test"},
