@@ -67,8 +67,8 @@ KEPT = HERE / "results" / "beyond_studies"  # part b's teacher searches, reused 
 QUICKSTART = HERE.parent / "studies" / "quickstart.toml"
 SEEDS = (0, 1)
 TRIALS = {"a": 8, "b": 6, "c": 12, "d": 12}  # per search, when --trials is not given
-# No baselines, warm start or pruning: every trial is one the sampler drew from the space
-# under comparison, and runs all its epochs. With hyperband, 8-trial searches of part a
+# No baselines or pruning (the warm start: WARM): every trial is one the sampler drew from
+# the space under comparison, and runs all its epochs. With hyperband, 8-trial searches of part a
 # completed only their first trial (the other 7 were pruned at epoch 1-2, adapter trials
 # learning slower early), so "best" was whatever trial 0 drew.
 COMMON = dict(baselines=False, pruner="none", progress=False)
