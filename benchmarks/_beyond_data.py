@@ -121,21 +121,25 @@ def quickstart_digits(seed: int = 0) -> tuple[at.data.Dataset, at.data.Dataset,
 
 
 # --- part (c): a domain shift ----------------------------------------------------------------
-SHIFTS = ("invert", "noise")
+SHIFTS = ("invert", "noise")  # beyond.py part c's targets; "dim" is adabn_frozen.py's
+KINDS = (*SHIFTS, "dim")
+DIM = (0.25, 96)  # "dim": contrast x 0.25 on a grey 96: a positive affine change of intensity
 NOISE_STD = 0.35 * 255  # heavy: strokes stay visible to a person, not to clean features
 
 
 def corrupt(x: torch.Tensor, kind: str, seed: int = 0) -> torch.Tensor:
     """The target domain's version of uint8 images ``x``: contrast inverted (white digits
-    on black become black on white) or Gaussian noise of ``NOISE_STD`` per pixel (the same
-    in the three channels, so the images stay grey)."""
+    on black become black on white), dimmed (``DIM``), or Gaussian noise of ``NOISE_STD``
+    per pixel (the same in the three channels, so the images stay grey)."""
     if kind == "invert":
         return 255 - x
+    if kind == "dim":
+        return (x.float() * DIM[0] + DIM[1]).round().to(torch.uint8)
     if kind == "noise":
         gen = torch.Generator().manual_seed(seed)
         noise = torch.randn((len(x), 1, *x.shape[2:]), generator=gen) * NOISE_STD
         return (x.float() + noise).round().clamp(0, 255).to(torch.uint8)
-    raise ValueError(f"Unknown shift {kind!r}; accepted: {SHIFTS}.")
+    raise ValueError(f"Unknown shift {kind!r}; accepted: {KINDS}.")
 
 
 @dataclass
