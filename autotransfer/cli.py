@@ -234,11 +234,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from .storage import safe_name
     from .study import Study
 
     study = Study.load(args.storage, args.name)
-    stem = "://" not in args.storage and Path(args.storage).stem == study.name
-    out = args.output or _beside(args.storage, ".html" if stem else f"-{study.name}.html")
+    stem = "://" not in args.storage and Path(args.storage).stem in (study.name,
+                                                                    safe_name(study.name))
+    out = args.output or _beside(args.storage,
+                                 ".html" if stem else f"-{safe_name(study.name)}.html")
     print(f"wrote {study.report(out)}")
     return 0
 

@@ -308,23 +308,16 @@ def _open(plan: _Plan) -> optuna.Study:
                 "backbone": plan.strategy.backbone, "n_train": len(plan.train),
                 "n_valid": len(plan.valid),
                 "n_unlabeled": len(plan.unlabeled) if plan.unlabeled is not None else 0}
+    meta = {"task": TASK, "metric": parent.metric, "uid": uuid.uuid4().hex,
+            "modality": parent.meta.get("modality", "image"), "seed": plan.seed,
+            "backbones": [plan.strategy.backbone], **defining}
     st.workdir_for(parent.spec, plan.name).parent.mkdir(parents=True, exist_ok=True)
     plan.workdir.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with st.lock(parent.spec, plan.name):
-        try:
-            sub = optuna.create_study(storage=storage, study_name=plan.name,
-                                      direction=direction, load_if_exists=True)
-        except Exception as exc:
-            raise StorageError(f"Cannot create or load study {plan.name!r} in "
-                               f"{parent.spec.url!r}: {type(exc).__name__}: {exc}") from exc
-        old = storage.get_study_system_attrs(sub._study_id).get(st.META)
+        sub, old = st.create_or_load(parent.spec, storage, plan.name, direction=direction,
+                                     kind="distill", meta=meta)
         if old is None:
-            storage.set_study_system_attr(sub._study_id, st.META, {
-                "kind": "distill", "task": TASK, "metric": parent.metric,
-                "modality": parent.meta.get("modality", "image"),
-                "backbones": [plan.strategy.backbone], "seed": plan.seed,
-                "uid": uuid.uuid4().hex, **defining})
             sub.set_user_attr("task", TASK)
             sub.set_user_attr("metric", parent.metric)
             lr = SEARCHED["lr"]

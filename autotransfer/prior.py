@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import numbers
 import os
 import sqlite3
 from contextlib import closing
@@ -25,7 +26,7 @@ import optuna
 from optuna.trial import TrialState
 
 from . import storage as st
-from .errors import ConfigError
+from .errors import AutotransferError, ConfigError
 
 if TYPE_CHECKING:
     from .backends._job import TrialContext
@@ -44,16 +45,90 @@ def check(value: Any) -> bool | str | Path:
         return value
     if value in ("portfolio", "prior"):
         return "prior" if value == "prior" else True
-    if isinstance(value, (str, os.PathLike)) and str(value):
+    if isinstance(value, (str, os.PathLike)) and str(value) and "\0" not in str(value):
         path = Path(value).expanduser()
         if path.is_dir() or (path.is_file() and path.suffix in st.SQLITE_SUFFIXES
                              + st.JOURNAL_SUFFIXES):
+            _check_source(path)
             return path
         what = "is not a folder or a .db/.log file" if path.exists() else "does not exist"
         close = difflib.get_close_matches(str(value), ["prior", "portfolio"], n=1)
         what += f" (close match: {close[0]!r})" if close and not path.exists() else ""
         raise ConfigError(f"warm_start={str(value)!r} {what}; accepted: {ACCEPTED}.")
     raise ConfigError(f"warm_start must be {ACCEPTED}, but got warm_start={value!r}.")
+
+
+def _check_source(path: Path) -> None:
+    """Refuse prior studies whose recorded profile cannot be used (a crafted or damaged
+    file), naming the file, the study and the value, before the new study exists: the user
+    named this source, so quietly starting from fewer priors would hide it."""
+    for where, name, attrs in _recorded(path, None, None):
+        problem = profile_problem(attrs.get(st.PROFILE))
+        if problem:
+            raise ConfigError(f"warm_start={str(path)!r}: study {name!r} in {where!r} has a "
+                              f"recorded profile that cannot be used: {problem}. Move that "
+                              f"file out of the folder, or use warm_start=True (the "
+                              f"portfolio) or False.")
+
+
+class _Unreadable(str):
+    """An attribute whose stored JSON cannot be parsed (the text says why)."""
+
+
+def profile_problem(profile: Any) -> str | None:
+    """What makes a recorded profile unusable for a warm start, or None (also for a study
+    without one: it is not a finished search, and is passed over)."""
+    if profile is None:
+        return None
+    if isinstance(profile, _Unreadable):
+        return f"its JSON cannot be read ({profile})"
+    if not isinstance(profile, dict):
+        return f"profile={_short(profile)} (accepted: a table of the data's features)"
+    for k in FEATURES:
+        v = profile.get(k)
+        if v is not None and not _positive(v):
+            return f"{k}={_short(v)} (accepted: a number > 0, or none)"
+    if profile.get("direction") not in ("maximize", "minimize"):
+        return (f"direction={_short(profile.get('direction'))} (accepted: 'maximize' or "
+                f"'minimize')")
+    best = profile.get("best", {})
+    if not isinstance(best, dict):
+        return f"best={_short(best)} (accepted: a table of backbone -> best trial)"
+    for backbone, rec in best.items():
+        problem = _best_problem(backbone, rec)
+        if problem:
+            return f"best[{backbone!r}]: {problem}"
+    return None
+
+
+def _best_problem(backbone: str, rec: Any) -> str | None:
+    from .strategy import Strategy
+
+    if not isinstance(rec, dict) or not {"value", "trial", "strategy"} <= set(rec):
+        return f"{_short(rec)} (accepted: a table with value, trial and strategy)"
+    value, trial, strategy = rec["value"], rec["trial"], rec["strategy"]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value):
+        return f"value={_short(value)} (accepted: a finite number)"
+    if isinstance(trial, bool) or not isinstance(trial, int) or trial < 0:
+        return f"trial={_short(trial)} (accepted: a trial number >= 0)"
+    if not isinstance(strategy, dict) or strategy.get("backbone") != backbone:
+        return f"strategy={_short(strategy)} (accepted: a strategy for {backbone!r})"
+    try:
+        Strategy.from_dict(strategy)
+    except AutotransferError as exc:
+        return f"strategy: {str(exc).rstrip('.')}"
+    return None
+
+
+def _positive(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v) \
+        and v > 0
+
+
+def _short(value: Any, n: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[:n - 3] + "..."
 
 
 def data_profile(ctx: TrialContext) -> dict[str, Any]:
@@ -118,7 +193,12 @@ def closest(source: str | Path, study: optuna.Study, profile: dict[str, Any],
     found = []
     for where, name, attrs in _recorded(source, study, spec):
         prior = attrs.get(st.PROFILE)
-        if (not prior or attrs.get(st.META, {}).get("uid") == own
+        problem = profile_problem(prior)
+        if problem:  # in this storage (checked sources were refused before it existed)
+            print(f"[autotransfer] warm start: skipped study {name!r} in {where!r}: {problem}")
+            continue
+        meta = attrs.get(st.META)
+        if (not prior or (isinstance(meta, dict) and meta.get("uid") == own)
                 or not set(prior.get("best", {})) & set(backbones)):
             continue
         d = distance(profile, prior)
@@ -129,9 +209,10 @@ def closest(source: str | Path, study: optuna.Study, profile: dict[str, Any],
     return found[:CLOSEST]
 
 
-def _recorded(source: str | Path, study: optuna.Study,
-              spec: st.StorageSpec) -> list[tuple[str, str, dict[str, Any]]]:
-    """(storage, study name, system attributes) of every study in the prior's source."""
+def _recorded(source: str | Path, study: optuna.Study | None,
+              spec: st.StorageSpec | None) -> list[tuple[str, str, dict[str, Any]]]:
+    """(storage, study name, system attributes) of every study in the prior's source
+    (``study`` and ``spec`` None: files only, as :func:`check` reads them)."""
     if source == "prior":
         return [(spec.url, s.study_name, s.system_attrs)
                 for s in study._storage.get_all_studies()]
@@ -141,7 +222,8 @@ def _recorded(source: str | Path, study: optuna.Study,
         if path.is_dir() else [path]
     out = []
     for file in files:
-        if spec.path is not None and file.resolve() == spec.path.resolve():
+        if spec is not None and spec.path is not None and \
+                file.resolve() == spec.path.resolve():
             out += _recorded("prior", study, spec)
         elif file.suffix in st.SQLITE_SUFFIXES:
             out += [(str(file), n, a) for n, a in _read_sqlite(file)]
@@ -164,16 +246,26 @@ def _read_sqlite(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """Studies' names and system attributes, read-only: a file that is not an Optuna
     storage is skipped, never written (Optuna's own storage would add its tables)."""
     query = ("SELECT s.study_name, a.key, a.value_json FROM studies s "
-             "JOIN study_system_attributes a ON a.study_id = s.study_id")
+             "JOIN study_system_attributes a ON a.study_id = s.study_id "
+             "WHERE a.key IN (?, ?)")
     try:
-        with closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)) as con:
-            rows = con.execute(query).fetchall()
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as con:
+            rows = con.execute(query, (st.PROFILE, st.META)).fetchall()
     except sqlite3.DatabaseError:
         return []
     studies: dict[str, dict[str, Any]] = {}
     for name, key, value in rows:
-        studies.setdefault(name, {})[key] = json.loads(value)
+        studies.setdefault(str(name), {})[key] = _parse(value)
     return list(studies.items())
+
+
+def _parse(value: Any) -> Any:
+    """A stored attribute's JSON; an unreadable one as :class:`_Unreadable`, so the study
+    is named rather than the read failing."""
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return _Unreadable(f"{type(exc).__name__}: {str(exc)[:80]}")
 
 
 def points(priors: list[dict[str, Any]], ctx: TrialContext,

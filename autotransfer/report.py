@@ -9,15 +9,16 @@ from __future__ import annotations
 import datetime as dt
 import html
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import _report_plots as plots
+from . import files
 from .errors import StorageError
 
+GENERATOR = '<meta name="generator" content="autotransfer">'  # marks a page as ours
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 _LEAD_COLUMNS = ("rank", "trial", "state", "baseline", "backbone", "frozen_groups", "n_groups")
 _GAIN_COLUMNS = ("transfer_gain", "negative_transfer")
@@ -89,7 +90,7 @@ def write_report(study: Any, path: str | os.PathLike) -> Path:
         >>> from autotransfer.report import write_report              # doctest: +SKIP
         >>> write_report(at.Study.load("studies/pets.db"), "pets.html")  # doctest: +SKIP
     """
-    target = _check_target(path)
+    target = _check_target(path, study)
     facts = plots.Facts(lb=study.leaderboard(), metric=study.metric, maximize=study.maximize,
                         trials={t.number: t for t in study.trials()})
     page = _page(study, facts)
@@ -97,16 +98,17 @@ def write_report(study: Any, path: str | os.PathLike) -> Path:
     return target
 
 
-def _check_target(path: Any) -> Path:
-    """The report's path, once its folder is known to exist and to be writable."""
+def _check_target(path: Any, study: Any) -> Path:
+    """The report's path, once its folder is known to exist and to be writable and the
+    file there (if any) is an earlier report, never the study's storage or a user's file."""
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise StorageError(f"The report path must be a file path such as 'report.html', "
                            f"but got {path!r}.")
     target = Path(os.fspath(path)).expanduser().absolute()
-    folder = target.parent
     if target.is_dir():
         raise StorageError(f"Cannot write the report to {str(target)!r}: it is a folder; "
                            f"pass a file path such as {str(target / 'report.html')!r}.")
+    folder = target.parent
     if not folder.exists():
         raise StorageError(f"Cannot write the report to {str(target)!r}: the folder "
                            f"{str(folder)!r} does not exist; create it first or choose a "
@@ -118,21 +120,26 @@ def _check_target(path: Any) -> Path:
         raise StorageError(f"Cannot write the report to {str(target)!r}: the folder "
                            f"{str(folder)!r} is not writable; choose a folder you can "
                            f"write to, or change its permissions.")
-    return target
+    return files.check_target(target, what="the report", ours=_is_report,
+                              protect=[getattr(study.spec, "path", None)])
+
+
+def _is_report(path: Path) -> bool:
+    """A page this module wrote: it names its generator (or, before 0.3, its title) in the
+    first lines."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2048)
+        return GENERATOR.encode() in head or b"<title>autotransfer study " in head
+    except OSError:
+        return False
 
 
 def _write_atomic(target: Path, text: str) -> None:
     """Write a sibling temporary file, then rename it over ``target`` in one step."""
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with files.replacing(target, what="the report") as tmp:
         with open(tmp, "x", encoding="utf-8") as f:  # created with the user's umask
             f.write(text)
-        os.replace(tmp, target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StorageError(f"Cannot write the report to {str(target)!r}: "
-                           f"{type(exc).__name__}: {exc}; check the disk space and the "
-                           f"folder's permissions.") from exc
 
 
 def _page(study: Any, facts: plots.Facts) -> str:
@@ -152,6 +159,7 @@ def _page(study: Any, facts: plots.Facts) -> str:
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"{GENERATOR}\n"
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n"
         f"<script>window.PlotlyConfig = {{MathJaxConfig: 'local'}};</script>\n"
         f'<script charset="utf-8">{plotly.offline.get_plotlyjs()}</script>\n</head>\n'

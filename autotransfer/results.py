@@ -8,6 +8,7 @@ number (AutoGluon's ``leaderboard(test_data)``: ``score_val`` next to ``score_te
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -18,13 +19,13 @@ import numpy as np
 import torch
 from optuna.trial import TrialState
 
-from . import checks
+from . import checks, identity, plugins
 from . import storage as st
 from .data import Dataset
-from .errors import ConfigError, ModalityError, StorageError
+from .errors import ConfigError, DataError, ModalityError, StorageError
 from .modelfile import SUFFIX
 from .predictor import Predictor, save_checkpoint
-from .strategy import Strategy
+from .strategy import MAX_EPOCHS, Strategy
 
 if TYPE_CHECKING:
     from .study import Study
@@ -74,6 +75,7 @@ def evaluate(study: Study, data: Dataset, *, record: bool = False,
     import pandas as pd
 
     checks.integer("batch_size", batch_size, low=1)
+    checks.flag("record", record)
     models = kept_models(study)
     if not models:
         raise StorageError(f"Study {study.name!r} keeps no model to score (no completed trial "
@@ -153,8 +155,13 @@ def refit(study: Study, train: Dataset, valid: Dataset | None = None, *,
     if data.modality != modality:
         raise ModalityError(f"train holds {data.modality}, but study {study.name!r} searched "
                             f"{modality}; give {modality} data with labels.")
+    _check_classes(study, data)
     seed = study.meta.get("seed", 0) if seed is None else checks.integer("seed", seed, low=0)
     strategy = Strategy.from_dict(source.system_attrs[st.STRATEGY]).replace(epochs=n_epochs)
+    if unlabeled is not None and not (strategy.adabn or strategy.dann):
+        raise ConfigError(f"unlabeled= was given, but trial {source.number}'s strategy does not "
+                          f"adapt to a target domain (adabn=False, dann=0), so it would be "
+                          f"ignored; leave unlabeled out, or pass trial= a trial that adapts.")
     monitor = data.subset(np.arange(min(MONITOR, len(data))))
     started = time.perf_counter()
     result = run_trial(strategy, data, monitor, task=study.task, device=device, patience=None,
@@ -171,6 +178,22 @@ def refit(study: Study, train: Dataset, valid: Dataset | None = None, *,
         "trainable_params": result.trainable_params, "total_params": result.total_params}
     study.set_system_attr(st.REFIT, records)
     return Predictor.load(path, device=device, study=study.uid)
+
+
+def _check_classes(study: Study, data: Dataset) -> None:
+    """Refit data with other classes than the study's would give a model (and a refit row)
+    that every later evaluate() of the study refuses."""
+    known = study.meta.get("classes")
+    if known is None or isinstance(study.task, dict):
+        return
+    info = plugins.get_head(study.task).encode(data.labels)[1]
+    got = json.loads(json.dumps(info.get("classes"), default=identity.plain))
+    if got != known:
+        new = [c for c in got or [] if c not in known]
+        missing = [c for c in known if c not in (got or [])]
+        raise DataError(f"The refit data's classes differ from those of study {study.name!r}: "
+                        f"new {new[:10]}, missing {missing[:10]}; give data labelled with "
+                        f"the study's classes {known[:20]}.")
 
 
 def _refit_source(study: Study, trial: int | None) -> Any:
@@ -195,5 +218,6 @@ def _refit_epochs(source: Any, epochs: int | str) -> int:
         return int(best) if best else Strategy.from_dict(source.system_attrs[st.STRATEGY]).epochs
     if isinstance(epochs, str):
         raise ConfigError(f"epochs must be 'best' (the epochs trial {source.number}'s best "
-                          f"epoch needed) or an integer >= 1, but got epochs={epochs!r}.")
-    return checks.integer("epochs", epochs, low=1)
+                          f"epoch needed) or an integer in [1, {MAX_EPOCHS}], but got "
+                          f"epochs={epochs!r}.")
+    return checks.integer("epochs", epochs, low=1, high=MAX_EPOCHS)

@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 
-from . import checks, plugins, prior
+from . import checks, identity, plugins, prior
 from . import storage as st
 from .adapters import fit_space
 from .backends import Backend, as_backend
@@ -123,8 +123,9 @@ def _plan(a: dict[str, Any]) -> tuple[SearchJob, TrialContext, Dataset | None]:
     """Check every argument and the data; the job to run, its context (the split data,
     group counts) and the test set. Touches no storage."""
     name = a["name"] if a["name"] is not None else "autotransfer"
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"name must be a non-empty string, but got name={name!r}.")
+    if not isinstance(name, str) or not name.strip() or not name.isprintable():
+        raise ConfigError(f"name must be a non-empty string of printable characters, but got "
+                          f"name={name!r}.")
     n_trials, timeout = a["n_trials"], a["timeout"]
     if n_trials is None and timeout is None:
         raise ConfigError("Give n_trials (how many trials) or timeout (seconds), or both; "
@@ -185,10 +186,12 @@ def _cache(value: Any) -> dict[str, Any]:
 def _open(job: SearchJob, ctx: TrialContext, warm_start: bool | str | Path,
           rank: bool) -> optuna.Study:
     """Create or load the study under its lock: once, however many processes start it."""
+    if job.storage.path is None:  # a server: reach it before any local file is made
+        job.storage.open()
     st.make_room(job.storage, job.study_name)
     with st.lock(job.storage, job.study_name):
-        study = _create(job, {"n_train": len(ctx.train), "n_valid": len(ctx.valid),
-                              "n_unlabeled": len(job.unlabeled or ())})
+        study = _create(job, ctx)
+        job.launch = st.next_launch(study)
         stale = fail_stale_trials(study)
         if stale:
             print(f"[autotransfer] marked {len(stale)} trial(s) left running by a dead "
@@ -229,30 +232,27 @@ def _ranking(study: optuna.Study, ctx: TrialContext) -> dict[str, dict]:
     return ranking
 
 
-def _create(job: SearchJob, sizes: dict[str, int]) -> optuna.Study:
+def _create(job: SearchJob, ctx: TrialContext) -> optuna.Study:
+    """Create the study with its record, or load it when it was made for this same job."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = job.storage.open()
-    try:
-        study = optuna.create_study(storage=storage, study_name=job.study_name,
-                                    direction=job.direction, load_if_exists=True)
-    except Exception as exc:
-        raise StorageError(f"Cannot create or load study {job.study_name!r} in "
-                           f"{job.storage.url!r}: {type(exc).__name__}: {exc}") from exc
-    old = storage.get_study_system_attrs(study._study_id).get(st.META)
+    head = plugins.get_head(job.task)
+    made = identity.of(job, ctx.train, ctx.valid, head.encode(ctx.train.labels)[1])
+    meta = {**made, "metric": head.metric, "seed": job.seed, "uid": uuid.uuid4().hex,
+            "n_train": len(ctx.train), "n_valid": len(ctx.valid),
+            "n_unlabeled": len(job.unlabeled or ())}
+    study, old = st.create_or_load(job.storage, storage, job.study_name,
+                                   direction=job.direction, kind="search", meta=meta)
     if old is None:
-        meta = {"task": job.task, "metric": plugins.get_head(job.task).metric,
-                "modality": job.modality, "backbones": job.backbones,
-                "space": job.space.to_dict(), "seed": job.seed, "uid": uuid.uuid4().hex,
-                **sizes}
-        storage.set_study_system_attr(study._study_id, st.META, meta)
         study.set_user_attr("task", job.task)
         study.set_user_attr("metric", meta["metric"])
         with warnings.catch_warnings():  # experimental in Optuna; dashboards read it
             warnings.simplefilter("ignore")
             study.set_metric_names([meta["metric"]])
         return study
-    for key, value in (("task", job.task), ("backbones", job.backbones)):
-        if old.get(key) != value or repr(old.get(key)) != repr(value):  # order: primary task
-            raise ConfigError(f"Study {job.study_name!r} was created with {key}={old.get(key)!r}, "
-                              f"not {value!r}; resume it with the same {key}, or use a new name.")
+    if differ := identity.differences(old, made):
+        raise ConfigError(f"Study {job.study_name!r} in {job.storage.url!r} was made for "
+                          f"other data or settings: {'; '.join(differ)}. Resume it with "
+                          f"what it was made with, or pass name= a new name to start a new "
+                          f"study.")
     return study

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ class Categorical:
 
 
 Dim = Any  # Float | Int | Categorical | a fixed value
+MAX_CHOICES = 1000  # values in one categorical field: each trial stores the whole list
 
 # Defaults after Quick-Tune's space (Arango et al., 2024), kept small enough for small budgets.
 _DEFAULTS: dict[str, Dim] = {
@@ -116,8 +118,8 @@ class SearchSpace:
             dim = _normalize(name, getattr(self, name))
             object.__setattr__(self, name, dim)
             for value in _endpoints(dim):
-                if name == "frozen_groups" and value is None:
-                    continue
+                if name == "frozen_groups" and dim is None:
+                    continue  # the trial's backbone decides: Int(0, its groups)
                 try:
                     Strategy("_", **_as_fields(name, value))
                 except StrategyError as exc:
@@ -136,9 +138,9 @@ class SearchSpace:
         out = {}
         for k, v in values.items():
             if isinstance(v, dict):
-                if set(v) != {"choices"}:
+                if set(v) != {"choices"} or not isinstance(v["choices"], list):
                     raise ConfigError(f"Search space {k}={v!r}: a table must be "
-                                      f"{{choices = [...]}}.")
+                                      f"{{choices = [...]}}, a list of values to choose from.")
                 v = Categorical(tuple(v["choices"]))
             elif isinstance(v, list) and len(v) == 2 and all(
                 isinstance(x, (int, float)) and not isinstance(x, bool) for x in v
@@ -289,8 +291,12 @@ def _suggest(trial: Any, name: str, dim: Dim) -> Any:
 
 
 def _contains(dim: Dim, value: Any) -> bool:
+    """Whether ``value`` (a recorded strategy's: None for a default image size, say) is a
+    point of ``dim`` that Optuna would take as enqueued."""
     if isinstance(dim, (Float, Int)):
-        return dim.low <= value <= dim.high
+        kind = numbers.Integral if isinstance(dim, Int) else numbers.Real
+        return isinstance(value, kind) and not isinstance(value, bool) \
+            and dim.low <= value <= dim.high
     if isinstance(dim, Categorical):
         return value in dim.choices
     return False
@@ -300,9 +306,11 @@ def _normalize(name: str, value: Any) -> Dim:
     if isinstance(value, (Float, Int, Categorical)):
         dim = value
     elif isinstance(value, tuple):
-        if len(value) != 2:
+        if len(value) != 2 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                      for v in value):
             raise ConfigError(f"SearchSpace {name}={value!r}: a range must be a (low, high) "
-                              f"tuple; give a value to fix it or a list to choose from.")
+                              f"tuple of numbers; give a value to fix it or a list to choose "
+                              f"from.")
         lo, hi = value
         if lo > hi:
             raise ConfigError(f"SearchSpace {name}={value!r}: low must be <= high.")
@@ -319,6 +327,9 @@ def _normalize(name: str, value: Any) -> Dim:
         return value
     if isinstance(dim, (Float, Int)) and dim.low > dim.high:
         raise ConfigError(f"SearchSpace {name}={_show(dim)}: low must be <= high.")
+    if isinstance(dim, Categorical) and not 1 <= len(dim.choices) <= MAX_CHOICES:
+        raise ConfigError(f"SearchSpace {name} has {len(dim.choices)} choices; give 1 to "
+                          f"{MAX_CHOICES} (each trial stores the list), or a (low, high) range.")
     return dim
 
 

@@ -35,6 +35,7 @@ REFIT = "autotransfer:refit"  # trial number -> its refit on all labelled data
 RANKING = "autotransfer:ranking"  # backbone -> its transferability (LogME) before search
 PROFILE = "autotransfer:profile"  # the data's features and best strategies, for warm starts
 PRIOR = "autotransfer:prior"  # the prior studies a warm start began from
+LAUNCHES = "autotransfer:launches"  # search() calls begun on the study: seeds them apart
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,21 @@ class StorageSpec:
             return optuna.storages.RDBStorage(self.url, **kwargs)
         except Exception as exc:
             raise StorageError(
-                f"Cannot open storage {self.url!r}: {type(exc).__name__}: {exc}. "
-                f"Accepted: {ACCEPTED}."
-            ) from exc
+                f"Cannot open storage {self.shown!r}: {type(exc).__name__}: "
+                f"{str(exc).replace(self.url, self.shown).rstrip('.')}. Accepted: {ACCEPTED}."
+            ) from None  # the chained error would print the password again
+
+    @property
+    def shown(self) -> str:
+        """The URL as messages show it: without its password."""
+        if "@" not in self.url or "://" not in self.url:
+            return self.url
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(self.url).render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse is shown as given
+            return self.url
 
     @property
     def path(self) -> Path | None:
@@ -97,7 +110,15 @@ def resolve(storage: str | os.PathLike | None, name: str, *,
 
 
 def make_room(spec: StorageSpec, name: str) -> Path:
-    """Create the storage's folder and the study's folder; refuse ones that cannot be written."""
+    """Create the storage's folder and the study's folder; refuse ones that cannot be written,
+    and a storage file that cannot be, before any folder is made."""
+    if spec.path is not None and spec.path.is_file():
+        try:  # opened to append, nothing written: fails on a read-only or immutable file
+            open(spec.path, "ab").close()
+        except OSError as exc:
+            raise StorageError(f"Storage file {str(spec.path)!r} cannot be written "
+                               f"({exc.strerror or exc}): a search records every trial there; "
+                               f"make it writable, or give another storage path.") from exc
     folders = [workdir_for(spec, name)] + ([spec.path.parent] if spec.path else [])
     for folder in folders:
         try:
@@ -152,6 +173,50 @@ def lock(spec: StorageSpec, name: str) -> Any:
     from filelock import FileLock
 
     return FileLock(str(workdir_for(spec, name).parent / f"{safe_name(name)}.lock"))
+
+
+def create_or_load(spec: StorageSpec, storage: optuna.storages.BaseStorage, name: str, *,
+                   direction: str, kind: str, meta: dict[str, Any]) -> tuple[optuna.Study, dict | None]:
+    """Create study ``name`` with ``meta`` as its record, or load it: ``(study, old meta)``,
+    old meta None when it was created now. Call it under :func:`lock`.
+
+    Only a study autotransfer made for the same ``kind`` of job ("search", "distill") is
+    ever loaded: a plain Optuna study, or a search's name given to a distillation (or the
+    reverse), is refused before anything is written into it.
+    """
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction=direction)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except Exception as exc:
+        raise StorageError(f"Cannot create or load study {name!r} in {spec.url!r}: "
+                           f"{type(exc).__name__}: {exc}") from exc
+    else:
+        storage.set_study_system_attr(study._study_id, META, {"kind": kind, **meta})
+        return study, None
+    old = storage.get_study_system_attrs(study._study_id).get(META)
+    made = study.direction.name.lower()
+    if old is None and (made != direction or study.get_trials(deepcopy=False)):
+        raise StorageError(
+            f"Study {name!r} in {spec.url!r} was not made by autotransfer (an Optuna study "
+            f"with {len(study.trials)} trial(s), direction={made!r}); autotransfer never "
+            f"writes into another program's study: pass name= a new name.")
+    if old is None:  # ours, left empty by a process killed while creating it
+        storage.set_study_system_attr(study._study_id, META, {"kind": kind, **meta})
+        return study, None
+    if old.get("kind", "search") != kind:
+        parent = f" of study {old['parent']!r}" if old.get("parent") else ""
+        raise StorageError(
+            f"Study {name!r} in {spec.url!r} is a {old.get('kind', 'search')} study{parent}, "
+            f"not a {kind} study; pass name= a new name.")
+    return study, old
+
+
+def next_launch(study: optuna.Study) -> int:
+    """Count one more search() call on the study (under its lock); the calls before it."""
+    n = int(study._storage.get_study_system_attrs(study._study_id).get(LAUNCHES, 0))
+    study._storage.set_study_system_attr(study._study_id, LAUNCHES, n + 1)
+    return n
 
 
 def excluded(study: optuna.Study) -> set[int]:

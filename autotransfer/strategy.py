@@ -19,7 +19,14 @@ from .preprocessing import AUGMENTS
 OPTIMIZERS = ("adamw", "sgd")
 
 
-MAX_IMAGE_SIZE = 4096
+# Upper bounds of the integer fields: far beyond any real use, small enough that a typo
+# (epochs=10**9) is refused at once instead of running for years or exhausting memory.
+MAX_IMAGE_SIZE = 4096  # pixels a side
+MAX_EPOCHS = 1000
+MAX_BATCH_SIZE = 65536
+MAX_FROZEN_GROUPS = 1000  # layer groups; each backbone has its own, smaller, limit
+MAX_LENGTH = 65536  # tokens per text input
+MAX_LORA_RANK = 256
 _FLOATS = ("lr", "layer_decay", "weight_decay", "dropout", "drop_path", "label_smoothing",
            "mixup", "cutmix", "l2sp", "warmup", "grad_clip", "dann")
 _INTS = ("frozen_groups", "batch_size", "epochs", "image_size", "max_length", "lora_rank")
@@ -32,7 +39,8 @@ class Strategy:
 
     Attributes:
         backbone: Registry name of the backbone.
-        frozen_groups: Freeze the first k layer groups (0 = full fine-tune, all = linear probe).
+        frozen_groups: Freeze the first k layer groups (0 = full fine-tune, all = linear
+            probe; at most the backbone's groups, and 1000).
         pretrained: Start from the pretrained weights; ``False`` is the scratch baseline.
         lr: Learning rate of the head and of the last layer group.
         layer_decay: Group i of G learns at ``lr * layer_decay ** (G - 1 - i)``.
@@ -50,16 +58,16 @@ class Strategy:
         l2sp: L2-SP strength, pulling trainable pretrained weights toward their start (it
             replaces weight decay on those weights).
         optimizer: ``"adamw"`` or ``"sgd"`` (Nesterov momentum 0.9).
-        batch_size: Training batch size.
-        epochs: Maximum epochs (early stopping may end sooner).
+        batch_size: Training batch size (1 to 65536).
+        epochs: Maximum epochs, 1 to 1000 (early stopping may end sooner).
         warmup: Fraction of steps with linear warm-up before the cosine decay.
         grad_clip: Gradient-norm clipping; 0 = off.
-        image_size: Input side in pixels; ``None`` = the backbone's default.
-        max_length: Tokens per text input; ``None`` = the backbone's default.
+        image_size: Input side in pixels (8 to 4096); ``None`` = the backbone's default.
+        max_length: Tokens per text input (2 to 65536); ``None`` = the backbone's default.
         adapter: What trains in the trainable groups (:mod:`autotransfer.adapters`):
             ``"none"`` (every weight), ``"lora"`` (low-rank adapters on the linear layers,
             via peft), ``"bitfit"`` (biases) or ``"norm"`` (normalization layers).
-        lora_rank: The rank of the LoRA adapters (``adapter="lora"``).
+        lora_rank: The rank of the LoRA adapters (``adapter="lora"``), 1 to 256.
         adabn: Re-estimate BatchNorm statistics on the unlabeled target inputs before
             every validation and in the kept model (AdaBN, Li et al. 2016;
             :mod:`autotransfer.domain`). Needs ``search(..., unlabeled=...)``.
@@ -107,11 +115,14 @@ class Strategy:
             if not ok:
                 raise StrategyError(f"{what} must be {accepted}, but got {what}={value!r}.")
 
+        need(isinstance(self.backbone, str) and bool(self.backbone), "backbone", self.backbone,
+             "a backbone's registry name (a non-empty string)")
+        need(isinstance(self.pretrained, bool), "pretrained", self.pretrained, "True or False")
         self._coerce()
         object.__setattr__(self, "loss_weights", _loss_weights(self.loss_weights))
 
-        need(isinstance(self.frozen_groups, int) and self.frozen_groups >= 0,
-             "frozen_groups", self.frozen_groups, "an integer >= 0")
+        need(0 <= self.frozen_groups <= MAX_FROZEN_GROUPS, "frozen_groups",
+             self.frozen_groups, f"an integer >= 0 (at most {MAX_FROZEN_GROUPS})")
         need(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "a finite number > 0")
         need(0 < self.layer_decay <= 1, "layer_decay", self.layer_decay, "in (0, 1]")
         need(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
@@ -123,18 +134,19 @@ class Strategy:
         need(self.augment in AUGMENTS, "augment", self.augment, f"one of {AUGMENTS}")
         need(self.l2sp >= 0, "l2sp", self.l2sp, ">= 0")
         need(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
-        need(isinstance(self.batch_size, int) and self.batch_size >= 1,
-             "batch_size", self.batch_size, "an integer >= 1")
-        need(isinstance(self.epochs, int) and self.epochs >= 1,
-             "epochs", self.epochs, "an integer >= 1")
+        need(1 <= self.batch_size <= MAX_BATCH_SIZE, "batch_size", self.batch_size,
+             f"an integer >= 1 (at most {MAX_BATCH_SIZE})")
+        need(1 <= self.epochs <= MAX_EPOCHS, "epochs", self.epochs,
+             f"an integer >= 1 (at most {MAX_EPOCHS})")
         need(0 <= self.warmup < 1, "warmup", self.warmup, "in [0, 1)")
         need(self.grad_clip >= 0, "grad_clip", self.grad_clip, ">= 0 (0 = off)")
         need(self.image_size is None or 8 <= self.image_size <= MAX_IMAGE_SIZE,
              "image_size", self.image_size, f"None or 8 to {MAX_IMAGE_SIZE} pixels")
-        need(self.max_length is None or self.max_length >= 2,
-             "max_length", self.max_length, "None or >= 2 tokens")
+        need(self.max_length is None or 2 <= self.max_length <= MAX_LENGTH,
+             "max_length", self.max_length, f"None or 2 to {MAX_LENGTH} tokens")
         need(self.adapter in ADAPTERS, "adapter", self.adapter, f"one of {ADAPTERS}")
-        need(1 <= self.lora_rank <= 256, "lora_rank", self.lora_rank, "an integer in [1, 256]")
+        need(1 <= self.lora_rank <= MAX_LORA_RANK, "lora_rank", self.lora_rank,
+             f"an integer in [1, {MAX_LORA_RANK}]")
         need(isinstance(self.adabn, bool), "adabn", self.adabn, "True or False")
         need(self.dann >= 0, "dann", self.dann, ">= 0 (the adversarial loss weight; 0 = off)")
         need(self.pretrained or self.l2sp == 0, "l2sp", self.l2sp,
@@ -204,6 +216,16 @@ class Strategy:
             opt, _warmup_cosine(round(self.warmup * total), total))
         penalty = _l2sp_penalty(model, self.l2sp) if sp else None
         return Applied(opt, sched, penalty, group_lrs)
+
+
+def check_field(name: str, value: Any) -> Any:
+    """``value`` checked (and coerced: numpy numbers) as Strategy field ``name`` would be,
+    for arguments that set one field elsewhere (``study.refit(epochs=...)``); raises
+    :class:`StrategyError` naming the value and the accepted range."""
+    names = [f.name for f in dataclasses.fields(Strategy)]
+    if name not in names or name == "backbone":
+        raise ValueError(f"check_field: {name!r} is not a Strategy field")  # a caller's bug
+    return getattr(Strategy("_", **{name: value}), name)
 
 
 def _loss_weights(value: Any) -> tuple[tuple[str, float], ...]:

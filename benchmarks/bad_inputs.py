@@ -398,6 +398,36 @@ def write_pngs(folder: Path, n: int, size: int = 16) -> None:
         Image.fromarray(img.transpose(1, 2, 0)).save(folder / f"{i}.png")
 
 
+class Changed(Exception):
+    """A file that had to stay byte-identical changed: judged BAD whatever else happened."""
+
+
+def digest(path: Path) -> str | None:
+    """SHA-256 of a file, or of a folder's files and names; None when it does not exist."""
+    import hashlib
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    h = hashlib.sha256()
+    for p in sorted([path] if path.is_file() else path.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(path.parent)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def intact(*paths: Path):
+    """The files (or folders) must be byte-identical after the block, however it ends."""
+    before = {str(p): digest(p) for p in paths}
+    try:
+        yield
+    finally:
+        changed = [p for p, d in before.items() if digest(Path(p)) != d]
+        if changed:
+            raise Changed(f"changed or removed: {changed}")
+
+
 FIXTURE: dict[str, Any] = {}
 
 
@@ -1544,6 +1574,24 @@ cli("cli-backbones-timm-glob-matches-none-all", ["backbones", "timm/nosuch*", "-
     "'timm/nosuch*'", "timm/nosuch*")
 cli("cli-backbones-timm-name-typo", ["backbones", "timm/resnet_18", "--all"], "'timm/resnet_18'",
     "timm/resnet_18")
+
+
+# --------------------------------------------------------------------------- more cases
+# Cases kept in sibling modules, one per theme; each defines ``add_cases(b)`` and builds its
+# cases with this module's ``b.api``, ``b.cli``, ``b.search``, ``b.fixture``, ...
+CASE_MODULES = ("_bad_cases_study", "_bad_cases_config", "_bad_cases_data", "_bad_cases_model")
+
+
+def _add_case_modules() -> None:
+    import importlib
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    for name in CASE_MODULES:
+        if (Path(__file__).parent / f"{name}.py").is_file():
+            importlib.import_module(name).add_cases(sys.modules[__name__])
+
+
+_add_case_modules()
 
 
 # --------------------------------------------------------------------------- main

@@ -350,14 +350,14 @@ def test_a_read_only_folder_is_refused(tmp_path):
 
 def test_a_failed_write_keeps_the_previous_report_and_no_temporary_file(study, tmp_path,
                                                                         monkeypatch):
-    target = tmp_path / "report.html"
-    target.write_text("previous report")
+    target = write_report(study, tmp_path / "report.html")
+    previous = target.read_bytes()
 
     def full_disk(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("autotransfer.report.os.replace", full_disk)
+    monkeypatch.setattr("autotransfer.files.os.replace", full_disk)
     with pytest.raises(at.StorageError, match=r"report.html'.*No space left on device"):
         write_report(study, target)
-    assert target.read_text() == "previous report"
+    assert target.read_bytes() == previous
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]

@@ -134,7 +134,7 @@ def test_refit_bad_inputs(tmp_path):
         study.refit(train, trial=99)
     with pytest.raises(at.ConfigError, match="epochs must be 'best'"):
         study.refit(train, epochs="many")
-    with pytest.raises(at.ConfigError, match="epochs must be an integer >= 1, but got epochs=0"):
+    with pytest.raises(at.ConfigError, match=r"epochs must be an integer in \[1, 1000\], but got epochs=0"):
         study.refit(train, epochs=0)
     texts = at.data.from_pandas(pd.DataFrame({"t": ["a", "b"], "y": [0, 1]}), text="t", label="y")
     with pytest.raises(at.DataError, match="Can only join image data with image data, but got text"):

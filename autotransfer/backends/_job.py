@@ -49,6 +49,12 @@ class SearchJob:
     deadline: float | None = None
     race: list[str] = field(default_factory=list)  # backbones best-ranked first: race them
     unlabeled: Dataset | None = None  # target inputs for domain adaptation (adabn, dann)
+    launch: int = 0  # how many search() calls began on this study before this one
+
+    def sampler_seed(self, worker: int) -> int:
+        """Distinct for every worker of every search() call on the study: two processes
+        started together, or a resume, never replay the same sampled strategies."""
+        return (self.seed + 7919 * worker + 104729 * self.launch) % 2**32
 
     def __post_init__(self) -> None:
         if self.deadline is None and self.timeout is not None:

@@ -49,14 +49,14 @@ def _base_sampler(job: SearchJob, worker: int) -> optuna.samplers.BaseSampler:
     if isinstance(job.sampler, optuna.samplers.BaseSampler):
         return job.sampler
     if job.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=job.seed + 7919 * worker)
+        return optuna.samplers.RandomSampler(seed=job.sampler_seed(worker))
     startup = 10 if job.n_trials is None else max(3, min(10, job.n_trials // 3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # multivariate + group: TPE models each conditional sub-space (per backbone,
         # with/without mixup) jointly; constant_liar keeps parallel workers apart.
         return optuna.samplers.TPESampler(
-            n_startup_trials=startup, seed=job.seed + 7919 * worker, multivariate=True,
+            n_startup_trials=startup, seed=job.sampler_seed(worker), multivariate=True,
             group=True, constant_liar=True)
 
 
