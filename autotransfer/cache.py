@@ -62,7 +62,8 @@ def weights_id(backbone: Any) -> str:
         path = None
     if path is not None and path.exists():
         st = path.stat()
-        return f"{backbone.weights_source}|{st.st_size}|{int(st.st_mtime)}"
+        # nanoseconds: weights rewritten within a second (same size: same architecture) differ
+        return f"{backbone.weights_source}|{st.st_size}|{st.st_mtime_ns}"
     return backbone.weights_source
 
 

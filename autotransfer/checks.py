@@ -90,6 +90,9 @@ def data_fits(task: str, train: Dataset, valid: Dataset, backbones: list[str]) -
         raise DataError(f"Training needs at least {MIN_TRAIN} examples, but got {len(train)} "
                         f"of the {len(train) + len(valid)} given ({len(valid)} went to "
                         f"validation); give more labelled data.")
+    for what, ds in (("data", train), ("valid", valid)):
+        class_ids(task, ds.labels, what, ds.index)
+        regression_targets(task, ds.labels, what, items=ds.index)
     _, info = head.encode(train.labels)
     head.encode(valid.labels, info)
     for what, ds in (("data", train), ("valid", valid)):  # one read: is the source readable?
@@ -130,11 +133,76 @@ def held_out(what: str, data: Any, task: str, modality: str, info: dict) -> Data
     if data.modality != modality:
         raise ModalityError(f"{what} holds {data.modality}, but the models were trained on "
                             f"{modality}; give {modality} data with labels.")
+    class_ids(task, data.labels, what, data.index)
+    regression_targets(task, data.labels, what, constant_ok=True, items=data.index)
     try:
         plugins.get_head(task).encode(data.labels, info)
     except DataError as exc:
         raise type(exc)(f"{what}: {exc}") from exc
     return data
+
+
+MAX_CLASS_ID = 2**53  # whole floats beyond it are not exact: two ids could become one
+
+
+def class_ids(task: Any, labels: Any, what: str, items: Any = None) -> None:
+    """Float class ids (of ``task``'s classification columns) that stay distinct as
+    integers: within +-2**53."""
+    for where, values in _task_columns(task, labels, "classification"):
+        arr = np.asarray(values)
+        if arr.dtype.kind != "f" or arr.ndim != 1:
+            continue
+        far = np.flatnonzero(np.abs(arr) > MAX_CLASS_ID)  # NaN: the head names it
+        if far.size:
+            row = int(far[0]) if items is None else int(items[far[0]])
+            raise DataError(f"{what}: class id{where} {arr[far[0]].item()!r} (item {row}) is "
+                            f"beyond +-2**53, where float ids are not exact and two classes "
+                            f"could merge; give class names or integer ids within +-2**53.")
+
+
+def _task_columns(task: Any, labels: Any, name: str) -> list[tuple[str, Any]]:
+    """``(where, values)`` of each label column whose task is ``name``."""
+    from .data._dataset import is_table
+    from .multitask import is_multitask
+
+    if is_multitask(task):  # labels that are no such table: the head names what is missing
+        return [(f" in column {c!r}", labels[c].to_numpy()) for c, t in task.items()
+                if t == name and is_table(labels) and c in labels.columns]
+    return [("", labels)] if task == name else []
+
+
+MAX_TARGET = 1e15  # |regression target|: errors are computed in float32, their squares must fit
+
+
+def regression_targets(task: Any, labels: Any, what: str, *, constant_ok: bool = False,
+                       items: Any = None) -> None:
+    """Regression targets (of ``task``, or of a ``{column: task}``'s regression columns) that
+    can be learned and scored: within +-MAX_TARGET, and (unless ``constant_ok``) not one
+    value, for which R^2 is undefined. Labels that are not numbers are left to the head.
+    ``items``: each label's item number in its source, for the message."""
+    for where, values in _task_columns(task, labels, "regression"):
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            continue  # not numbers: the head names them
+        arr = arr.reshape(len(arr), -1)
+        far = np.flatnonzero(~(np.abs(arr) <= MAX_TARGET).all(1))
+        if far.size:
+            row = int(far[0]) if items is None else int(items[far[0]])
+            value = arr[far[0], 0].item() if arr.shape[1] == 1 else arr[far[0]].tolist()
+            raise DataError(f"{what}: regression target{where} {_short(value)} "
+                            f"(item {row}) is not a finite number within +-{MAX_TARGET:.0e}; "
+                            f"targets must be finite "
+                            f"numbers within +-{MAX_TARGET:.0e} (errors are computed in "
+                            f"float32 and their squares must fit): rescale them, e.g. divide "
+                            f"by a power of 10 or take a log.")
+        same = [j for j in range(arr.shape[1]) if np.ptp(arr[:, j]) == 0]
+        if same and not constant_ok:
+            col = f" in target column {same[0]}" if arr.shape[1] > 1 else ""
+            raise DataError(f"{what}: all {len(arr)} regression targets{where}{col} are "
+                            f"{arr[0, same[0]].item()!r}: a constant cannot be learned and R^2 "
+                            f"is undefined for it; give targets that vary (for a validation "
+                            f"split, more data or a larger valid_fraction).")
 
 
 UNLABELED_ACCEPTED = ("a folder of image files, a list of image paths, an image batch "

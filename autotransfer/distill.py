@@ -35,7 +35,7 @@ from .backends._lifecycle import fail_reason, fail_stale_trials, prune_checkpoin
 from .cache import FeatureCache
 from .data import Dataset
 from .devices import torch_device
-from .errors import ConfigError, ModalityError, SearchFailed, StorageError, StrategyError
+from .errors import ConfigError, ModalityError, SearchFailed, StrategyError
 from .modelfile import SUFFIX
 from .predictor import Predictor, save_checkpoint
 from .results import KeptModel, kept_models

@@ -7,11 +7,22 @@ Messages name the bad value and what is accepted, in the style of Optuna's
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
+
+# torch re-raises an error from a DataLoader worker as ``type(msg)`` with the worker's whole
+# traceback in ``msg``; the user is owed only the original message.
+_WORKER = re.compile(r"\ACaught (\w+) in DataLoader worker process \d+\.\nOriginal "
+                     r"Traceback.*\n(?:[\w.]+\.)?\1: (?P<message>.*?)\n?\Z", re.S)
 
 
 class AutotransferError(Exception):
     """Root of all autotransfer errors."""
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str) and (m := _WORKER.match(args[0])):
+            args = (m["message"],)
+        super().__init__(*args)
 
 
 class UnknownNameError(AutotransferError, LookupError):

@@ -48,8 +48,8 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What differs between a study's record and a new call, in words; [] when nothing."""
     found = []
     for key in KEYS:
-        if key not in old or old[key] == new[key]:
-            continue
+        if key not in old or json.dumps(old[key]) == json.dumps(new[key]):
+            continue  # compared as JSON: the order of a task table's columns counts
         if key == "space":
             found += [f"space {f}={old[key].get(f)!r}, not {v!r}"
                       for f, v in new[key].items() if old[key].get(f) != v]

@@ -8,15 +8,15 @@ from typing import Any
 
 import torch
 
-from . import _batch, modelfile, pipeline, plugins
+from . import _batch, modelconfig, modelfile, pipeline, plugins
 from .adapters import merged_state
 from .data import Dataset
 from .data._inputs import as_dataset
 from .devices import torch_device
-from .errors import DataError, PluginError, StorageError, UnknownNameError
+from .errors import DataError, StorageError
+from .files import check_target
 from .model import TransferModel
-from .preprocessing import ImagePreprocessing, Preprocessing, TextPreprocessing
-from .runner import build_model
+from .preprocessing import Preprocessing
 from .strategy import Strategy
 
 
@@ -114,8 +114,13 @@ class Predictor:
         return self.head.metrics(out, targets, self.info)
 
     def save(self, path: str | Path) -> Path:
-        """Save weights, strategy, task, labels and preprocessing to one safetensors file."""
+        """Save weights, strategy, task, labels and preprocessing to one safetensors file.
+
+        The file is written beside ``path`` and renamed over it once complete; ``path`` may
+        be a model file (replaced) but not a study's storage or another program's file.
+        """
         path = Path(path)
+        check_target(path, what="the model file", ours=modelfile.is_ours)  # before mkdir
         path.parent.mkdir(parents=True, exist_ok=True)
         return save_checkpoint(path, merged_state(self.model), self.strategy, self.task,
                                self.info, self.preprocessing, study=self.study)
@@ -133,33 +138,22 @@ class Predictor:
         """Load a file written by :meth:`save` (the backbone must be registered).
 
         Model files hold safetensors weights and a JSON config: loading one runs no code.
+        The config is checked, and the weights' names and shapes in the file's header are
+        checked against the architecture it names, before that architecture is built.
         ``study``: the id of the study the file must belong to (``Study.load_best`` checks).
         """
+        from .modelcheck import build_checked
+
         path = Path(path)
         torch_device(device)
-        config, state = modelfile.read(path)
-        if study and config.get("study") != study:
+        header = modelfile.read_header(path)
+        cfg = modelconfig.parse(path, header.config)
+        if study and cfg.study != study:
             raise StorageError(f"{str(path)!r} holds a model of another study (id "
-                               f"{config.get('study')!r}, not {study!r}); it was not used.")
-        strategy = Strategy.from_dict(config["strategy"])
-        try:  # architecture only: the saved state replaces every weight
-            model = build_model(strategy.replace(pretrained=False, l2sp=0.0), config["task"],
-                                config["info"])
-        except UnknownNameError as exc:
-            raise PluginError(
-                f"{str(path)!r} needs backbone {strategy.backbone!r} and task "
-                f"{config['task']!r}, and one is not registered here ({exc}). Register the "
-                f"plugin that provides it: at.register_plugin('module') in Python, "
-                f"--plugin module on the command line.") from exc
-        model.freeze(strategy.frozen_groups)
-        model.load_state_dict(state)
-        pre_cls = ImagePreprocessing if config["preprocessing"]["modality"] == "image" \
-            else TextPreprocessing
-        pre_args = {k: tuple(v) if isinstance(v, list) else v
-                    for k, v in config["preprocessing"].items()}
-        predictor = cls(model.to(device), strategy, config["task"], config["info"],
-                        pre_cls(**pre_args))
-        predictor.study = config.get("study", "")
+                               f"{cfg.study!r}, not {study!r}); it was not used.")
+        model = build_checked(path, cfg, header)
+        predictor = cls(model.to(device), cfg.strategy, cfg.task, cfg.info, cfg.preprocessing)
+        predictor.study = cfg.study
         return predictor
 
     def __repr__(self) -> str:

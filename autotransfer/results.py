@@ -156,6 +156,8 @@ def refit(study: Study, train: Dataset, valid: Dataset | None = None, *,
         raise ModalityError(f"train holds {data.modality}, but study {study.name!r} searched "
                             f"{modality}; give {modality} data with labels.")
     _check_classes(study, data)
+    checks.class_ids(study.task, data.labels, "train", data.index)
+    checks.regression_targets(study.task, data.labels, "train", items=data.index)
     seed = study.meta.get("seed", 0) if seed is None else checks.integer("seed", seed, low=0)
     strategy = Strategy.from_dict(source.system_attrs[st.STRATEGY]).replace(epochs=n_epochs)
     if unlabeled is not None and not (strategy.adabn or strategy.dann):

@@ -20,7 +20,7 @@ from .backends._policy import check as check_policy
 from .baselines import enqueue_due_baselines, enqueue_portfolio
 from .cache import DEFAULT_BYTES, FeatureCache
 from .data import Dataset
-from .errors import ConfigError, OptimisticValidation, StorageError, UnknownNameError
+from .errors import ConfigError, OptimisticValidation, UnknownNameError
 from .multitask import resolve_task
 from .ranking import as_records, order, rank_backbones
 from .space import SearchSpace, check_frozen_range

@@ -176,7 +176,8 @@ def lock(spec: StorageSpec, name: str) -> Any:
 
 
 def create_or_load(spec: StorageSpec, storage: optuna.storages.BaseStorage, name: str, *,
-                   direction: str, kind: str, meta: dict[str, Any]) -> tuple[optuna.Study, dict | None]:
+                   direction: str, kind: str,
+                   meta: dict[str, Any]) -> tuple[optuna.Study, dict | None]:
     """Create study ``name`` with ``meta`` as its record, or load it: ``(study, old meta)``,
     old meta None when it was created now. Call it under :func:`lock`.
 

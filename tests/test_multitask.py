@@ -153,7 +153,7 @@ def test_a_multi_task_search_optimizes_the_primary_task(toy, tmp_path, capsys):
     assert set(loaded.evaluate(test)) == {"species_accuracy", "species_macro_f1", "age_r2",
                                           "age_mae", "age_mse"}
 
-    with pytest.raises(at.ConfigError, match="created with task="):  # the primary is fixed
+    with pytest.raises(at.ConfigError, match="made for other data or settings: task="):  # the primary is fixed
         at.search(data, task={"age": "regression", "species": "classification"},
                   backbones=["tiny_cnn"], n_trials=5, space=SPACE, storage=tmp_path / "s.db",
                   name="mt", progress=False)

@@ -9,7 +9,11 @@ import numpy as np
 import torch
 
 from ..errors import DataError, UnknownNameError
+from ._csv import read_csv
 from ._dataset import Dataset
+from ._inputs import unique_columns
+from ._labels import labels as _labels
+from ._pixels import pixels
 from ._sources import (
     CHANNELS,
     IMAGE_SUFFIXES,
@@ -20,6 +24,7 @@ from ._sources import (
     TextFiles,
     Texts,
     TorchItems,
+    as_pil,
     check_image_file,
     image_tensor,
     to_uint8,
@@ -32,8 +37,9 @@ def from_arrays(x: Any, y: Any) -> Dataset:
     """Images or strings held in memory, with their labels.
 
     Images: one array ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` with C in 1, 3,
-    4 (uint8, or float in [0, 1]), or a list of single images of varied sizes. Strings: a
-    list of ``str``.
+    4, or a list of single images of varied sizes. The dtype says the scale: uint8 0-255,
+    uint16 0-65535, float in [0, 1], other integers 0-255; values outside it are refused,
+    never rescaled. Strings: a list of ``str``.
 
     Example:
         >>> import numpy as np, autotransfer as at
@@ -56,7 +62,11 @@ def from_arrays(x: Any, y: Any) -> Dataset:
 
 def to_uint8_images(x: Any) -> torch.Tensor:
     """A batch of same-size images -> uint8 ``(N, 3, H, W)``; names the shape it cannot read."""
-    t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if hasattr(x, "columns") and hasattr(x, "iloc"):
+        raise DataError(f"Images must be an array or a list of images, but got a DataFrame "
+                        f"with columns {list(x.columns)}; for image paths in a column use "
+                        f"at.data.from_pandas(df, image=<column>, label=<column>).")
+    t, dtype = pixels(x)
     if t.numel() == 0:
         raise DataError("The dataset is empty; give at least two inputs with labels.")
     if t.ndim == 3:  # (N, H, W) grayscale
@@ -72,7 +82,7 @@ def to_uint8_images(x: Any) -> torch.Tensor:
     if min(t.shape[-2:]) < MIN_SIDE:
         raise DataError(f"Images must be at least {MIN_SIDE}x{MIN_SIDE} pixels, but got shape "
                         f"{tuple(t.shape)}.")
-    return to_uint8(t)
+    return to_uint8(t, dtype=dtype)
 
 
 def from_texts(texts: Any, labels: Any) -> Dataset:
@@ -86,60 +96,6 @@ def from_texts(texts: Any, labels: Any) -> Dataset:
 
 
 MIN_SIDE = 4  # pixels: a smaller "image" is a vector in the wrong shape, not a picture
-
-
-def _labels(y: Any) -> Any:
-    if isinstance(y, dict) or (hasattr(y, "columns") and hasattr(y, "iloc")):
-        return _label_table(y)
-    if hasattr(y, "to_numpy"):
-        y = y.to_numpy()
-    if isinstance(y, torch.Tensor):
-        y = y.cpu().numpy()
-    if isinstance(y, np.ndarray) and y.dtype != object:
-        return y
-    y = list(y)
-    if y and all(isinstance(v, (list, tuple, set)) for v in y):
-        return y  # label lists (multilabel) stay lists
-    _check_kinds(y)
-    return np.asarray(y)
-
-
-def _label_table(y: Any) -> Any:
-    """A DataFrame (or a dict of columns) of labels: a column per task, each of one kind."""
-    import pandas as pd
-
-    try:
-        table = pd.DataFrame(y).reset_index(drop=True)
-    except ValueError as exc:  # columns of different lengths
-        raise DataError(f"Label columns must have one label per input each: {exc}.") from exc
-    if table.shape[1] == 0:
-        raise DataError("The table of labels has no column; give a column per task.")
-    for col in table.columns:
-        if not (table[col].map(lambda v: isinstance(v, (list, tuple, set))).all()):
-            _check_kinds(table[col].tolist(), f" in column {col!r}")
-    return table
-
-
-def _check_kinds(y: list, where: str = "") -> None:
-    """Labels of one kind: no missing ones, no strings mixed with numbers."""
-    import numbers
-
-    def kind(v: Any) -> str:
-        if v is None:
-            return "missing"
-        return "text" if isinstance(v, str) else (
-            "number" if isinstance(v, numbers.Number) else type(v).__name__)
-
-    examples: dict[str, Any] = {}
-    for i, v in enumerate(y):
-        if v is None:
-            raise DataError(f"Label {i}{where} is None; every input needs a label (drop "
-                            f"unlabelled rows first).")
-        examples.setdefault(kind(v), v)
-    if len(examples) > 1:
-        shown = ", ".join(f"{k} like {v!r}" for k, v in examples.items())
-        raise DataError(f"Labels{where} mix kinds ({shown}); give every label as a class "
-                        f"name or every label as a number.")
 
 
 def from_folder(path: str | Path, *, on_error: str = "raise") -> Dataset:
@@ -229,9 +185,13 @@ def from_pandas(df: Any, *, label: str | list[str], image: str | None = None,
     for col in [image or text] + wanted:
         if col not in cols:
             raise DataError(f"Column {col!r} is not in the data frame; columns: {cols}.")
+    unique_columns(cols, [image or text] + wanted)
+    if (image or text) in wanted:
+        raise DataError(f"Column {image or text!r} is both the input and a label column; "
+                        f"give label= the column(s) holding the labels (columns: {cols}).")
     y = _labels(df[label].to_numpy() if isinstance(label, str) else df[wanted])
     if text is not None:
-        values = df[text].astype(str).tolist()
+        values = _text_column(df[text], text)
         if values and all(v.lower().endswith(IMAGE_SUFFIXES) for v in values):
             raise DataError(f"Column {text!r} holds image file paths ({values[0]!r}); "
                             f"pass image={text!r} to read the images, not their names.")
@@ -251,6 +211,17 @@ def from_pandas(df: Any, *, label: str | list[str], image: str | None = None,
                         IMAGE_SUFFIXES, table)
 
 
+def _text_column(column: Any, name: str) -> list[str]:
+    """A column of texts as strings; a missing one (NaN, None) is named, not read "nan"."""
+    missing = column.isna().to_numpy()
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise DataError(f"Text column {name!r} has {int(missing.sum())} missing value(s), e.g. "
+                        f"row {row} ({column.iloc[row]!r}); every input needs a text: drop "
+                        f"or fill those rows first.")
+    return [v if isinstance(v, str) else str(v) for v in column.tolist()]  # no pyarrow trip
+
+
 def _label_columns(label: Any) -> list:
     """``label=`` as a list of column names: non-empty, each once."""
     if not isinstance(label, (list, tuple)) or not label:
@@ -265,13 +236,8 @@ def _label_columns(label: Any) -> list:
 def from_csv(path: str | Path, *, label: str | list[str], image: str | None = None,
              text: str | None = None, on_error: str = "raise") -> Dataset:
     """:func:`from_pandas` on a CSV file; relative image paths are taken from its folder."""
-    import pandas as pd
-
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"CSV file {str(path)!r} does not exist; give the path of a CSV with "
-                        f"a label column and an image-path or text column.")
-    return from_pandas(pd.read_csv(path), label=label, image=image, text=text,
+    return from_pandas(read_csv(path), label=label, image=image, text=text,
                        root=path.parent, on_error=on_error)
 
 
@@ -298,10 +264,24 @@ def from_hf(ds: Any, *, input: str, label: str) -> Dataset:
                         f"column or a string (text) column.")
     labels = ds[label]
     names = getattr(ds.features[label], "names", None)
-    y = np.asarray([names[v] for v in labels]) if names else _labels(labels)
+    y = _class_names(labels, names, label) if names else _labels(labels)
     if modality == "text":
         return Dataset(Texts(list(ds[input])), y)
     return Dataset(HFColumn(ds, input, "image"), y)
+
+
+def _class_names(ids: Any, names: list[str], column: str) -> np.ndarray:
+    """ClassLabel ids as their names; -1 (Hugging Face's "no label") or any id out of range
+    is named, not read from the end of the list."""
+    ids = np.asarray(ids)
+    bad = np.flatnonzero((ids < 0) | (ids >= len(names)))
+    if bad.size:
+        row = int(bad[0])
+        raise DataError(f"Label column {column!r} holds {ids[row].item()!r} at row {row} "
+                        f"({bad.size} such row(s)), which is not a class id: ClassLabel ids "
+                        f"must be 0-{len(names) - 1} (-1 means unlabelled); drop those rows "
+                        f"first, e.g. ds.filter(lambda r: r[{column!r}] >= 0).")
+    return np.asarray(names)[ids]
 
 
 def from_torch(ds: Any, *, labels: Any = None) -> Dataset:
@@ -322,6 +302,8 @@ def from_torch(ds: Any, *, labels: Any = None) -> Dataset:
         raise DataError(f"from_torch needs items that are (input, label) pairs, but item 0 "
                         f"is a {shown}.")
     modality = "text" if isinstance(first[0], str) else "image"
+    if modality == "image":
+        as_pil(first[0], "item 0")  # a bad scale or shape is named now, not in a trial
     if labels is None:
         labels = getattr(ds, "targets", None)
     if labels is None:

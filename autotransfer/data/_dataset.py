@@ -183,6 +183,12 @@ def _as_source(x: Any) -> Source:
     if isinstance(x, (list, tuple)) and x and all(isinstance(v, str) for v in x):
         return Texts(list(x))
     if isinstance(x, (list, tuple)) and x and all(isinstance(v, torch.Tensor) for v in x):
+        bad = next((v for v in x if v.dtype != torch.uint8 or v.ndim != 3 or v.shape[0] != 3),
+                   None)
+        if bad is not None:  # read as they are, other values would decode wrongly
+            raise DataError(f"In-memory images must be uint8 (3, H, W) each, but got "
+                            f"{bad.dtype} {tuple(bad.shape)}; use at.data.from_arrays to "
+                            f"convert.")
         return ImageList(list(x))
     if isinstance(x, (list, tuple)) and not x:
         raise DataError("The dataset is empty; give at least two inputs with labels.")

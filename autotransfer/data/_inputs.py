@@ -21,6 +21,7 @@ from ._sources import (
     ImageFiles,
     ImageList,
     Texts,
+    check_image_file,
     image_tensor,
     open_image,
 )
@@ -54,7 +55,18 @@ def _column(df: Any, column: str | None) -> list:
         raise DataError(f"Pass column= to say which DataFrame column holds the inputs; "
                         f"columns: {cols}." if column is None else
                         f"Column {column!r} is not in the DataFrame; columns: {cols}.")
+    unique_columns(cols, [column], "DataFrame")
     return df[column].tolist()
+
+
+def unique_columns(cols: list, used: list, what: str = "data frame") -> None:
+    """Each column in ``used`` occurs once in ``cols``: a name given twice would read two
+    columns glued together, or the wrong one."""
+    twice = [c for c in dict.fromkeys(used) if cols.count(c) > 1]
+    if twice:
+        raise DataError(f"Column {twice[0]!r} occurs {cols.count(twice[0])} times in the "
+                        f"{what}; column names must be unique: rename them (columns: "
+                        f"{cols}).")
 
 
 def _texts(x: Any) -> tuple[Dataset, bool]:
@@ -78,7 +90,7 @@ def _images(x: Any) -> tuple[Dataset, bool]:
         if path.is_dir():
             return _folder(path), False
         if path.is_file():
-            return Dataset(ImageFiles([str(path)]), [None]), True
+            return _files([str(path)], "files"), True
         raise ModalityError(f"This model takes images, but got the string {str(x)[:80]!r}, "
                             f"which is not an image file or folder.")
     if isinstance(x, (np.ndarray, torch.Tensor)):
@@ -91,7 +103,7 @@ def _images(x: Any) -> tuple[Dataset, bool]:
             if missing:
                 raise ModalityError(f"This model takes images; {len(missing)} of the given "
                                     f"strings are not image files, e.g. {missing[:3]}.")
-            return Dataset(ImageFiles([str(v) for v in x]), [None] * len(x)), False
+            return _files([str(v) for v in x], "files"), False
         images = [_items(v, i) for i, v in enumerate(x)]
         return Dataset(ImageList(images), [None] * len(images)), False
     raise ModalityError(f"This model takes images (a PIL image, an array, a path, a folder, a "
@@ -140,8 +152,19 @@ def _folder(path: Path) -> Dataset:
                    and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not files:
         raise DataError(f"No image files ({', '.join(IMAGE_SUFFIXES)}) under {str(path)!r}.")
-    return Dataset(ImageFiles([str(f) for f in files], f"folder {str(path)!r}"),
-                   [None] * len(files))
+    return _files([str(f) for f in files], f"folder {str(path)!r}")
+
+
+def _files(paths: list[str], where: str) -> Dataset:
+    """Image files whose headers PIL reads (a decompression bomb, a broken file: named now,
+    before any batch is decoded)."""
+    for p in paths:
+        why = check_image_file(p)
+        if why:
+            raise DataError(why if "too large to decode" in why else
+                            f"Cannot read image {p!r}: {why}. Give image files PIL can open "
+                            f"({', '.join(IMAGE_SUFFIXES)}).")
+    return Dataset(ImageFiles(paths, where), [None] * len(paths))
 
 
 def _describe(x: Any) -> str:

@@ -9,6 +9,7 @@ share it cheaply.
 from __future__ import annotations
 
 import hashlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +19,19 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ._pixels import (  # noqa: F401 - decoding helpers, imported from here elsewhere
+    CHANNELS,
+    as_pil,
+    check_image_file,
+    image_tensor,
+    open_image,
+    pil_tensor,
+    rgb,
+    to_pil,
+    to_uint8,
+)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-CHANNELS = (1, 3, 4)  # grayscale, RGB, RGBA (alpha dropped)
 
 
 class Source(ABC):
@@ -95,8 +106,10 @@ class TensorImages(_InMemoryImages):
     """uint8 images ``(N, 3, H, W)`` held in memory (arrays, the digits demo)."""
 
     def fingerprint(self, index: np.ndarray) -> str:
+        images = self.images[torch.from_numpy(index)].contiguous()
         h = hashlib.sha1(b"tensor")
-        h.update(self.images[torch.from_numpy(index)].contiguous().numpy().tobytes())
+        h.update(str(tuple(images.shape)).encode())  # the same bytes in another shape differ
+        h.update(images.numpy().tobytes())
         return h.hexdigest()[:16]
 
 
@@ -105,7 +118,7 @@ class ImageList(_InMemoryImages):
 
     def fingerprint(self, index: np.ndarray) -> str:
         h = hashlib.sha1(b"list")
-        for i in index:
+        for i in index:  # each image's shape says where its bytes end
             h.update(str(tuple(self.images[i].shape)).encode())
             h.update(self.images[i].contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
@@ -127,15 +140,16 @@ class ImageFiles(Source):
         return open_image(self.paths[i], size_hint)
 
     def fingerprint(self, index: np.ndarray) -> str:
-        # Path, size and modification time: a rewritten file is new data.
+        # Absolute path, size and modification time: a rewritten file is new data, and
+        # "data/a.png" in two working folders is two files. Fields are length-prefixed.
         h = hashlib.sha1(b"files")
         for i in index:
-            p = self.paths[i]
+            p = os.path.abspath(self.paths[i])
             try:
-                st = Path(p).stat()
-                h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\0".encode())
+                st = os.stat(p)
+                h.update(_field(p) + _field(f"{st.st_size}|{st.st_mtime_ns}"))
             except OSError:
-                h.update(f"{p}|missing\0".encode())
+                h.update(_field(p) + _field("missing"))
         return h.hexdigest()[:16]
 
     def describe(self) -> str:
@@ -149,7 +163,7 @@ class Texts(Source):
     kind = "texts"
 
     def __init__(self, texts: list[str]) -> None:
-        self.texts = texts
+        self.texts = checked_texts(texts)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -159,8 +173,8 @@ class Texts(Source):
 
     def fingerprint(self, index: np.ndarray) -> str:
         h = hashlib.sha1(b"texts")
-        for i in index:
-            h.update(self.texts[i].encode() + b"\0")
+        for i in index:  # length-prefixed: ["a\0b", "c"] and ["a", "b\0c"] differ
+            h.update(_field(self.texts[i]))
         return h.hexdigest()[:16]
 
 
@@ -198,7 +212,7 @@ class HFColumn(Source):
         fp = getattr(self.ds, "_fingerprint", None)
         if not fp:
             return None
-        h = hashlib.sha1(f"hf|{fp}|{self.column}".encode())
+        h = hashlib.sha1(b"hf" + _field(fp) + _field(self.column))
         h.update(np.asarray(index, dtype=np.int64).tobytes())
         return h.hexdigest()[:16]
 
@@ -219,120 +233,30 @@ class TorchItems(Source):
 
     def load(self, i: int, size_hint: int | None = None) -> Any:
         x = self.ds[int(i)][0]
-        return x if self.modality == "text" else as_pil(x, f"item {i}")
+        return checked_texts([x], i)[0] if self.modality == "text" else as_pil(x, f"item {i}")
 
     def describe(self) -> str:
         return f"torch {type(self.ds).__name__}"
 
 
-# --- decoding helpers ---
-
-def open_image(path: str, size_hint: int | None = None) -> Any:
-    """An RGB image from a file, EXIF orientation applied; a bad file names itself."""
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as im:
-            if size_hint and im.format == "JPEG":
-                im.draft("RGB", (size_hint, size_hint))  # decode at 1/2, 1/4 or 1/8 scale
-            return rgb(ImageOps.exif_transpose(im))
-    except (OSError, ValueError, SyntaxError) as exc:
-        # on_error="skip" checks headers when the data set is built; this file's header
-        # was fine and its pixels are not, so only fixing or removing it helps.
-        raise DataError(f"Cannot read image {path!r}: {type(exc).__name__}: {exc}. Its "
-                        f"header is valid but its data is not: fix or remove the file.") from exc
+def _field(text: str) -> bytes:
+    """``text`` as UTF-8 after its length: no two sequences of fields hash alike."""
+    data = text.encode("utf-8", "surrogatepass")
+    return len(data).to_bytes(8, "little") + data
 
 
-def rgb(im: Any) -> Any:
-    """An RGB image; 16-bit and float images are scaled to 8 bits, not clipped."""
-    from PIL import Image
-
-    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
-        arr = np.asarray(im, dtype=np.float64)
-        top = 1.0 if im.mode == "F" and arr.max(initial=0) <= 1 else \
-            255.0 if arr.max(initial=0) <= 255 else 65535.0
-        im = Image.fromarray(np.clip(arr / top * 255, 0, 255).round().astype(np.uint8))
-    return im.convert("RGB")
-
-
-def pil_tensor(im: Any) -> torch.Tensor:
-    """A PIL image -> uint8 ``(3, H, W)`` (its layout is known: no guessing)."""
-    return torch.from_numpy(np.array(rgb(im))).permute(2, 0, 1).contiguous()
-
-
-def check_image_file(path: str) -> str | None:
-    """Why ``path`` is not a readable image (header only, no decode), or None."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            if im.format not in ("JPEG", "PNG"):  # their headers are checked by open
-                im.verify()
-        return None
-    except Exception as exc:  # PIL raises many kinds for garbage
-        return f"{type(exc).__name__}: {exc}"
-
-
-def to_pil(chw: torch.Tensor) -> Any:
-    from PIL import Image
-
-    return Image.fromarray(chw.permute(1, 2, 0).contiguous().numpy())
-
-
-def as_pil(x: Any, where: str) -> Any:
-    """A PIL image, a ``(C, H, W)``/``(H, W, C)``/``(H, W)`` array or tensor -> RGB PIL."""
-    from PIL import Image
-
-    if isinstance(x, Image.Image):
-        return rgb(x)
-    if isinstance(x, (str, Path)):
-        return open_image(str(x))
-    if isinstance(x, (np.ndarray, torch.Tensor)):
-        return to_pil(image_tensor(x, where))
-    raise DataError(f"{where}: expected an image (PIL image, array or tensor, or a file path), "
-                    f"but got {type(x).__name__}.")
-
-
-def image_tensor(x: Any, where: str = "image") -> torch.Tensor:
-    """One image (HW, CHW or HWC array; uint8 or float in [0, 1]; or PIL) -> uint8 (3, H, W)."""
-    from PIL import Image
-
-    if isinstance(x, Image.Image):
-        return pil_tensor(x)
-    t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    if t.ndim == 2:
-        t = t[None]
-    if t.ndim != 3:
-        raise DataError(f"{where}: an image must be (H, W), (C, H, W) or (H, W, C), but got "
-                        f"shape {tuple(t.shape)}.")
-    if t.shape[0] not in CHANNELS and t.shape[-1] in CHANNELS:
-        t = t.permute(2, 0, 1)
-    if t.shape[0] not in CHANNELS:
-        raise DataError(f"{where}: images must have 1, 3 or 4 channels, but got shape "
-                        f"{tuple(t.shape)}.")
-    return to_uint8(t[None], where)[0]
-
-
-def to_uint8(t: torch.Tensor, where: str = "images") -> torch.Tensor:
-    """``(N, C, H, W)`` numeric, C in 1/3/4 -> uint8 ``(N, 3, H, W)``.
-
-    Floats are taken as [0, 1] when the finite maximum is <= 1, else as [0, 255]; a NaN
-    or infinite pixel is an error, not a silent change of scale.
-    """
-    if t.dtype.is_complex or t.dtype == torch.bool or not (
-            t.dtype.is_floating_point or t.dtype in (torch.uint8, torch.int8, torch.int16,
-                                                     torch.int32, torch.int64)):
-        raise DataError(f"{where}: images must be numeric arrays, but got dtype {t.dtype}.")
-    if t.shape[1] == 4:
-        t = t[:, :3]  # drop alpha
-    if t.shape[1] == 1:
-        t = t.expand(-1, 3, -1, -1)
-    if t.dtype.is_floating_point:
-        t = t.float()
-        if not torch.isfinite(t).all():
-            raise DataError(f"{where}: {int((~torch.isfinite(t)).sum())} pixel value(s) are NaN "
-                            f"or infinite; images must be finite.")
-        if t.numel() and t.max() <= 1.0:
-            t = t * 255
-        t = t.round()
-    return t.clamp(0, 255).to(torch.uint8).contiguous()
+def checked_texts(texts: list, start: int = 0) -> list:
+    """``texts`` if each is a string a tokenizer can read (valid Unicode); else a
+    DataError naming the item (``start``: the first one's index)."""
+    for i, t in enumerate(texts, start):
+        if not isinstance(t, str):
+            raise DataError(f"Text {i} is {type(t).__name__} {t!r}; every text input must be "
+                            f"a string (drop or fill missing texts first).")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise DataError(
+                f"Text {i} holds {t[exc.start:exc.end]!r} at character {exc.start}, a lone "
+                f"surrogate: it is not valid Unicode and no tokenizer can read it. Give valid "
+                f"text, e.g. text.encode('utf-8', 'replace').decode().") from exc
+    return texts
