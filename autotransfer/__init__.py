@@ -1,9 +1,8 @@
 """autotransfer: search how to transfer a pretrained model to your task."""
 
-from . import data
+from . import data, log
 from .backbones import Backbone, HFBackbone, PackageWeights, Stage, TimmBackbone
 from .backends import Backend, OptunaBackend, RayBackend
-from .distill import Distillation
 from .errors import (
     AutotransferError,
     ConfigError,
@@ -20,9 +19,8 @@ from .errors import (
     UnknownNameError,
     WeightsUnavailableError,
 )
-from .head import Head
+from .heads._base import Head
 from .hookspecs import hookimpl
-from .model import TransferModel
 from .plugins import (
     create_backbone,
     get_backbone,
@@ -31,13 +29,16 @@ from .plugins import (
     list_plugins,
     register_plugin,
 )
-from .predictor import Predictor, load
-from .ranking import rank_backbones
-from .runner import TrialResult, run_trial
+from .predict.predictor import Predictor, load
 from .search import search
-from .space import Categorical, Float, Int, SearchSpace
-from .strategy import Strategy
-from .study import Study
+from .selection.ranking import rank_backbones
+from .strategy.space import Categorical, Float, Int, SearchSpace
+from .strategy.strategy import Strategy
+from .study.distill import Distillation
+from .study.study import Study
+from .techniques import Technique
+from .training.model import TransferModel
+from .training.runner import TrialResult, TrialSetup, run_trial
 
 __version__ = "0.2.0"
 
@@ -50,5 +51,6 @@ __all__ = [
     "TrialResult", "UnknownNameError", "WeightsUnavailableError", "create_backbone", "data",
     "get_backbone", "get_head", "hookimpl", "list_backbones", "list_plugins",
     "register_plugin", "run_trial", "search", "SearchSpace", "Float", "Int", "Categorical",
-    "Study", "Predictor", "load", "rank_backbones", "Distillation",
+    "Study", "Predictor", "load", "rank_backbones", "Distillation", "Technique", "TrialSetup",
+    "log",
 ]

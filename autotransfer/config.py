@@ -18,8 +18,8 @@ from . import data as data_mod
 from .errors import ConfigError
 from .plugins import register_plugin
 from .search import search
-from .space import SearchSpace
 from .storage import safe_name
+from .strategy.space import SearchSpace
 
 if sys.version_info >= (3, 11):
     import tomllib

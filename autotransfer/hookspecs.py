@@ -16,3 +16,8 @@ def register_backbones(register):
 @hookspec
 def register_heads(register):
     """Register task heads by calling ``register(head)`` for each."""
+
+
+@hookspec
+def register_techniques(register):
+    """Register techniques (``autotransfer.techniques.Technique``) by calling ``register(t)``."""

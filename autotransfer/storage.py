@@ -1,4 +1,8 @@
-"""Where studies live: Optuna storages from a URL or a path, and each study's folder."""
+"""Where studies live: Optuna storages from a URL or a path, and each study's folder.
+
+The Optuna internals autotransfer needs (a study's storage and id, a trial's id) are read
+here only, through the small functions under "Optuna access" below.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,13 @@ import hashlib
 import os
 import re
 import socket
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from .errors import StorageError
 
@@ -36,6 +42,8 @@ RANKING = "autotransfer:ranking"  # backbone -> its transferability (LogME) befo
 PROFILE = "autotransfer:profile"  # the data's features and best strategies, for warm starts
 PRIOR = "autotransfer:prior"  # the prior studies a warm start began from
 LAUNCHES = "autotransfer:launches"  # search() calls begun on the study: seeds them apart
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)  # trials that are over
 
 
 @dataclass(frozen=True)
@@ -193,9 +201,9 @@ def create_or_load(spec: StorageSpec, storage: optuna.storages.BaseStorage, name
         raise StorageError(f"Cannot create or load study {name!r} in {spec.url!r}: "
                            f"{type(exc).__name__}: {exc}") from exc
     else:
-        storage.set_study_system_attr(study._study_id, META, {"kind": kind, **meta})
+        set_study_attr(study, META, {"kind": kind, **meta})
         return study, None
-    old = storage.get_study_system_attrs(study._study_id).get(META)
+    old = study_attrs(study).get(META)
     made = study.direction.name.lower()
     if old is None and (made != direction or study.get_trials(deepcopy=False)):
         raise StorageError(
@@ -203,7 +211,7 @@ def create_or_load(spec: StorageSpec, storage: optuna.storages.BaseStorage, name
             f"with {len(study.trials)} trial(s), direction={made!r}); autotransfer never "
             f"writes into another program's study: pass name= a new name.")
     if old is None:  # ours, left empty by a process killed while creating it
-        storage.set_study_system_attr(study._study_id, META, {"kind": kind, **meta})
+        set_study_attr(study, META, {"kind": kind, **meta})
         return study, None
     if old.get("kind", "search") != kind:
         parent = f" of study {old['parent']!r}" if old.get("parent") else ""
@@ -215,8 +223,8 @@ def create_or_load(spec: StorageSpec, storage: optuna.storages.BaseStorage, name
 
 def next_launch(study: optuna.Study) -> int:
     """Count one more search() call on the study (under its lock); the calls before it."""
-    n = int(study._storage.get_study_system_attrs(study._study_id).get(LAUNCHES, 0))
-    study._storage.set_study_system_attr(study._study_id, LAUNCHES, n + 1)
+    n = int(study_attrs(study).get(LAUNCHES, 0))
+    set_study_attr(study, LAUNCHES, n + 1)
     return n
 
 
@@ -224,12 +232,11 @@ def excluded(study: optuna.Study) -> set[int]:
     """Numbers of the trials a study keeps out of ``n_trials``: every trial of a search that
     all failed (a cause the user fixes before rerunning). Kept on the study, since a
     finished trial's attributes cannot change."""
-    return set(study._storage.get_study_system_attrs(study._study_id).get(EXCLUDED, []))
+    return set(study_attrs(study).get(EXCLUDED, []))
 
 
 def exclude(study: optuna.Study, numbers: list[int]) -> None:
-    study._storage.set_study_system_attr(study._study_id, EXCLUDED,
-                                         sorted(excluded(study) | set(numbers)))
+    set_study_attr(study, EXCLUDED, sorted(excluded(study) | set(numbers)))
 
 
 def uncounted(trial: Any, left_out: set[int]) -> bool:
@@ -256,3 +263,65 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# ---------------------------------------------------------------------------- Optuna access
+# Optuna keeps a study's storage and id, and a trial's id, private; these read them, so an
+# Optuna release that moves them needs a change here only.
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage ``study`` lives in."""
+    return study._storage
+
+
+def study_attrs(study: optuna.Study) -> dict[str, Any]:
+    """The study's system attributes, as its storage holds them now."""
+    return study._storage.get_study_system_attrs(study._study_id)
+
+
+def set_study_attr(study: optuna.Study, key: str, value: Any) -> None:
+    """Set one system attribute of the study (a JSON-serialisable ``value``)."""
+    study._storage.set_study_system_attr(study._study_id, key, value)
+
+
+def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+    """The storage's id of a live or frozen trial (its number counts within its study)."""
+    return trial._trial_id
+
+
+def frozen_trial(study: optuna.Study, tid: int) -> optuna.trial.FrozenTrial:
+    """Trial ``tid`` of ``study`` as its storage holds it now."""
+    return study._storage.get_trial(tid)
+
+
+def set_trial_attrs(study: optuna.Study, tid: int, *, user: dict[str, Any] | None = None,
+                    system: dict[str, Any] | None = None) -> None:
+    """Set user and system attributes of trial ``tid`` (of a running trial only)."""
+    for key, value in (user or {}).items():
+        study._storage.set_trial_user_attr(tid, key, value)
+    for key, value in (system or {}).items():
+        study._storage.set_trial_system_attr(tid, key, value)
+
+
+def set_trial_state(study: optuna.Study, tid: int, state: TrialState) -> None:
+    """End running trial ``tid`` in ``state`` without a value (e.g. FAIL)."""
+    study._storage.set_trial_state_values(tid, state)
+
+
+def report_value(study: optuna.Study, tid: int, step: int, value: float) -> None:
+    """Record trial ``tid``'s intermediate ``value`` at ``step``, as ``trial.report`` does."""
+    study._storage.set_trial_intermediate_value(tid, step, value)
+
+
+def read_only_studies(path: Path) -> list[Any]:
+    """The studies (FrozenStudy: name, attributes) in SQLite file ``path``, read-only: Optuna
+    would add its tables to any SQLite file. Raises for a file that is not an Optuna
+    storage, and ValueError or RecursionError for a stored attribute that is not JSON."""
+    uri = f"{path.resolve().as_uri()}?mode=ro"  # a connection, not a URL: any file name
+    storage = optuna.storages.RDBStorage(
+        "sqlite://", skip_compatibility_check=True, skip_table_creation=True,
+        engine_kwargs={"creator": lambda: sqlite3.connect(uri, uri=True)})
+    try:
+        return storage.get_all_studies()
+    finally:
+        storage.engine.dispose()

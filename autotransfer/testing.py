@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _batch
 from .backbones import Backbone, HFBackbone, TimmBackbone
 from .data import Dataset
+from .data import batch as _batch
 from .hookspecs import hookimpl
-from .model import TransferModel
-from .strategy import Strategy
+from .strategy.strategy import Strategy
+from .training.model import TransferModel
+from .training.optim import apply
 
 
 def tiny_text_backbone(name: str = "tiny_bert") -> HFBackbone:
@@ -204,7 +205,7 @@ class BackboneConformance:
         model = self._model()
         n = len(model.groups)
         strategy = Strategy(self.backbone.name, frozen_groups=1, lr=1e-2, layer_decay=0.5)
-        applied = strategy.apply(model, steps_per_epoch=1)
+        applied = apply(strategy, model, steps_per_epoch=1)
         want = [None] + [1e-2 * 0.5 ** (n - 1 - i) for i in range(1, n)]
         assert applied.group_lrs == want
         lr_of = {id(p): g["lr"] for g in applied.optimizer.param_groups for p in g["params"]}

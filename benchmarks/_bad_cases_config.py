@@ -47,7 +47,7 @@ def _bound_cases(b) -> None:
 
     @b.api("cfg-check_field-epochs-1e9 (for refit)", "epochs=1000000000")
     def _(tmp):
-        from autotransfer.strategy import check_field
+        from autotransfer.strategy.strategy import check_field
 
         return check_field("epochs", 10**9)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 import autotransfer as at
-from autotransfer.modelfile import FORMAT
+from autotransfer.predict.modelfile import FORMAT
 
 
 def add_cases(b) -> None:

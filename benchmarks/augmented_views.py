@@ -18,7 +18,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import autotransfer as at  # noqa: E402
-from autotransfer import features  # noqa: E402
+from autotransfer.training import features  # noqa: E402
 
 
 def run(strategy: at.Strategy, train, valid, views: int) -> tuple[float, float, str]:

@@ -74,7 +74,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import autotransfer as at  # noqa: E402
-import autotransfer.runner as _runner  # noqa: E402
+import autotransfer.training.loop as _loop  # noqa: E402
 from autotransfer.testing import toy_images  # noqa: E402
 
 CASE_TIMEOUT = 120  # seconds per case
@@ -101,7 +101,7 @@ def _on_alarm(signum, frame):
 
 
 TRAINED: list[int] = []  # one entry per training epoch started (in this process)
-_train_epoch = _runner._Loop.epoch
+_train_epoch = _loop.Loop.epoch
 
 
 def _spy_train_epoch(*args, **kwargs):
@@ -109,7 +109,7 @@ def _spy_train_epoch(*args, **kwargs):
     return _train_epoch(*args, **kwargs)
 
 
-_runner._Loop.epoch = _spy_train_epoch  # every trial's epochs go through it
+_loop.Loop.epoch = _spy_train_epoch  # every trial's epochs go through it
 
 
 @dataclass
@@ -437,7 +437,7 @@ def make_fixture(verbose: bool = False) -> None:
     FIXTURE.update(dir=d, db=d / "fix.db", model=d / "r18.safetensors")
 
     def build():
-        from autotransfer.predictor import save_checkpoint
+        from autotransfer.predict.predictor import save_checkpoint
 
         os.chdir(d)
         study = search(storage=str(d / "fix.db"), name="fix", baselines=False,
@@ -1131,7 +1131,7 @@ def _(tmp):
 
 @api("search-adapter-lora-peft-missing", "autotransfer[adapters]")
 def _(tmp):
-    import autotransfer.adapters as adapters
+    import autotransfer.techniques.adapters as adapters
 
     available = adapters.peft_available
     adapters.peft_available = lambda: False

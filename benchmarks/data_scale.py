@@ -168,11 +168,12 @@ def search_child(root: str, aug_views: int | None) -> dict:
     import torch.optim.optimizer as optim_mod
 
     import autotransfer as at
-    from autotransfer import features, pipeline
+    from autotransfer.data import pipeline
+    from autotransfer.training import features
 
     if aug_views is not None:
         features.AUG_VIEWS = aug_views
-    from autotransfer import runner
+    from autotransfer.training import runner
 
     marks: dict = {"held": [], "ready_s": 0.0, "features_s": 0.0, "build_s": 0.0}
 
@@ -245,7 +246,10 @@ def _time_calls(module, name: str, marks: dict, key: str, then=None) -> None:
 
 def throughput_child(root: str, batches: int, steps: int) -> dict:
     import autotransfer as at
-    from autotransfer import pipeline, runner
+    from autotransfer.data import pipeline
+    from autotransfer.training import runner
+    from autotransfer.training.model import build_model
+    from autotransfer.training.optim import apply
 
     strategy = at.Strategy(BACKBONE)  # the backbone's default input size
     train, valid = at.data.from_folder(root).split(0.2)
@@ -260,8 +264,8 @@ def throughput_child(root: str, batches: int, steps: int) -> dict:
     loader_ips = n / (time.perf_counter() - t0)
     size = xb.shape[-1]
     ys = prepared.y_train[:32]
-    model = runner.build_model(strategy, "classification", prepared.info)
-    applied = strategy.apply(model, steps + 1)
+    model = build_model(strategy, "classification", prepared.info)
+    applied = apply(strategy, model, steps + 1)
     train_ips = _steps(model, applied, lambda: (prepared.preprocessing.normalize(
         _rand_images(32, size)), ys), steps)
     return {"held": prepared.held, "workers": pipeline.workers(len(prepared.y_train)),
@@ -306,8 +310,9 @@ def _steps(model, applied, batch, steps: int) -> float:
 
 def text_speed(steps: int) -> dict:
     import autotransfer as at
-    from autotransfer import runner
-    from autotransfer.preprocessing import load_tokenizer
+    from autotransfer.data.preprocessing import load_tokenizer
+    from autotransfer.training.model import build_model
+    from autotransfer.training.optim import apply
 
     pre = at.get_backbone(TEXT_BACKBONE).preprocessing()
     tok = load_tokenizer(pre.tokenizer)
@@ -316,8 +321,8 @@ def text_speed(steps: int) -> dict:
     texts = [" ".join(rng.choices(words, k=rng.randint(1, 10))) for _ in range(32)]
     y, info = at.get_head("classification").encode([i % 2 for i in range(32)])
     strategy = at.Strategy(TEXT_BACKBONE)
-    model = runner.build_model(strategy, "classification", info)
-    applied = strategy.apply(model, 2 * steps + 2)
+    model = build_model(strategy, "classification", info)
+    applied = apply(strategy, model, 2 * steps + 2)
     ways = {
         "padded_128": lambda: (dict(tok(texts, padding="max_length", max_length=128,
                                         truncation=True, return_tensors="pt")), y),

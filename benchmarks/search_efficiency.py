@@ -84,7 +84,7 @@ def speedups() -> list[dict]:
 
     At 32 px (the task) and, for contrast, 64 px, where the early groups weigh more.
     """
-    from autotransfer.cache import FeatureCache
+    from autotransfer.training.cache import FeatureCache
 
     groups = len(at.get_backbone("efficientnet_lite0").layer_groups(
         at.create_backbone("efficientnet_lite0", pretrained=False)))

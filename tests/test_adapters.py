@@ -4,10 +4,12 @@ import pytest
 import torch
 
 import autotransfer as at
-from autotransfer import adapters, plugins
-from autotransfer.adapters import merged_state
-from autotransfer.runner import build_model
+from autotransfer import plugins
+from autotransfer.techniques import adapters
+from autotransfer.techniques.adapters import merged_state
 from autotransfer.testing import toy_images
+from autotransfer.training.model import build_model
+from autotransfer.training.optim import apply
 
 INFO = {"classes": ["a", "b"]}
 
@@ -23,7 +25,7 @@ def tiny_vit():
 def _applied(backbone, **fields):
     s = at.Strategy(backbone, **fields)
     model = build_model(s, "classification", INFO)
-    s.apply(model, steps_per_epoch=1)
+    apply(s, model, steps_per_epoch=1)
     return model
 
 
@@ -124,7 +126,7 @@ def test_without_peft_the_default_space_leaves_lora_out(monkeypatch, tmp_path, c
     assert not (tmp_path / "s.db").exists()
     space = adapters.fit_space(at.SearchSpace(), ["tiny_bert"])
     assert space.adapter.choices == ("none", "bitfit", "norm")
-    assert "leaves adapter='lora' out" in capsys.readouterr().out
+    assert "leaves adapter='lora' out" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("adapter", ["lora", "bitfit", "norm"])

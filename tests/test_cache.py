@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import autotransfer as at
-from autotransfer.cache import FeatureCache
 from autotransfer.testing import toy_images
+from autotransfer.training.cache import FeatureCache
 
 BASE = at.Strategy("tiny_cnn", frozen_groups=3, epochs=2, image_size=16, lr=5e-3)
 
@@ -192,7 +192,7 @@ def test_leaderboard_says_which_trials_used_the_cache(tmp_path):
 
 def test_augmented_frozen_trials_read_cached_views(toy, tmp_path):
     """A frozen trial's first K epochs keep one augmented view each; later trials reuse them."""
-    from autotransfer import features
+    from autotransfer.training import features
 
     cache = FeatureCache(tmp_path / "cache")
     flip = BASE.replace(augment="flip", epochs=features.AUG_VIEWS)
@@ -213,7 +213,7 @@ def test_augmented_frozen_trials_read_cached_views(toy, tmp_path):
 
 
 def test_augment_runs_the_prefix_live_when_views_are_off(toy, monkeypatch):
-    from autotransfer import features
+    from autotransfer.training import features
 
     monkeypatch.setattr(features, "AUG_VIEWS", 0)
     r = _run(BASE.replace(augment="trivial"), toy, True)

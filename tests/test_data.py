@@ -10,7 +10,8 @@ import torch
 from PIL import Image, ImageDraw
 
 import autotransfer as at
-from autotransfer import features, pipeline
+from autotransfer.data import pipeline
+from autotransfer.training import features
 
 CLASSES = ("cat", "dog")
 SIZES = [(40, 30), (30, 40), (41, 27), (36, 36)]  # (width, height): one folder, many sizes

@@ -1,5 +1,6 @@
 """Knowledge distillation: a study's best model teaches a smaller student."""
 
+import os
 import shutil
 
 import numpy as np
@@ -9,11 +10,12 @@ import torch
 import torch.nn.functional as F
 
 import autotransfer as at
-from autotransfer import distill as dist
 from autotransfer import plugins
 from autotransfer import storage as st
-from autotransfer.runner import prepare, run_trial
+from autotransfer.study import distill as dist
+from autotransfer.study import soft_targets as soft
 from autotransfer.testing import toy_images
+from autotransfer.training.runner import prepare, run_trial
 
 SPACE = at.SearchSpace(epochs=2, image_size=16, frozen_groups=4, lr=1e-2)
 # A student whose frozen prefix is cached across trials: seconds per trial on a CPU.
@@ -56,19 +58,19 @@ def test_the_loss_is_hinton_s_and_unlabeled_rows_carry_no_hard_term():
     g = torch.Generator().manual_seed(0)
     student, teacher = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g)
     hard, labelled = torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([1, 1, 1, 1, 0, 0])
-    targets = dist.pack(hard, labelled, teacher)
+    targets = soft.pack(hard, labelled, teacher)
     t = 3.0
     kl = F.kl_div(F.log_softmax(student / t, 1), F.softmax(teacher / t, 1),
                   reduction="batchmean") * t * t
     ce = F.cross_entropy(student[:4], hard[:4])
-    assert dist.DistillLoss(t, 0.3)(student, targets) == pytest.approx(
+    assert soft.DistillLoss(t, 0.3)(student, targets) == pytest.approx(
         float(0.3 * ce + 0.7 * kl), rel=1e-5)
     # The hard labels of unlabeled rows (pseudo-labels) change nothing.
-    other = dist.pack(torch.tensor([0, 1, 2, 0, 0, 0]), labelled, teacher)
-    assert dist.DistillLoss(t, 1.0)(student, other) == dist.DistillLoss(t, 1.0)(student, targets)
+    other = soft.pack(torch.tensor([0, 1, 2, 0, 0, 0]), labelled, teacher)
+    assert soft.DistillLoss(t, 1.0)(student, other) == soft.DistillLoss(t, 1.0)(student, targets)
     # Soft only: no loss when the student already gives the teacher's distribution.
-    assert dist.DistillLoss(t, 0.0)(teacher + 5.0, targets) == pytest.approx(0.0, abs=1e-6)
-    assert dist.DistillLoss(t, 0.0)(student, targets) == pytest.approx(float(kl), rel=1e-5)
+    assert soft.DistillLoss(t, 0.0)(teacher + 5.0, targets) == pytest.approx(0.0, abs=1e-6)
+    assert soft.DistillLoss(t, 0.0)(student, targets) == pytest.approx(float(kl), rel=1e-5)
 
 
 def test_the_student_follows_the_teacher_s_soft_targets_over_the_labels():
@@ -81,10 +83,10 @@ def test_the_student_follows_the_teacher_s_soft_targets_over_the_labels():
         prepared = prepare(strategy, train, valid, "classification")
         y = prepared.y_train
         wrong = 8.0 * F.one_hot((y + 1) % 3, 3).float()
-        prepared.y_train = dist.pack(y, torch.ones(len(y)), wrong)
+        prepared.y_train = soft.pack(y, torch.ones(len(y)), wrong)
         prepared.y_valid = (prepared.y_valid + 1) % 3  # validation scores agreement with it
         result = run_trial(strategy, train, valid, prepared=prepared, patience=None,
-                           keep="last", loss=dist.DistillLoss(2.0, alpha))
+                           keep="last", loss=soft.DistillLoss(2.0, alpha))
         agree[alpha] = result.metrics["accuracy"]
     assert agree[0.0] >= 0.6 and agree[1.0] <= 0.34, agree
 
@@ -188,3 +190,24 @@ def test_only_classification_studies_distil(tmp_path):
                                              r"'regression' study"):
         study.distill("tiny_cnn", data)
     assert _names(study) == ["reg"]
+
+
+@pytest.mark.parametrize("backend", [
+    pytest.param(lambda: at.OptunaBackend(devices=2), id="optuna-two-workers"),
+    pytest.param(lambda: at.RayBackend(devices=2), id="ray", marks=pytest.mark.ray),
+])
+def test_distillation_runs_its_trials_on_any_backend(parent, backend):
+    """The sub-study's trials go through the backends' one lifecycle: worker processes
+    (or Ray workers) train them and record them as a search's trials are recorded."""
+    r = parent.distill(STUDENT, _data(), n_trials=3, backend=backend(), progress=False)
+    lb = r.study.leaderboard()
+    assert sorted(lb["trial"]) == [0, 1, 2] and (lb["state"] == "complete").all()
+    assert {"temperature", "alpha", "lr", "n_unlabeled", "worker"} <= set(lb.columns)
+    pids = {t.system_attrs[st.PID] for t in r.study.trials()}
+    assert os.getpid() not in pids  # trained in other processes
+    first = r.study.trials()[0]  # the enqueued first point, then sampled ones
+    assert (first.params["temperature"], first.params["alpha"]) == (4.0, 0.5)
+    kept = list((r.path.parent / "checkpoints").glob("trial_*"))
+    assert len(kept) == 1 and kept[0].name == f"trial_{r.study.best_trial.number}.safetensors"
+    assert r.compare.set_index("model").loc["student", "accuracy"] == pytest.approx(
+        r.study.best_trial.value)

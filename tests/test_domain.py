@@ -5,10 +5,11 @@ import pytest
 import torch
 
 import autotransfer as at
-from autotransfer import checks, domain
+from autotransfer import inputs
 from autotransfer.errors import DataError, ModalityError, StrategyError
-from autotransfer.runner import build_model
+from autotransfer.techniques import domain
 from autotransfer.testing import toy_images
+from autotransfer.training.model import build_model
 
 
 def _target(n=48, seed=2):
@@ -178,14 +179,14 @@ def test_unlabeled_image_files_adapt_like_the_same_images_in_memory(tmp_path):
     grayscale batch is converted as training data is."""
     target = _target()
     folder = _save_pngs(target, tmp_path / "target")
-    from_folder = checks.unlabeled(str(folder), "image")
-    from_paths = checks.unlabeled(sorted(str(p) for p in folder.iterdir()), "image")
+    from_folder = inputs.unlabeled(str(folder), "image")
+    from_paths = inputs.unlabeled(sorted(str(p) for p in folder.iterdir()), "image")
     assert len(from_folder) == len(from_paths) == len(target)
-    assert torch.equal(checks.unlabeled(target.float() / 255, "image").inputs, target)
+    assert torch.equal(inputs.unlabeled(target.float() / 255, "image").inputs, target)
     train, valid = toy_images(64, classes=3, size=32), toy_images(24, classes=3, size=32, seed=1)
     strategy = at.Strategy("tiny_cnn", epochs=1, frozen_groups=1, adabn=True)
     runs = [at.run_trial(strategy, train, valid, keep="last", seed=3, unlabeled=u).state_dict
-            for u in (checks.unlabeled(target, "image"), from_folder, from_paths)]
+            for u in (inputs.unlabeled(target, "image"), from_folder, from_paths)]
     stats = [k for k in runs[0] if k.endswith(("running_mean", "running_var"))]
     for other in runs[1:]:
         assert all(torch.allclose(runs[0][k], other[k], atol=1e-6) for k in stats)

@@ -9,8 +9,8 @@ import torch
 
 import autotransfer as at
 from autotransfer import plugins
-from autotransfer.export import EXPORT_EXTRA, ExportError, export
-from autotransfer.runner import build_model
+from autotransfer.predict.export._export import EXPORT_EXTRA, ExportError, export
+from autotransfer.training.model import build_model
 
 CLASSES = ["cat", "dog", "owl"]
 

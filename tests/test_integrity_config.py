@@ -20,7 +20,7 @@ from autotransfer import plugins
 from autotransfer import storage as st
 from autotransfer.cli import main
 from autotransfer.config import NOT_TOP_LEVEL, SEARCH_KEYS, load_study_file
-from autotransfer.strategy import MAX_BATCH_SIZE, MAX_EPOCHS, check_field
+from autotransfer.strategy.strategy import MAX_BATCH_SIZE, MAX_EPOCHS, check_field
 from autotransfer.testing import toy_images
 
 STUDY = """\
@@ -267,5 +267,5 @@ def test_a_crafted_study_in_the_own_storage_is_skipped_by_a_prior_warm_start(tmp
     study = at.search(toy_images(40, classes=2, size=16), backbones=["tiny_cnn"], n_trials=1,
                       storage=db, name="new", space=SPACE, progress=False, baselines=False,
                       warm_start="prior")
-    assert "skipped study 'a'" in capsys.readouterr().out
+    assert "skipped study 'a'" in capsys.readouterr().err
     assert study.leaderboard()["state"].iloc[0] == "complete"

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 import autotransfer as at
-from autotransfer import checks
 from autotransfer.data._sources import Texts
+from autotransfer.inputs import unlabeled
 
 ACCEPTED = re.escape("Accepted: uint8 0-255, uint16 0-65535, float in [0, 1]")
 
@@ -30,7 +30,7 @@ def _search(data, tmp_path, **kw):
 @pytest.fixture(scope="module")
 def model():
     from autotransfer import plugins
-    from autotransfer.runner import build_model
+    from autotransfer.training.model import build_model
 
     plugins.reset(autoload=False)  # module fixtures set up before the per-test plugins do
     for name in ("autotransfer_plugins.heads", "autotransfer.testing"):
@@ -66,7 +66,7 @@ def test_mean_std_normalised_floats_are_refused_everywhere(model):
     with pytest.raises(at.DataError, match=said):
         model.predict(torch.from_numpy(x[0]))
     with pytest.raises(at.DataError, match="unlabeled: .*" + said):
-        checks.unlabeled(x, "image")
+        unlabeled(x, "image")
     with pytest.raises(at.DataError, match="item 0: " + said):
         at.data.from_torch([(torch.from_numpy(x[i]), i % 2) for i in range(4)])
 

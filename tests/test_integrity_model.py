@@ -18,9 +18,9 @@ from safetensors.torch import save_file
 import autotransfer as at
 from autotransfer import plugins
 from autotransfer.cli import main
-from autotransfer.export import export
-from autotransfer.modelfile import FORMAT
-from autotransfer.runner import build_model
+from autotransfer.predict.export._export import export
+from autotransfer.predict.modelfile import FORMAT
+from autotransfer.training.model import build_model
 
 from helpers import wait_for_pause
 
@@ -194,7 +194,7 @@ def test_onnx_external_weights_are_renamed_with_their_graph(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     import onnx
 
-    from autotransfer.exports.graph import _relocate
+    from autotransfer.predict.export.graph import _relocate
 
     linear = torch.nn.Linear(4, 2)
     torch.onnx.export(linear, (torch.ones(1, 4),), str(tmp_path / "g.onnx"), dynamo=False,

@@ -13,8 +13,8 @@ import torch
 
 import autotransfer as at
 from autotransfer import storage as st
+from autotransfer.backends._enqueue import enqueue_due_baselines
 from autotransfer.backends._job import SearchJob, TrialContext
-from autotransfer.baselines import enqueue_due_baselines
 from autotransfer.testing import toy_images
 
 from helpers import ObjectPlugin

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 import autotransfer as at
-from autotransfer.multitask import TaskBlocks, resolve_task
-from autotransfer.runner import build_model
+from autotransfer import plugins
+from autotransfer.heads.multitask import TaskBlocks, resolve_task
 from autotransfer.testing import toy_images
+from autotransfer.training.model import build_model
 
 TASK = {"species": "classification", "age": "regression"}
 SPACE = at.SearchSpace(epochs=2, image_size=16)
@@ -170,13 +171,13 @@ def test_ranking_scores_the_primary_task(toy):
 
 def test_tasks_are_inferred_per_column_and_said(capsys):
     labels = _table(60)
-    assert resolve_task("classification", labels) == {
+    assert resolve_task("classification", labels, plugins.head_registry()) == {
         "species": "classification", "age": "regression", "legs": "classification"}
-    said = capsys.readouterr().out
+    said = capsys.readouterr().err
     assert "tasks inferred per column (species: classification, age: regression, " \
            "legs: classification)" in said and "'species', is the primary one" in said
-    assert resolve_task("regression", labels) == "regression"  # several targets of one task
-    assert resolve_task(TASK, labels) == TASK and capsys.readouterr().out == ""
+    assert resolve_task("regression", labels, plugins.head_registry()) == "regression"  # several targets of one task
+    assert resolve_task(TASK, labels, plugins.head_registry()) == TASK and capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("task,labels,error,match", [

@@ -10,8 +10,8 @@ import optuna
 import pytest
 
 import autotransfer as at
-from autotransfer.devices import resolve
 from autotransfer.testing import toy_images
+from autotransfer.training.devices import resolve
 
 from helpers import wait_for_pause
 

@@ -8,7 +8,7 @@ from PIL import Image, ImageDraw
 
 import autotransfer as at
 from autotransfer import plugins
-from autotransfer.runner import build_model
+from autotransfer.training.model import build_model
 
 CLASSES = ["cat", "dog", "owl"]
 COLORS = {"cat": (230, 180, 60), "dog": (20, 40, 200), "owl": (60, 200, 60)}

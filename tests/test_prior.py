@@ -8,7 +8,7 @@ import pytest
 
 import autotransfer as at
 from autotransfer import storage as st
-from autotransfer.prior import distance
+from autotransfer.study.prior import distance
 from autotransfer.testing import toy_images
 
 SPACE = at.SearchSpace(epochs=2, image_size=16)
@@ -81,7 +81,7 @@ def test_a_prior_folder_is_read_without_being_written(tmp_path):
 def test_without_a_matching_prior_the_portfolio_starts_the_study(tmp_path, capsys):
     lb = _search(toy_images(120, classes=3, size=16), tmp_path / "s.db", "alone",
                  warm_start="prior", n_trials=12).leaderboard().set_index("trial")
-    assert "no prior study" in capsys.readouterr().out
+    assert "no prior study" in capsys.readouterr().err
     assert lb.loc[[1, 2, 3], "frozen_groups"].tolist() == [5, 3, 2]  # the portfolio
     assert (lb["prior"] == "").all()
 

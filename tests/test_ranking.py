@@ -5,10 +5,10 @@ import pytest
 
 import autotransfer as at
 from autotransfer import storage as st
-from autotransfer.cache import FeatureCache
-from autotransfer.logme import logme
-from autotransfer.ranking import rank_backbones
+from autotransfer.selection.logme import logme
+from autotransfer.selection.ranking import rank_backbones
 from autotransfer.testing import toy_images
+from autotransfer.training.cache import FeatureCache
 
 
 def _data(n=200, d=64, c=5, seed=0):
@@ -106,7 +106,7 @@ def test_nan_features_name_the_backbone_and_the_way_on():
 @pytest.mark.parametrize("kw,error,match", [
     (dict(image_size=0), at.ConfigError, r"image_size must be an integer in \[8, 4096\], but "
                                          r"got image_size=0"),
-    (dict(cache="features"), at.ConfigError, r"cache must be an autotransfer.cache.FeatureCache "
+    (dict(cache="features"), at.ConfigError, r"cache must be an autotransfer.training.cache.FeatureCache "
                                              r"or None, but got cache='features' \(str\)"),
     (dict(device="cuda:7", errors="skip"), at.DeviceError, "device='cuda:7' does not exist"),
     (dict(seed=-1), at.ConfigError, r"seed must be an integer in \[0, 4294967295\], but got seed=-1"),
@@ -118,7 +118,7 @@ def test_nan_features_name_the_backbone_and_the_way_on():
      "Backbone 'resnet18' has no pretrained weights here .*errors='skip'"),
 ])
 def test_bad_arguments_are_refused_before_any_backbone_runs(kw, error, match, monkeypatch):
-    from autotransfer import ranking
+    from autotransfer.selection import ranking
 
     ran = []
     monkeypatch.setattr(ranking, "backbone_features", lambda name, *a, **k: ran.append(name))

@@ -28,8 +28,8 @@ import pytest
 import autotransfer as at
 from autotransfer import plugins
 from autotransfer import storage as st
-from autotransfer._report_plots import Facts, learning_curves
-from autotransfer.report import write_report
+from autotransfer.report.page import write_report
+from autotransfer.report.plots import Facts, learning_curves
 from autotransfer.testing import toy_images
 
 FIGURES = {"fig-best-clock", "fig-best-trial", "fig-freezing", "fig-curves", "fig-importance"}

@@ -11,7 +11,7 @@ import autotransfer as at
 from autotransfer import plugins
 from autotransfer import storage as st
 from autotransfer.cli import main
-from autotransfer.results import optimism
+from autotransfer.study.results import optimism
 from autotransfer.testing import toy_images
 
 SPACE = at.SearchSpace(epochs=3, image_size=16)

@@ -143,3 +143,13 @@ def test_augmentation_and_mixing_need_what_they_apply_to(toy):
     reg = [at.data.Dataset(ds.inputs, ds.labels.astype(float), "image") for ds in toy]
     with pytest.raises(at.StrategyError, match="mixup and cutmix mix class targets; task 'regression'"):
         at.run_trial(at.Strategy("tiny_cnn", cutmix=1.0, image_size=16), *reg, task="regression")
+
+
+def test_run_trial_takes_its_setup_as_one_object_or_by_keyword(toy):
+    setup = at.TrialSetup(patience=None, seed=3, keep="last")
+    a = at.run_trial(at.Strategy("tiny_cnn", epochs=2, image_size=16), *toy, setup)
+    b = at.run_trial(at.Strategy("tiny_cnn", epochs=2, image_size=16), *toy, patience=None,
+                     seed=3, keep="last")
+    assert [h["train_loss"] for h in a.history] == pytest.approx([h["train_loss"] for h in b.history])
+    with pytest.raises(at.UnknownNameError, match="Unknown run_trial\\(\\) option 'patiense'; close matches: patience"):
+        at.run_trial(at.Strategy("tiny_cnn"), *toy, patiense=3)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import autotransfer as at
-from autotransfer.runner import build_model
+from autotransfer.training.model import build_model
+from autotransfer.training.optim import apply
 
 
 @pytest.mark.parametrize("field,value,accepted", [
@@ -27,7 +28,7 @@ def test_out_of_range_values_name_the_field(field, value, accepted):
 def test_frozen_groups_beyond_the_backbone_names_the_range():
     model = build_model(at.Strategy("tiny_cnn"), "classification", {"classes": [0, 1]})
     with pytest.raises(at.StrategyError, match="frozen_groups=9 is out of range.*6 layer groups.*0..6"):
-        at.Strategy("tiny_cnn", frozen_groups=9).apply(model, 1)
+        apply(at.Strategy("tiny_cnn", frozen_groups=9), model, 1)
 
 
 def test_from_dict_names_unknown_fields():
@@ -39,7 +40,7 @@ def test_from_dict_names_unknown_fields():
 
 def test_no_weight_decay_on_norms_and_biases():
     model = build_model(at.Strategy("tiny_cnn"), "classification", {"classes": [0, 1]})
-    applied = at.Strategy("tiny_cnn", weight_decay=0.1).apply(model, 1)
+    applied = apply(at.Strategy("tiny_cnn", weight_decay=0.1), model, 1)
     for g in applied.optimizer.param_groups:
         for p in g["params"]:
             assert g["weight_decay"] == (0.1 if p.ndim > 1 else 0.0)
@@ -47,7 +48,7 @@ def test_no_weight_decay_on_norms_and_biases():
 
 def test_l2sp_pulls_toward_the_pretrained_start():
     model = build_model(at.Strategy("tiny_cnn"), "classification", {"classes": [0, 1]})
-    applied = at.Strategy("tiny_cnn", l2sp=0.5, frozen_groups=2).apply(model, 1)
+    applied = apply(at.Strategy("tiny_cnn", l2sp=0.5, frozen_groups=2), model, 1)
     assert applied.penalty().item() == 0.0
     p = next(p for p in model.body.parameters() if p.requires_grad)
     with torch.no_grad():
@@ -62,12 +63,12 @@ def test_l2sp_pulls_toward_the_pretrained_start():
 
 def test_warmup_then_cosine():
     model = build_model(at.Strategy("tiny_cnn"), "classification", {"classes": [0, 1]})
-    applied = at.Strategy("tiny_cnn", lr=1.0, epochs=10, warmup=0.2).apply(model, 10)
+    applied = apply(at.Strategy("tiny_cnn", lr=1.0, epochs=10, warmup=0.2), model, 10)
     lrs = []
     for _ in range(100):
         lrs.append(applied.optimizer.param_groups[-1]["lr"])
         applied.optimizer.step()
-        applied.scheduler.step()
+        applied.advance()
     assert lrs[0] == pytest.approx(1 / 20)
     assert max(lrs) == pytest.approx(1.0) and lrs.index(max(lrs)) in (19, 20)
     assert lrs[-1] < 0.01 and all(a >= b for a, b in zip(lrs[20:], lrs[21:]))

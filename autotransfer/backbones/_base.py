@@ -10,10 +10,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.preprocessing import Preprocessing
 from ..errors import StrategyError
-from ..preprocessing import Preprocessing
 from . import _weights
 from ._weights import Weights
+
+ADAPTERS = ("none", "lora", "bitfit", "norm")  # Strategy.adapter values; see techniques.adapters
+NONE_ONLY = ("none",)
+TRANSFORMER_LIKE = ("vit_", "deit", "swin", "eva", "beit", "convnext", "test_vit",
+                    "test_convnext")  # timm architectures (name prefixes) adapters suit
+ADAPTERS_WHERE = "adapters apply to transformers encoders and timm ViT/ConvNeXt-like models"
+
+
+def describe_adapters(fits: tuple[str, ...]) -> str:
+    """What applies to a backbone whose ``adapters`` are ``fits``, in words."""
+    if fits == NONE_ONLY:
+        return (f"only adapter='none' (plain fine-tuning) applies to it: {ADAPTERS_WHERE}; "
+                f"use one of those for another adapter")
+    return f"adapters that apply to it: {', '.join(fits)}"
 
 
 @dataclass(frozen=True)
@@ -40,7 +54,7 @@ class Backbone(ABC):
     modality: str = "image"
     family: str = "custom"
     supports_drop_path: bool = False
-    adapters: tuple[str, ...] = ("none",)  # the Strategy.adapter values that apply
+    adapters: tuple[str, ...] = NONE_ONLY  # the Strategy.adapter values that apply
 
     def __init__(self, name: str, *, weights: Weights = None) -> None:
         if not isinstance(name, str) or not name:

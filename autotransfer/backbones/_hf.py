@@ -10,11 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..adapters import ADAPTERS
+from ..data.preprocessing import TextPreprocessing
 from ..errors import StrategyError
-from ..preprocessing import TextPreprocessing
 from . import _weights
-from ._base import Backbone, Stage, check_stages
+from ._base import ADAPTERS, Backbone, Stage, check_stages
 from ._weights import Weights
 
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|block|h)\.(\d+)\.")
@@ -175,8 +174,9 @@ def _bert_stages(body: HFEncoder) -> list[Stage] | None:
         return None
 
     # transformers renamed this private method's cache argument (past_key_values -> cache)
+    # and, in 5.x, added position_ids; the forward passes None for both when not given
     params = inspect.signature(m._create_attention_masks).parameters
-    no_cache = {k: None for k in ("past_key_values", "cache") if k in params}
+    no_cache = {k: None for k in ("past_key_values", "cache", "position_ids") if k in params}
 
     def names(prefix: str, module: nn.Module) -> frozenset[str]:
         return frozenset(f"{prefix}.{n}" for n, _ in module.named_parameters())

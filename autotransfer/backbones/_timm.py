@@ -8,11 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..adapters import ADAPTERS, TRANSFORMER_LIKE
+from ..data.preprocessing import ImagePreprocessing
 from ..errors import StrategyError, UnknownNameError
-from ..preprocessing import ImagePreprocessing
 from . import _weights
-from ._base import Backbone, Stage, check_stages
+from ._base import ADAPTERS, TRANSFORMER_LIKE, Backbone, Stage, check_stages
 from ._weights import Weights
 
 # Children that belong to timm's forward_head rather than forward_features: the first set

@@ -5,8 +5,6 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from ..errors import ConfigError
-
 
 class Backend(abc.ABC):
     """Runs the trials of a search job; ``search(backend=...)`` takes an instance or a name.
@@ -30,18 +28,3 @@ class Backend(abc.ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
-
-
-def as_backend(backend: Any) -> Backend:
-    """A Backend from an instance or a name ("optuna", "ray")."""
-    from ._optuna import OptunaBackend
-    from ._ray import RayBackend
-
-    if isinstance(backend, Backend):
-        return backend
-    names = {"optuna": OptunaBackend, "ray": RayBackend}
-    if isinstance(backend, str) and backend in names:
-        return names[backend]()
-    raise ConfigError(f"backend must be 'optuna', 'ray', or a Backend such as "
-                      f"at.OptunaBackend(devices=2) or at.RayBackend(address=...), but got "
-                      f"backend={backend!r}.")

@@ -11,14 +11,16 @@ from typing import Any
 
 import optuna
 
-from .. import domain, plugins
+from .. import plugins
 from .. import storage as st
-from ..baselines import BASELINES, FINISHED, baseline_strategy
-from ..cache import DEFAULT_BYTES, FeatureCache
 from ..data import Dataset
-from ..runner import Prepared, TrialResult, prepare, run_trial
-from ..space import SearchSpace
-from ..strategy import Strategy
+from ..storage import FINISHED
+from ..strategy.baselines import BASELINES, baseline_strategy
+from ..strategy.space import SearchSpace
+from ..strategy.strategy import Strategy
+from ..techniques import domain
+from ..training.cache import DEFAULT_BYTES, FeatureCache
+from ..training.runner import Prepared, TrialResult, TrialSetup, prepare, run_trial
 
 
 @dataclass
@@ -50,11 +52,18 @@ class SearchJob:
     race: list[str] = field(default_factory=list)  # backbones best-ranked first: race them
     unlabeled: Dataset | None = None  # target inputs for domain adaptation (adabn, dann)
     launch: int = 0  # how many search() calls began on this study before this one
+    context: type[TrialContext] | None = None  # what defines and trains its trials
+    extra: Any = None  # what that context needs beyond the data (distillation's targets)
 
     def sampler_seed(self, worker: int) -> int:
         """Distinct for every worker of every search() call on the study: two processes
         started together, or a resume, never replay the same sampled strategies."""
         return (self.seed + 7919 * worker + 104729 * self.launch) % 2**32
+
+    def make_context(self, train: Dataset, valid: Dataset) -> TrialContext:
+        """This process's context for the job's trials: a search's, or the one the job
+        names (a distillation sub-study's)."""
+        return (self.context or TrialContext)(self, train, valid)
 
     def __post_init__(self) -> None:
         if self.deadline is None and self.timeout is not None:
@@ -150,8 +159,17 @@ class TrialContext:
         return self._prepared[key]
 
     def run(self, strategy: Strategy, report: Callable[[float, int], None], *, device: str,
-            seed: int, timings: dict[str, float] | None = None) -> TrialResult:
-        return run_trial(strategy, self.train, self.valid, task=self.job.task, device=device,
-                         report=report, patience=self.job.patience, seed=seed,
-                         prepared=self.prepared(strategy), cache=self.cache, timings=timings,
-                         unlabeled=self.job.unlabeled)
+            seed: int, timings: dict[str, float] | None = None,
+            params: dict[str, Any] | None = None) -> TrialResult:
+        """Train one defined trial (``params``: its sampled values, for contexts that read
+        more than the strategy from them)."""
+        return run_trial(strategy, self.train, self.valid,
+                         self.setup(strategy, report, device=device, seed=seed, timings=timings))
+
+    def setup(self, strategy: Strategy, report: Callable[[float, int], None], *, device: str,
+              seed: int, timings: dict[str, float] | None) -> TrialSetup:
+        """How a trial of this job runs: its task, patience, prepared data and cache."""
+        return TrialSetup(task=self.job.task, device=device, report=report,
+                          patience=self.job.patience, seed=seed,
+                          prepared=self.prepared(strategy), cache=self.cache, timings=timings,
+                          unlabeled=self.job.unlabeled)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import math
 import os
 import socket
-import sys
 import time
-import traceback
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,15 +20,18 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import storage as st
-from ..baselines import FINISHED
 from ..errors import AutotransferError
-from ..modelfile import SUFFIX
-from ..predictor import save_checkpoint
-from ..runner import TrialResult
-from ..strategy import Strategy
+from ..log import get_logger
+from ..predict.modelfile import SUFFIX
+from ..predict.predictor import save_checkpoint
+from ..storage import FINISHED
+from ..strategy.strategy import Strategy
+from ..training.runner import TrialResult
 from ._job import SearchJob
 
 FAIL_FAST = 3  # finished trials of one run, all failed and none better: stop and say why
+
+logger = get_logger(__name__)
 
 
 class TrialRecord:
@@ -77,9 +78,9 @@ class TrialRecord:
     def failed(self, exc: BaseException) -> str:
         reason = fail_reason(exc)
         self.set(user={"fail_reason": reason, **self._partial()})
-        print(f"[autotransfer] trial {self.number} failed: {reason}", file=sys.stderr)
-        if not isinstance(exc, AutotransferError):
-            traceback.print_exception(exc, file=sys.stderr)
+        # an unexpected error carries its traceback; ours say all in their message
+        logger.warning(f"trial {self.number} failed: {reason}",
+                       exc_info=None if isinstance(exc, AutotransferError) else exc)
         return reason
 
     def interrupted(self, reason: str = "interrupted (Ctrl-C)") -> None:
@@ -149,7 +150,7 @@ def _save_if_top(record: TrialRecord, result: TrialResult) -> None:
 
 def study_uid(study: optuna.Study) -> str:
     """The id a study's checkpoints carry, so a file is never taken for another study's."""
-    meta = study._storage.get_study_system_attrs(study._study_id).get(st.META, {})
+    meta = st.study_attrs(study).get(st.META, {})
     return meta.get("uid", "")
 
 
@@ -177,10 +178,10 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.system_attrs.get(st.PID)
         if t.system_attrs.get(st.HOST) == host and pid and not st.pid_alive(int(pid)):
-            study._storage.set_trial_user_attr(
-                t._trial_id, "fail_reason", f"interrupted: its process {pid} died")
-            study._storage.set_trial_system_attr(t._trial_id, st.INTERRUPTED, True)
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            reason = f"interrupted: its process {pid} died"
+            st.set_trial_attrs(study, st.trial_id(t), user={"fail_reason": reason},
+                               system={st.INTERRUPTED: True})
+            st.set_trial_state(study, st.trial_id(t), TrialState.FAIL)
             stale.append(t.number)
     return stale
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import optuna
 
+from .. import storage as st
 from ..errors import ConfigError, check_choice
 from ._job import SearchJob
 
@@ -61,7 +62,7 @@ def _base_sampler(job: SearchJob, worker: int) -> optuna.samplers.BaseSampler:
 
 
 def max_epochs(job: SearchJob) -> int:
-    from ..space import Categorical, Float, Int
+    from ..strategy.space import Categorical, Float, Int
 
     e = job.space.epochs
     if isinstance(e, (Int, Float)):
@@ -123,7 +124,7 @@ def should_prune(study: optuna.Study, pruner: optuna.pruners.BasePruner, trial_i
     """The one pruning decision. Baselines are references for the whole study: never pruned."""
     if baseline:
         return False
-    return pruner.prune(study, study._storage.get_trial(trial_id))
+    return pruner.prune(study, st.frozen_trial(study, trial_id))
 
 
 def ray_scheduler(job: SearchJob) -> Any:
@@ -142,7 +143,7 @@ def ray_scheduler(job: SearchJob) -> Any:
             step = result.get("training_iteration")
             if tid is None or value is None or "fail_reason" in result:
                 return TrialScheduler.CONTINUE
-            self.study._storage.set_trial_intermediate_value(tid, step, float(value))
+            st.report_value(self.study, tid, step, float(value))
             prune = should_prune(self.study, self.pruner, tid, bool(trial.config["baseline"]))
             return TrialScheduler.STOP if prune else TrialScheduler.CONTINUE
 

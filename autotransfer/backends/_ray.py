@@ -16,9 +16,9 @@ from typing import Any
 
 import optuna
 
-from .._interrupt import shielded
 from ..errors import AutotransferError, DeviceError
 from ._base import Backend
+from ._interrupt import shielded
 from ._job import SearchJob, TrialContext, counted_trials
 from ._lifecycle import TrialRecord, prune_checkpoints
 from ._policy import make_sampler, ray_scheduler
@@ -88,7 +88,7 @@ class RayBackend(Backend):
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=search_alg(job, TrialContext(job, train, valid),
+                search_alg=search_alg(job, job.make_context(train, valid),
                                       make_sampler(job, 0)),
                 scheduler=ray_scheduler(job), num_samples=remaining,
                 max_concurrent_trials=concurrency, time_budget_s=time_budget,
@@ -110,7 +110,7 @@ def ray_trial(config: dict, job: SearchJob | None = None, train: Any = None,
     import torch
     from ray import tune
 
-    from ..strategy import Strategy
+    from ..strategy.strategy import Strategy
 
     gpu_ids = ray.get_gpu_ids()  # Ray sets CUDA_VISIBLE_DEVICES for the trial
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
@@ -128,7 +128,8 @@ def ray_trial(config: dict, job: SearchJob | None = None, train: Any = None,
     try:
         result = ctx.run(Strategy.from_dict(config["strategy"]), report,
                          device="cuda:0" if gpu_ids else "cpu",
-                         seed=job.seed + record.number, timings=record.timings)
+                         seed=job.seed + record.number, timings=record.timings,
+                         params=config.get("params"))
     except Exception as exc:  # failed for a reason (NaN, OOM, a plugin bug): not retried
         with shielded():
             reason = record.failed(exc)
@@ -151,5 +152,5 @@ def _context(job: SearchJob, train: Any, valid: Any) -> TrialContext:
     if key not in _contexts:
         _contexts.clear()
         plugins.set_current(plugins.PluginHost.from_portable(job.plugins))
-        _contexts[key] = TrialContext(job, train, valid)
+        _contexts[key] = job.make_context(train, valid)
     return _contexts[key]

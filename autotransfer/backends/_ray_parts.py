@@ -14,8 +14,8 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import storage as st
-from ..baselines import enqueue_due_baselines
 from ..errors import DeviceError
+from ._enqueue import enqueue_due_baselines
 from ._job import SearchJob, TrialContext
 from ._lifecycle import TrialRecord, failing, prune_checkpoints
 
@@ -94,10 +94,10 @@ def search_alg(job: SearchJob, ctx: TrialContext, sampler: optuna.samplers.BaseS
 
     def define(trial: optuna.Trial) -> dict:  # runs in the driver, on the asked trial
         strategy, kind = ctx.define(trial)
-        TrialRecord(storage, trial._trial_id, trial.number, job).defined(
+        TrialRecord(storage, st.trial_id(trial), trial.number, job).defined(
             strategy, kind, ctx.n_groups(strategy.backbone))
-        return {"strategy": strategy.to_dict(), "baseline": kind,
-                "trial_id": trial._trial_id, "trial_number": trial.number}
+        return {"strategy": strategy.to_dict(), "baseline": kind, "params": dict(trial.params),
+                "trial_id": st.trial_id(trial), "trial_number": trial.number}
 
     mode = "max" if job.direction == "maximize" else "min"
     return _study_search_class()(job, storage, ctx, space=define, metric="value", mode=mode,
@@ -136,7 +136,7 @@ def _study_search_class() -> type:
             if trial_id in self._completed_trials or trial_id not in self._ot_trials:
                 return
             ot_trial = self._ot_trials[trial_id]
-            state, value = _ending(self._study_storage, ot_trial._trial_id, error)
+            state, value = _ending(self._study_storage, st.trial_id(ot_trial), error)
             self._ot_study.tell(ot_trial, value, state=state)
             self._completed_trials.add(trial_id)
             prune_checkpoints(self._ot_study, Path(self._job.workdir),

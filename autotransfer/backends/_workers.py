@@ -18,9 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..devices import Slot
+from ..log import get_logger
+from ..training.devices import Slot
 
 MAX_RESTARTS = 3
+
+logger = get_logger(__name__)
 
 
 def launch(job: Any, train: Any, valid: Any, slots: list[Slot]) -> None:
@@ -29,9 +32,9 @@ def launch(job: Any, train: Any, valid: Any, slots: list[Slot]) -> None:
 
     import cloudpickle
 
-    from ..baselines import FINISHED
+    from ..storage import FINISHED
     from ._lifecycle import fail_stale_trials
-    from ._optuna import load_study
+    from ._loop import load_study
     from ._progress import trials_bar
 
     for old in Path(job.workdir).glob("job-*.pt"):  # left by a killed parent of 0.1
@@ -52,8 +55,8 @@ def launch(job: Any, train: Any, valid: Any, slots: list[Slot]) -> None:
                 del procs[i]
                 if code != 0:
                     failed = fail_stale_trials(study)  # its running trial: failed, replaced
-                    print(f"[autotransfer] worker {i} ({slots[i].device}) exited with code "
-                          f"{code}; trial(s) {failed} marked failed", file=sys.stderr)
+                    logger.warning(f"worker {i} ({slots[i].device}) exited with code {code}; "
+                                   f"trial(s) {failed} marked failed")
                     if restarts[i] < MAX_RESTARTS and job.budget_left(study):
                         restarts[i] += 1
                         procs[i] = _spawn(payload, i, slots[i])
@@ -100,7 +103,7 @@ def main(argv: list[str]) -> int:
     import torch
 
     from .. import plugins
-    from ._optuna import run_worker
+    from ._loop import run_worker
 
     torch.set_num_threads(threads)
     state = cloudpickle.loads(sys.stdin.buffer.read())

@@ -165,7 +165,7 @@ def from_pandas(df: Any, *, label: str | list[str], image: str | None = None,
     Relative image paths are resolved against ``root`` (default: the working folder).
     ``label`` is a column, or a list of columns: the labels are then that table, one
     column per task (``search(task={"species": "classification", "age": "regression"})``,
-    :mod:`autotransfer.multitask`), or several targets of one task (``task="regression"``,
+    :mod:`autotransfer.heads.multitask`), or several targets of one task (``task="regression"``,
     or 0/1 columns with ``task="multilabel"``).
 
     Example:

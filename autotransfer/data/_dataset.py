@@ -24,7 +24,7 @@ class Dataset:
             list of ``(3, H, W)`` uint8 images, or a list of strings.
         labels: One label per input (a class, a number, a row of numbers, a label list),
             or a pandas DataFrame with a column per task (multi-task learning,
-            :mod:`autotransfer.multitask`).
+            :mod:`autotransfer.heads.multitask`).
         modality: ``"image"`` or ``"text"`` (taken from the source when left out).
     """
 

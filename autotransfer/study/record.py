@@ -1,0 +1,259 @@
+"""A study's stored record: reopened by storage and name, read as trials, the best
+strategy and model, and a leaderboard. :class:`autotransfer.Study` adds what acts on it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .. import storage as st
+from ..errors import StorageError
+from ..predict.predictor import Predictor
+from ..strategy import fields
+from ..strategy.strategy import Strategy
+
+_STATE_ORDER = {"complete": 0, "refit": 1, "pruned": 2, "running": 3, "failed": 4}
+
+
+def _strategy_columns() -> list[str]:
+    """The Strategy fields the leaderboard shows: the table's ``column=True`` ones, then
+    those of the registered technique plugins."""
+    return fields.columns(Strategy)
+
+
+class StudyRecord:
+    """A search's stored record, read-only but for its attributes (see :class:`Study`)."""
+
+    def __init__(self, study: optuna.Study, spec: st.StorageSpec, workdir: Path | None = None):
+        self.optuna = study
+        self.spec = spec
+        self.workdir = workdir or st.workdir_for(spec, study.study_name)
+
+    @classmethod
+    def load(cls, storage: str | os.PathLike, name: str | None = None) -> StudyRecord:
+        """Reopen a study; ``name`` may be left out when the storage holds only one search
+        (its distillation sub-studies aside)."""
+        spec = st.existing(storage)
+        backend = spec.open()
+        names = st.study_names(backend)
+        if name is None:
+            names = st.study_names(backend, searches=True) or names
+            if len(names) != 1:
+                raise StorageError(
+                    f"Storage {spec.url!r} holds {len(names)} studies; pass name= one of "
+                    f"{names}." if names else f"Storage {spec.url!r} holds no study."
+                )
+            name = names[0]
+        elif name not in names:
+            raise StorageError(f"No study named {name!r} in {spec.url!r}; studies there: {names}.")
+        return cls(optuna.load_study(study_name=name, storage=backend), spec)
+
+    @property
+    def name(self) -> str:
+        return self.optuna.study_name
+
+    def system_attrs(self) -> dict[str, Any]:
+        return st.study_attrs(self.optuna)
+
+    def set_system_attr(self, key: str, value: Any) -> None:
+        st.set_study_attr(self.optuna, key, value)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.system_attrs().get(st.META, {})
+
+    @property
+    def uid(self) -> str:
+        """The id this study's model files carry."""
+        return self.meta.get("uid", "")
+
+    @property
+    def task(self) -> str | dict[str, str]:
+        """The task name, or ``{label column: task}`` (primary first) for a multi-task study."""
+        return self.meta.get("task", "classification")
+
+    @property
+    def metric(self) -> str:
+        return self.meta.get("metric", "value")
+
+    @property
+    def maximize(self) -> bool:
+        return self.optuna.direction == optuna.study.StudyDirection.MAXIMIZE
+
+    def trials(self) -> list[FrozenTrial]:
+        return self.optuna.get_trials(deepcopy=False)
+
+    @property
+    def best_trial(self) -> FrozenTrial:
+        complete = [t for t in self.trials() if t.state == TrialState.COMPLETE]
+        if not complete:
+            raise StorageError(f"Study {self.name!r} has no completed trial yet.")
+        return max(complete, key=lambda t: (t.value if self.maximize else -t.value, -t.number))
+
+    @property
+    def best_strategy(self) -> Strategy:
+        return Strategy.from_dict(self.best_trial.system_attrs[st.STRATEGY])
+
+    def load_best(self, *, device: str = "cpu") -> Predictor:
+        """The best trial that kept a checkpoint, ready to ``predict``.
+
+        The file must carry this study's id: a checkpoint of another study is never used.
+        """
+        ranked = self.leaderboard()
+        for number in ranked.loc[ranked["state"] == "complete", "trial"]:
+            path = self.optuna.trials[int(number)].system_attrs.get(st.CHECKPOINT)
+            if path and Path(path).is_file():
+                return Predictor.load(path, device=device, study=self.uid)
+        raise StorageError(
+            f"Study {self.name!r} kept no checkpoint of a completed trial "
+            f"(keep_checkpoints=0, or the files under {self.workdir} were removed); use "
+            f"study.best_strategy with at.run_trial to train it again."
+        )
+
+    def leaderboard(self) -> Any:
+        """A pandas DataFrame, best first: one row per trial, with the transfer gain; test
+        scores (``test_<metric>``) and refits when the study has them."""
+        import pandas as pd
+
+
+        rows = [self._row(t) for t in self.trials() if t.state != TrialState.WAITING]
+        attrs = self.system_attrs()  # one read for refits, test scores and the ranking
+        rows += [self._refit_row(int(n), r) for n, r in attrs.get(st.REFIT, {}).items()]
+        metric = self.metric
+        df = pd.DataFrame(rows)
+        if df.empty:
+            return pd.DataFrame(columns=["rank", "trial", "state", metric])
+        sign = 1 if self.maximize else -1
+        scratch = (df[(df["baseline"] == "scratch") & (df["state"] == "complete")]
+                   .set_index("backbone")[metric])
+        base = df["backbone"].map(scratch)
+        # Gains compare finished trials only: a pruned trial's value is from fewer epochs.
+        done = df["state"] == "complete"
+        df["transfer_gain"] = (sign * (df[metric] - base)).where(done)
+        pretrained = (df["baseline"] != "scratch") & done & base.notna()
+        df["negative_transfer"] = pretrained & (df["transfer_gain"] < 0)
+        df["_order"] = df["state"].map(_STATE_ORDER)
+        df["_value"] = -sign * df[metric]
+        df = df.sort_values(["_order", "_value", "trial"], na_position="last")
+        df = df.drop(columns=["_order", "_value"]).reset_index(drop=True)
+        df.insert(0, "rank", range(1, len(df) + 1))
+        _add_test_scores(df, attrs.get(st.TEST, {}), metric)
+        _add_loss_weights(df, attrs.get(st.META, {}).get("task"))
+        ranking = attrs.get(st.RANKING)
+        if ranking:
+            df["transferability"] = df["backbone"].map(
+                {b: r["score"] for b, r in ranking.items()})
+        return df[_column_order(df, metric)]
+
+    def ranking(self) -> Any:
+        """The backbones' transferability (LogME) computed before the search, best first:
+        a DataFrame (empty when there was one backbone or ``rank=False``)."""
+        import pandas as pd
+
+        from ..selection.ranking import COLUMNS
+
+        ranking = self.system_attrs().get(st.RANKING, {})
+        rows = [{"backbone": b, **r} for b, r in ranking.items()]
+        df = pd.DataFrame(rows, columns=["backbone", *COLUMNS[1:], "rank"])
+        return df.sort_values("score", ascending=False).reset_index(drop=True)
+
+    def _refit_row(self, number: int, record: dict) -> dict[str, Any]:
+        """A refit: the trial's strategy retrained on all labelled data, no validation."""
+        t = self.optuna.trials[number]
+        row = self._row(t)
+        row.update({"state": "refit", self.metric: None, "epochs": record["epochs"],
+                    "epochs_run": record["epochs"], "duration_s": record["duration_s"],
+                    "trainable_params": record.get("trainable_params"),
+                    "device": None, "worker": None, "cached": None, "reason": ""})
+        for k in list(row):
+            if k in t.user_attrs and k not in _NOT_METRICS and k in _metric_names(t):
+                row[k] = None
+        return row
+
+    def _row(self, t: FrozenTrial) -> dict[str, Any]:
+        s = t.system_attrs.get(st.STRATEGY, {})
+        ua = t.user_attrs
+        state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
+                 TrialState.FAIL: "failed", TrialState.RUNNING: "running"}[t.state]
+        if t.state == TrialState.COMPLETE:
+            value = t.value
+        elif t.intermediate_values:
+            vals = list(t.intermediate_values.values())
+            value = max(vals) if self.maximize else min(vals)
+        else:
+            value = None
+        row: dict[str, Any] = {
+            "trial": t.number, "state": state, "baseline": ua.get("baseline", ""),
+            "prior": ua.get("prior", ""),
+            "backbone": s.get("backbone", ua.get("backbone")),
+            "pretrained": s.get("pretrained", True),
+        }
+        plugin = fields.plugin_fields()  # a trial recorded before a technique's plugin
+        row.update({k: s.get(k, fields.off_value(Strategy, k) if k in plugin else None)
+                    for k in _strategy_columns()})  # was installed ran with it off
+        row.update({f"loss_weight.{k}": w for k, w in (s.get("loss_weights") or {}).items()})
+        row["n_groups"] = ua.get("n_groups")
+        row["epochs"] = s.get("epochs")
+        row["epochs_run"] = ua.get("epochs_run")
+        row[self.metric] = value
+        for k, v in ua.items():
+            if k not in row and k not in _NOT_METRICS and not k.startswith(_NOT_PREFIXES):
+                row[k] = v
+        for k in ("trainable_params", "total_params", "device", "worker", "cached"):
+            row[k] = ua.get(k)
+        duration = ua.get("duration_s")
+        if duration is None and t.datetime_start and t.datetime_complete:
+            duration = round((t.datetime_complete - t.datetime_start).total_seconds(), 2)
+        row["duration_s"] = duration
+        row["reason"] = ua.get("fail_reason", "")
+        return row
+
+    def __repr__(self) -> str:
+        return f"Study({self.name!r}, storage={self.spec.url!r}, trials={len(self.trials())})"
+
+
+def _metric_names(t: FrozenTrial) -> set[str]:
+    history = t.system_attrs.get(st.HISTORY) or [{}]
+    return set(history[-1]) - {"epoch"}
+
+
+def _add_test_scores(df: Any, scores: dict[str, dict], metric: str) -> None:
+    """``test_<metric>`` columns from the recorded test scores (trials and refits)."""
+    if not scores:
+        return
+    keys = [f"refit:{t}" if s == "refit" else str(t) for t, s in zip(df["trial"], df["state"])]
+    names = sorted({k for v in scores.values() for k in v if k not in ("se", "n")},
+                   key=lambda k: (k != metric, k))
+    for name in names:
+        df[f"test_{name}"] = [scores.get(k, {}).get(name) for k in keys]
+    df[f"test_{metric}_se"] = [scores.get(k, {}).get("se") for k in keys]
+
+
+def _add_loss_weights(df: Any, task: Any) -> None:
+    """A ``loss_weight.<column>`` per non-primary task of a multi-task study; a trial whose
+    strategy left a task out (a baseline) weighs it 1, as the primary always does."""
+    if isinstance(task, dict):
+        for col in list(task)[1:]:
+            name = f"loss_weight.{col}"
+            df[name] = df[name].fillna(1.0) if name in df else 1.0
+
+
+_NOT_PREFIXES = ("strategy.", "history.")
+_NOT_METRICS = {"baseline", "prior", "backbone", "fail_reason", "epochs_run", "best_epoch",
+                "n_groups", "trainable_params", "total_params", "duration_s", "compute_s",
+                "device", "worker", "cached"}
+
+
+def _column_order(df: Any, metric: str) -> list[str]:
+    first = ["rank", "trial", "state", "baseline", "prior", "backbone", "transferability",
+             "pretrained", *_strategy_columns(),
+             *[c for c in df.columns if c.startswith("loss_weight.")],
+             "n_groups", "epochs", "epochs_run", metric, f"test_{metric}", f"test_{metric}_se"]
+    last = ["transfer_gain", "negative_transfer", "trainable_params", "total_params",
+            "duration_s", "device", "worker", "cached", "reason"]
+    middle = [c for c in df.columns if c not in first and c not in last]
+    return [c for c in first + middle + last if c in df.columns]

@@ -1,0 +1,286 @@
+"""A trial's moving parts: where batches come from (frozen-prefix outputs or live loaders),
+the target domain's batches, the epoch loop with its optimizer step, the best epoch kept,
+and the device."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..data import Dataset, pipeline
+from ..data import batch as _batch
+from ..data.pipeline import Prepared
+from ..errors import TrialFailed
+from ..strategy.strategy import Strategy
+from ..techniques import domain
+from ..techniques.adapters import merged_state
+from . import features
+from .cache import FeatureCache
+from .devices import torch_device
+from .model import TransferModel
+
+Report = Callable[[float, int], None]
+
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+EVAL_BATCH = 256
+
+
+class Best:
+    """The best epoch so far (or, ``last=True``, the latest): its value, metrics and
+    weights; epochs since it."""
+
+    def __init__(self, direction: str, *, last: bool = False) -> None:
+        self.sign, self.last = (1 if direction == "maximize" else -1), last
+        self.value, self.epoch, self.stale = -self.sign * math.inf, 0, 0
+        self.metrics: dict[str, float] = {}
+        self.state: dict[str, torch.Tensor] = {}
+
+    def update(self, epoch: int, value: float, metrics: dict, model: TransferModel) -> None:
+        if self.last or self.sign * value > self.sign * self.value:
+            self.value, self.epoch, self.metrics, self.stale = value, epoch, metrics, 0
+            self.state = merged_state(model)  # LoRA folded in: loads without peft
+        else:
+            self.stale += 1
+
+
+@dataclass
+class Feed:
+    """Where a trial's batches come from: frozen-prefix outputs, or live loaders."""
+
+    train: Iterable
+    valid: Iterable
+    prefixed: bool  # batches hold frozen-prefix outputs
+    cached: Callable[[], bool]  # ... and they were kept (not over the cache budget)
+    source: Callable[[], str]  # memory / disk / computed, or why the prefix runs live
+    prep: Callable[[Any], Any]  # on the device: normalize (images) and memory layout
+    target: Target | None = None  # unlabeled target inputs (domain adaptation)
+
+
+def feed_for(model: TransferModel, data: Prepared, strategy: Strategy, dev: Device,
+          cache: bool | FeatureCache, gen: torch.Generator, batch_size: int) -> Feed:
+    def prep(x: Any) -> Any:
+        return dev.layout(data.preprocessing.normalize(x))
+
+    reason = features.live_reason(model, strategy, cache)
+    pin = dev.device.type == "cuda"  # page-locked batches copy to the GPU asynchronously
+    if reason is None:
+        f = features.prefix_features(model, data, strategy, dev, cache, batch_size=batch_size,
+                                     eval_batch=EVAL_BATCH, generator=gen, pin=pin)
+        return Feed(f.train, f.valid, True, lambda: f.cached, lambda: f.source, prep)
+    return Feed(pipeline.loader(data, "train", batch_size, shuffle=True,
+                                 augment=strategy.augment, generator=gen, pin=pin),
+                 pipeline.loader(data, "valid", EVAL_BATCH, pin=pin), False, lambda: False,
+                 lambda: reason, prep)
+
+
+def mixer(strategy: Strategy, head: Any, info: dict) -> Callable | None:
+    """timm's Mixup (mixup, CutMix and label smoothing on the targets), or None."""
+    if not strategy.mixes:
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=strategy.mixup, cutmix_alpha=strategy.cutmix, mode="batch",
+                 label_smoothing=strategy.label_smoothing, num_classes=head.n_outputs(info),
+                 multi_label=head.name == "multilabel")
+
+
+@dataclass
+class Loop:
+    """A trial's epochs: train on the feed, validate (with the target's BatchNorm
+    statistics under AdaBN), keep the best epoch, report, stop early."""
+
+    model: TransferModel
+    feed: Feed
+    head: Any
+    strategy: Strategy
+    applied: Any
+    dev: Device
+    mix: Callable | None
+    custom: Loss | None
+    info: dict
+
+    def run(self, best: Best, report: Report | None, patience: int | None,
+            timings: dict[str, float]) -> list[dict[str, float]]:
+        history: list[dict[str, float]] = []
+        target = self.feed.target
+        for epoch in range(1, self.strategy.epochs + 1):
+            t0 = time.perf_counter()
+            loss = self.epoch(epoch, timings)
+            with domain.target_statistics(self.model, target and target.statistics,
+                                          self.forward):
+                outputs, targets = predict(self.model, self.feed.valid, self.dev, self.feed)
+                metrics = {**self.head.metrics(outputs, targets, self.info), "train_loss": loss}
+                best.update(epoch, metrics[self.head.metric], metrics, self.model)
+            timings["compute_s"] += time.perf_counter() - t0
+            history.append({"epoch": epoch, **metrics})
+            if report is not None:
+                report(metrics[self.head.metric], epoch)  # may raise optuna.TrialPruned
+            if patience is not None and best.stale >= patience:
+                break
+        return history
+
+    def forward(self, x: Any) -> Any:
+        with self.dev.autocast():
+            return self.model(self.feed.prep(self.dev.batch(x)))
+
+    def epoch(self, epoch: int, timings: dict[str, float]) -> float:
+        model, feed, strategy, dev = self.model, self.feed, self.strategy, self.dev
+        dann = feed.target.dann if feed.target else None
+        model.train()
+        total, steps = 0.0, 0
+        for xb, yb in feed.train:
+            xb, yb = dev.batch(xb), yb.to(dev.device, non_blocking=True)
+            extra = 0.0
+            with dev.autocast():
+                if feed.prefixed:  # xb holds frozen-prefix outputs
+                    feats = model.embed_tail(xb)
+                else:
+                    xb = feed.prep(xb)
+                    if self.mix is not None:  # soft targets, label smoothing included
+                        xb, yb = self.mix(xb, yb)
+                    feats, extra = self.adversarial(xb, dann) if dann else (model.embed(xb), 0.0)
+                out = model.head(feats)  # the features stay for the techniques' losses
+                loss = self.loss(out, yb) + extra + self.technique_losses(feats, out, yb)
+            if self.applied.penalty is not None:
+                loss = loss + self.applied.penalty()
+            if not torch.isfinite(loss):
+                raise TrialFailed(f"loss became {loss.item()} at epoch {epoch}, step "
+                                  f"{steps + 1} (lr={strategy.lr:g}); try a lower lr or "
+                                  f"grad_clip > 0")
+            step(model, loss, self.applied, dev, strategy.grad_clip, dann)
+            timings.setdefault("first_step_s", time.perf_counter() - timings["started"])
+            total, steps = total + loss.item(), steps + 1
+        for t in self.applied.techniques:
+            t.epoch_end(model, epoch, strategy)
+        return total / max(1, steps)
+
+    def technique_losses(self, feats: torch.Tensor, out: torch.Tensor,
+                         yb: torch.Tensor) -> Any:
+        """The active technique plugins' extra loss terms for a batch (0.0: none)."""
+        total: Any = 0.0
+        for t in self.applied.techniques:
+            term = t.loss(self.model, feats, out, yb, self.strategy)
+            if term is not None:
+                total = total + term
+        return total
+
+    def loss(self, out: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        if self.custom is not None:
+            return self.custom(out, yb)
+        ls = 0.0 if self.mix is not None else self.strategy.label_smoothing
+        return self.head.loss(out, yb, label_smoothing=ls)
+
+    def adversarial(self, xb: Any, dann: domain.Dann) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source features and the domain loss; images share one pass (and BatchNorm batch
+        statistics) with the target batch, as in DANN."""
+        xt = self.feed.prep(self.dev.batch(dann.next_target()))
+        if isinstance(xb, torch.Tensor) and isinstance(xt, torch.Tensor):
+            feats = self.model.embed(torch.cat([xb, xt]))
+            source, target = feats[: len(xb)], feats[len(xb):]
+        else:
+            source, target = self.model.embed(xb), self.model.embed(xt)
+        return source, dann.loss(source, target)
+
+
+def step(model, loss, applied, dev, grad_clip: float, dann: Any = None) -> None:
+    applied.optimizer.zero_grad(set_to_none=True)
+    if dann is not None:
+        dann.zero_grad()
+    dev.scaler.scale(loss).backward()
+    if grad_clip:
+        dev.scaler.unscale_(applied.optimizer)
+        torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], grad_clip)
+    dev.scaler.step(applied.optimizer)
+    if dann is not None:
+        dev.scaler.step(dann.optimizer)
+    dev.scaler.update()
+    applied.advance()
+
+
+@dataclass
+class Target:
+    """Unlabeled target inputs of a trial that adapts: batches for AdaBN's statistics,
+    and DANN's adversarial part."""
+
+    statistics: Iterable | None
+    dann: domain.Dann | None
+
+    @classmethod
+    def for_(cls, strategy: Strategy, model: TransferModel, data: Prepared,
+             unlabeled: Dataset | None, dev: Device, gen: torch.Generator, batch_size: int,
+             total_steps: int) -> Target | None:
+        if unlabeled is None or not (strategy.adabn or strategy.dann):
+            return None
+        n = len(unlabeled)
+        blank = torch.zeros(n)  # no labels: the loaders want targets all the same
+        tp = pipeline.ready(data.preprocessing, unlabeled, unlabeled.subset([0]), blank,
+                            blank[:1], {})
+        pin = dev.device.type == "cuda"
+        stats = pipeline.loader(tp, "train", EVAL_BATCH, pin=pin) if strategy.adabn else None
+        dann = None
+        if strategy.dann:
+            batches = pipeline.loader(tp, "train", batch_size, shuffle=True, generator=gen,
+                                      pin=pin, every=True)
+            width = getattr(model.body, "head_hidden_size", None) or model.body.num_features
+            dann = domain.Dann(strategy.dann, width, batches, total_steps, strategy.lr,
+                               dev.device)
+        return cls(stats, dann)
+
+
+@torch.no_grad()
+def predict(model: TransferModel, batches: Iterable, dev: Device,
+             feed: Feed) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    outs, targets = [], []
+    for xb, yb in batches:
+        xb = dev.batch(xb)
+        with dev.autocast():
+            outs.append(model.forward_tail(xb) if feed.prefixed else model(feed.prep(xb)))
+        targets.append(yb)
+    return torch.cat(outs).float(), torch.cat(targets).to(dev.device)
+
+
+@dataclass
+class Device:
+    """GPU habits in one place: bf16 autocast (fp16 + loss scaling where bf16 is missing),
+    pinned memory with non-blocking copies, and channels_last for images. On the CPU each
+    is a no-op."""
+
+    device: torch.device
+    amp: torch.dtype | None
+    channels_last: bool
+    scaler: Any
+
+    @classmethod
+    def for_(cls, device: str | torch.device, modality: str) -> Device:
+        device = torch_device(device)
+        cuda = device.type == "cuda"
+        amp = None
+        if cuda:
+            amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+        return cls(device, amp, cuda and modality == "image", scaler)
+
+    def prepare(self, model: TransferModel) -> TransferModel:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
+
+    def batch(self, x: Any) -> Any:
+        return _batch.to(x, self.device, non_blocking=self.device.type == "cuda")
+
+    def layout(self, x: Any) -> Any:
+        if self.channels_last and isinstance(x, torch.Tensor) and x.ndim == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
