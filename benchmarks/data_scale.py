@@ -164,7 +164,6 @@ def run_child(args: list[str], out: Path) -> dict:
 # --- 2. the search (child process) ---
 
 def search_child(root: str, aug_views: int | None) -> dict:
-    import optuna
     import torch.optim.optimizer as optim_mod
 
     import autotransfer as at
@@ -198,14 +197,12 @@ def search_child(root: str, aug_views: int | None) -> dict:
         layer_decay=0.8, weight_decay=0.01, dropout=0.0, drop_path=0.0,
         label_smoothing=0.0, mixup=0.0, cutmix=0.0, l2sp=0.0)
     folder = Path(tempfile.mkdtemp(prefix="at-scale-"))
-    study = optuna.create_study(storage=f"sqlite:///{folder / 's.db'}", study_name="scale",
-                                direction="maximize")
-    for frozen, augment in ((groups, "none"), (groups // 2, "flip")):
-        study.enqueue_trial({"backbone": BACKBONE, "frozen_groups": frozen, "augment": augment})
+    points = [{"frozen_groups": groups, "augment": "none"},
+              {"frozen_groups": groups // 2, "augment": "flip"}]
     called = time.time()
     result = at.search(data, backbones=[BACKBONE], n_trials=2, baselines=False,
                        warm_start=False, storage=folder / "s.db", name="scale",
-                       progress=False, space=space)
+                       progress=False, space=space, sampler=_points_sampler(points))
     wall = time.time() - called
     trials = sorted(result.trials(), key=lambda t: t.number)
     first = trials[0]
@@ -223,6 +220,22 @@ def search_child(root: str, aug_views: int | None) -> dict:
             "n_groups": groups, "trials": board[[c for c in cols if c in board]]
             .sort_values("trial").to_dict("records"),
             "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _points_sampler(points: list[dict]):
+    """A sampler whose trial i takes ``points[i]``'s values (a linear probe on kept
+    features, then a half-frozen trial with flips) in a study autotransfer makes: no plain
+    Optuna study with enqueued trials, which search() refuses to adopt."""
+    import optuna
+
+    class Points(optuna.samplers.RandomSampler):
+        def sample_independent(self, study, trial, name, distribution):
+            point = points[trial.number % len(points)]
+            if name in point:
+                return point[name]
+            return super().sample_independent(study, trial, name, distribution)
+
+    return Points(seed=0)
 
 
 def _time_calls(module, name: str, marks: dict, key: str, then=None) -> None:
