@@ -153,7 +153,11 @@ def applies(strategy_cls: type, name: str, where: Where) -> bool:
 
 def off_value(strategy_cls: type, name: str) -> Any:
     """The value that switches ``name`` off (its default when it has none)."""
-    f = entry(strategy_cls, name)
+    return off_of(entry(strategy_cls, name))
+
+
+def off_of(f: dataclasses.Field) -> Any:
+    """The value that switches field ``f`` off (its default when it has none)."""
     return f.default if f.metadata["off"] is ALWAYS else f.metadata["off"]
 
 

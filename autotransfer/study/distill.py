@@ -240,17 +240,16 @@ def _student(student: Any, teacher: Strategy, modality: str) -> Strategy:
                             f"teacher was trained on {modality}; {modality} backbones: "
                             f"{', '.join(fits) or 'none registered'}.")
     inputs.backbone_fits(name, modality)  # its pretrained weights are here
-    off = OFF
     if isinstance(student, Strategy):
-        for key, value in off.items():
+        for key, value in OFF.items():
             if getattr(student, key) != value and key != "label_smoothing":
                 raise StrategyError(f"{key}={getattr(student, key)!r} does not apply to a "
                                     f"student: the teacher's targets are computed once, on "
                                     f"unaugmented inputs. Use {key}={value!r}.")
         _check_fits(student)
-        return student.replace(**off)
+        return student.replace(**OFF)
     if name == teacher.backbone:
-        return teacher.replace(**off)
+        return teacher.replace(**OFF)
     return Strategy(name, epochs=teacher.epochs, batch_size=teacher.batch_size, lr=teacher.lr,
                     image_size=teacher.image_size, max_length=teacher.max_length)
 

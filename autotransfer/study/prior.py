@@ -23,6 +23,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import storage as st
+from ..backends._enqueue import claim_warm_start, portfolio
 from ..errors import AutotransferError, ConfigError
 from ..log import get_logger
 
@@ -281,8 +282,6 @@ def enqueue(study: optuna.Study, ctx: TrialContext, source: str | Path,
             names: list[str]) -> None:
     """Begin a new study from its closest prior studies, once; with none that match (same
     modality and task, a best strategy for one of its backbones), from the portfolio."""
-    from ..backends._enqueue import claim_warm_start, portfolio
-
     if not claim_warm_start(study):
         return
     priors = closest(source, study, data_profile(ctx), ctx.job.storage, ctx.job.backbones)

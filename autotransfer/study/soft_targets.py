@@ -115,8 +115,8 @@ class DistillContext(TrialContext):
     def prepared(self, strategy: Strategy) -> Prepared:
         """The student's data with the teacher's targets: the labelled rows, then the
         unlabeled ones under the teacher's class, masked out of the hard term."""
-        if self._prepared:
-            return next(iter(self._prepared.values()))
+        if "student" in self._prepared:  # one student strategy: its data, prepared once
+            return self._prepared["student"]
         t: SoftTargets = self.job.extra
         head, train = plugins.get_head(TASK), self.train
         labelled = torch.arange(len(t.logits)) < t.n_labelled

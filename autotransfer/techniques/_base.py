@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import plugins
-from ..strategy.fields import ALWAYS
+from ..strategy.fields import off_of
 
 
 class Technique:
@@ -42,8 +42,7 @@ class Technique:
 
     def off_values(self) -> dict[str, Any]:
         """``{field: the value that switches it off}`` (its default without an off value)."""
-        return {n: f.default if f.metadata["off"] is ALWAYS else f.metadata["off"]
-                for n, f in self.fields.items()}
+        return {n: off_of(f) for n, f in self.fields.items()}
 
     def active(self, strategy: Any) -> bool:
         """Whether it acts in a trial of ``strategy``: some field is not at its off value."""

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import plugins
+from .. import checks, plugins
 from ..data import Dataset, pipeline
 from ..data.pipeline import Prepared
 from ..data.preprocessing import Preprocessing
@@ -193,9 +193,7 @@ def _checked(strategy: Any, task: str, patience: Any, keep: str = "best") -> Any
                             f"at.Strategy('efficientnet_lite0', frozen_groups=4)), but got "
                             f"{type(strategy).__name__} {strategy!r:.80}.")
     if patience is not None:
-        from ..checks import integer
-
-        integer("patience", patience, low=1)
+        checks.integer("patience", patience, low=1)
     return plugins.get_head(task)
 
 
