@@ -25,6 +25,7 @@ from .strategy.space import SearchSpace, check_frozen_range
 from .study import prior
 from .study.opening import open_search
 from .study.study import Study
+from .techniques import fit_space as techniques_fit
 from .techniques.adapters import fit_space
 from .training.cache import DEFAULT_BYTES
 
@@ -68,8 +69,8 @@ def search(data: Dataset, *, task: str | dict[str, str] = "classification",
         warm_start: Begin a new study with settings that usually work (True), nothing
             (False), or the best strategies of the closest earlier studies in this storage
             ("prior") or a folder or file (a path): :mod:`autotransfer.study.prior`.
-        rank: With several backbones, rank them by LogME on frozen features first: the best
-            get the warm start, and trials race them in rank order (False: the sampler picks).
+        rank: With several backbones, rank them first (:func:`~autotransfer.rank_backbones`):
+            the best get the warm start, and trials race in rank order (False: no ranking).
         pruner, sampler: "hyperband", "median", "none" or an Optuna pruner; "tpe",
             "random" or an Optuna sampler.
         patience: Early-stop a trial after this many epochs without improvement (None: off).
@@ -191,7 +192,7 @@ def _inputs(data: Any, task: Any, backbones: Any, space: Any, *, valid: Any, tes
     task = resolve_task(task, data.labels, plugins.head_registry())
     head = plugins.get_head(task)
     names = plugins.resolve_backbones(inputs.backbone_patterns(backbones), data.modality)
-    space = fit_space(space, names, progress)
+    space = fit_space(techniques_fit(space, progress), names, progress)
     train, valid = _split(data, valid, valid_fraction, seed)
     inputs.data_fits(task, train, valid, names)
     test = None if test is None else inputs.held_out(

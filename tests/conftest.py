@@ -17,6 +17,7 @@ FIRST_PARTY = [
     "autotransfer_plugins.packaged_backbones",
     "autotransfer_plugins.timm_backbones",
     "autotransfer_plugins.hf_backbones",
+    "autotransfer_plugins.techniques",
     "autotransfer.testing",
 ]
 

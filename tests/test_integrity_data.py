@@ -33,7 +33,8 @@ def model():
     from autotransfer.training.model import build_model
 
     plugins.reset(autoload=False)  # module fixtures set up before the per-test plugins do
-    for name in ("autotransfer_plugins.heads", "autotransfer.testing"):
+    for name in ("autotransfer_plugins.heads", "autotransfer_plugins.techniques",
+                 "autotransfer.testing"):
         at.register_plugin(name)
     x = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
     ds = at.data.from_arrays(x, [0, 1] * 4)

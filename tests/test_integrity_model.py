@@ -143,7 +143,8 @@ import os, sys, threading
 os.environ["AUTOTRANSFER_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 import torch
 import autotransfer as at
-for name in ("autotransfer_plugins.heads", "autotransfer_plugins.timm_backbones",
+for name in ("autotransfer_plugins.heads", "autotransfer_plugins.techniques",
+             "autotransfer_plugins.timm_backbones",
              "autotransfer.testing"):
     at.register_plugin(name)
 model, target, marker = sys.argv[1:]
@@ -323,7 +324,8 @@ import os, resource, sys, time
 os.environ["AUTOTRANSFER_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 import autotransfer as at
-for name in ("autotransfer_plugins.heads", "autotransfer_plugins.timm_backbones",
+for name in ("autotransfer_plugins.heads", "autotransfer_plugins.techniques",
+             "autotransfer_plugins.timm_backbones",
              "autotransfer.testing"):
     at.register_plugin(name)
 import timm  # imported before the baseline, as any load imports it

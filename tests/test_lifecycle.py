@@ -54,7 +54,8 @@ _MANY = textwrap.dedent("""
     import sys
     import autotransfer as at
     from autotransfer.testing import toy_images
-    for m in ["autotransfer_plugins.heads", "autotransfer.testing"]:
+    for m in ["autotransfer_plugins.heads", "autotransfer_plugins.techniques",
+              "autotransfer.testing"]:
         at.register_plugin(m)
     at.search(toy_images(48, classes=2, size=16), backbones=["tiny_cnn"], n_trials=24,
               storage=sys.argv[1], name="many", space=at.SearchSpace(epochs=2, image_size=16),

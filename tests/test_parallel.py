@@ -46,11 +46,25 @@ def test_cpu_workers_split_the_cores():
     assert [s.threads for s in resolve("cpu", gpus=0, cpus=8)] == [8]
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+def test_the_cores_are_those_the_process_may_use_not_the_machines():
+    """A process pinned to one core (``taskset -c 0``) gets one thread per CPU worker and
+    cannot start two; the machine's count (``os.cpu_count``) would say otherwise."""
+    script = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+              "import autotransfer as at; from autotransfer.training.devices import resolve; "
+              "print(resolve('cpu', gpus=0)[0].threads)\n"
+              "try:\n    resolve(2, gpus=0)\nexcept at.DeviceError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0] == "1"
+    assert "Asked for 2 CPU worker processes" in out[1] and "may use 1 core(s)" in out[1]
+
+
 @pytest.mark.parametrize("devices,tpd,gpus,match", [
     (3, 1, 2, r"Asked for 3 GPUs, but this machine has 2 \(cuda:0, cuda:1\)"),
     (["cuda:1"], 1, 0, "Device 'cuda:1' does not exist here; this machine has no GPU"),
     ("auto", 0, 0, "trials_per_device must be an integer >= 1, but got trials_per_device=0"),
-    (99, 1, 0, "Asked for 99 CPU worker processes .* has 2 cores"),
+    (99, 1, 0, "Asked for 99 CPU worker processes .* may use 2 core"),
     ("tpu", 1, 0, "devices must be 'auto', 'cpu', a count, or a list"),
 ])
 def test_bad_device_requests(devices, tpd, gpus, match):
@@ -68,7 +82,8 @@ _SCRIPT = textwrap.dedent("""
     import sys
     import autotransfer as at
     from autotransfer.testing import PauseAt, toy_images
-    for m in ["autotransfer_plugins.heads", "autotransfer.testing"]:
+    for m in ["autotransfer_plugins.heads", "autotransfer_plugins.techniques",
+              "autotransfer.testing"]:
         at.register_plugin(m)
     at.register_plugin(PauseAt(sys.argv[2], after=1 * 4 + 2), name="pause")  # reaches workers
     at.search(toy_images(200, classes=4, size=16), backbones=["tiny_cnn"], n_trials=8,

@@ -29,7 +29,8 @@ def _predictor(result):
 
 def _train(strategy, train, valid):
     plugins.reset(autoload=False)  # module fixtures set up before the per-test plugins do
-    for name in ("autotransfer_plugins.heads", "autotransfer.testing"):
+    for name in ("autotransfer_plugins.heads", "autotransfer_plugins.techniques",
+                 "autotransfer.testing"):
         at.register_plugin(name)
     return _predictor(at.run_trial(strategy, train, valid, patience=None))
 

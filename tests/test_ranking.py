@@ -53,7 +53,8 @@ def test_rank_backbones_scores_each_backbone_and_reuses_the_cache(tmp_path):
     data = toy_images(60, classes=3, size=16)
     cache = FeatureCache(tmp_path / "cache")
     df = rank_backbones(data, backbones=["tiny_*"], cache=cache, image_size=16)
-    assert list(df.columns) == ["backbone", "score", "seconds", "feature_dim", "n", "reason"]
+    assert list(df.columns) == ["backbone", "score", "score_se", "degenerate", "logme",
+                                "seconds", "feature_dim", "n", "reason"]
     assert sorted(df["backbone"]) == ["tiny_cnn", "tiny_resnet"]
     assert df["score"].is_monotonic_decreasing and (df["n"] == 60).all()
     assert (df["feature_dim"] > 0).all() and np.isfinite(df["score"]).all()
@@ -195,3 +196,31 @@ def test_a_search_races_the_best_ranked_backbone_first(tmp_path):
     first = study.ranking()["backbone"][0]
     backbones = [t.params["backbone"] for t in study.trials()]
     assert backbones[0] == first and set(backbones[:2]) == {"tiny_cnn", "tiny_resnet"}
+
+
+class _Constant(at.TimmBackbone):
+    """Collapsed features: every input gives the same vector."""
+
+    def build(self, *, pretrained=True, drop_path=0.0):
+        body = super().build(pretrained=False, drop_path=drop_path)
+        body.register_forward_hook(lambda module, inputs, out: out * 0.0 + 1.0)
+        return body
+
+
+def test_degenerate_features_rank_below_any_that_are_not():
+    """At 32 px the pretrained Lite2's features are at chance on these digits (its probe
+    gets about 1 in 10) and a collapsed backbone's are constant: both rank below Lite0,
+    whatever their other scores."""
+    train, _ = at.data.demo("digits", image_size=32, per_class=20, valid_per_class=1)
+    flat = _Constant("flat_cnn", timm_name="test_efficientnet")
+    df = rank_backbones(train, backbones=[flat, "efficientnet_lite2", "efficientnet_lite0"],
+                        image_size=32)
+    rows = df.set_index("backbone")
+    assert df["backbone"][0] == "efficientnet_lite0" and not rows["degenerate"].iloc[0]
+    assert rows.loc["efficientnet_lite2", "degenerate"] and rows.loc["flat_cnn", "degenerate"]
+    assert rows.loc["efficientnet_lite2", "score"] < 0.2  # chance is 0.1
+    assert rows.loc["efficientnet_lite0", "score"] > 0.3
+    assert rows.loc["flat_cnn", "score"] == 0.1  # the probe can only guess
+    # LogME cannot tell constant features from Lite0's here: within 0.5 of its score
+    assert abs(rows.loc["flat_cnn", "logme"] - rows.loc["efficientnet_lite0", "logme"]) < 0.5
+    assert 0 < rows.loc["efficientnet_lite0", "score_se"] < 0.05  # 200 held-out predictions

@@ -154,7 +154,8 @@ _DRIVER = textwrap.dedent("""
     import sys
     import autotransfer as at
     from autotransfer.testing import toy_images
-    for m in ["autotransfer_plugins.heads", "autotransfer.testing"]:
+    for m in ["autotransfer_plugins.heads", "autotransfer_plugins.techniques",
+              "autotransfer.testing"]:
         at.register_plugin(m)
     at.search(toy_images(400, classes=4, size=32), backbones=["tiny_cnn"], n_trials=9,
               storage=sys.argv[1], name="cluster", backend=at.RayBackend(address=sys.argv[2], devices=3,

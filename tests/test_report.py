@@ -126,7 +126,8 @@ def screenshot(page: Path, work: Path, png: Path) -> Path:
 def study(tmp_path_factory):
     """A real search, a few seconds: two tiny backbones, their baselines, 3 searched."""
     host = plugins.PluginHost(autoload=False)
-    for name in ("autotransfer_plugins.heads", "autotransfer.testing"):
+    for name in ("autotransfer_plugins.heads", "autotransfer_plugins.techniques",
+                 "autotransfer.testing"):
         host.register(name)
     folder = tmp_path_factory.mktemp("study")
     with plugins.use(host):

@@ -217,6 +217,36 @@ def test_cli_predicts_exports_and_reports(tested, tmp_path, capsys):
     assert "is not a readable model file" in capsys.readouterr().err
 
 
+def test_the_cli_goes_from_a_study_to_its_best_model(tested, tmp_path, capsys):
+    """`autotransfer best` prints the best model's file; predict and export take the
+    study's storage itself (best by default, --trial K's), as they take a model file."""
+    from PIL import Image
+
+    study = at.Study.load(tested)
+    assert main(["best", str(tested)]) == 0
+    path = capsys.readouterr().out.strip()
+    assert path == str(study.model_path()) and path.endswith(".safetensors")
+    assert at.load(path).predict(toy_images(2, classes=3, size=16).inputs).shape == (2,)
+    image = tmp_path / "x.png"
+    Image.fromarray(toy_images(1, classes=3, size=16, seed=9).inputs[0].permute(1, 2, 0)
+                    .numpy()).save(image)
+    assert main(["predict", str(tested), str(image), "--format", "csv"]) == 0
+    by_study = capsys.readouterr().out
+    assert main(["predict", path, str(image), "--format", "csv"]) == 0
+    assert capsys.readouterr().out == by_study
+    lb = study.leaderboard()
+    kept = lb[lb["test_accuracy"].notna()]["trial"].tolist()  # the two kept checkpoints
+    assert main(["best", str(tested), "--trial", str(kept[1])]) == 0
+    assert capsys.readouterr().out.strip() == str(study.model_path(kept[1]))
+    unkept = lb[(lb["state"] == "complete") & lb["test_accuracy"].isna()]["trial"].iloc[0]
+    assert main(["best", str(tested), "--trial", str(unkept)]) == 1
+    assert f"Trial {unkept} of study" in capsys.readouterr().err
+    assert main(["export", str(tested), "--format", "onnx", "-o", str(tmp_path / "m.onnx")]) == 0
+    assert (tmp_path / "m.onnx").is_file()
+    assert main(["predict", path, str(image), "--trial", "0"]) == 2
+    assert "--name and --trial choose a model from a study's storage" in capsys.readouterr().err
+
+
 def test_a_refit_keeps_the_last_epoch_not_the_best_on_its_monitor_data():
     train, valid = toy_images(60, classes=3, size=16), toy_images(30, classes=3, seed=3)
     s = at.Strategy("tiny_cnn", frozen_groups=0, lr=0.05, epochs=4, image_size=16)
@@ -242,7 +272,8 @@ def test_the_cli_loads_a_model_whose_backbone_comes_from_a_plugin_module(tested,
     assert out.returncode == 1
     assert "needs backbone 'tiny_cnn' and task 'classification'" in out.stderr
     assert "--plugin module on the command line" in out.stderr
-    plugins_ = ["--plugin", "autotransfer_plugins.heads", "--plugin", "autotransfer.testing"]
+    plugins_ = ["--plugin", "autotransfer_plugins.heads", "--plugin",
+                "autotransfer_plugins.techniques", "--plugin", "autotransfer.testing"]
     out = subprocess.run(cmd + plugins_, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[1].split()[0] == str(tmp_path / "x.png")

@@ -193,7 +193,8 @@ _SCRIPT = textwrap.dedent("""
     import sys
     import autotransfer as at
     from autotransfer.testing import PauseAt, toy_images
-    for m in ["autotransfer_plugins.heads", "autotransfer.testing"]:
+    for m in ["autotransfer_plugins.heads", "autotransfer_plugins.techniques",
+              "autotransfer.testing"]:
         at.register_plugin(m)
     at.register_plugin(PauseAt(sys.argv[2], after=2 * 4 + 2), name="pause")
     at.search(toy_images(200, classes=4, size=16), backbones=["tiny_cnn"], n_trials=6,
@@ -237,7 +238,8 @@ def test_ctrl_c_marks_the_trial_interrupted_and_the_same_command_resumes(tmp_pat
         n_trials = 4
         pruner = "none"
         patience = 100
-        plugins = ["autotransfer_plugins.heads", "autotransfer.testing", "{module}"]
+        plugins = ["autotransfer_plugins.heads", "autotransfer_plugins.techniques",
+                   "autotransfer.testing", "{module}"]
         [data]
         demo = "digits"
         image_size = 16

@@ -48,12 +48,18 @@ def test_no_weight_decay_on_norms_and_biases():
 
 def test_l2sp_pulls_toward_the_pretrained_start():
     model = build_model(at.Strategy("tiny_cnn"), "classification", {"classes": [0, 1]})
-    applied = apply(at.Strategy("tiny_cnn", l2sp=0.5, frozen_groups=2), model, 1)
-    assert applied.penalty().item() == 0.0
+    strategy = at.Strategy("tiny_cnn", l2sp=0.5, frozen_groups=2)
+    applied = apply(strategy, model, 1)
+    (l2sp,) = [t for t in applied.techniques if t.name == "l2sp"]  # the built-in plugin
+
+    def penalty():
+        return l2sp.loss(model, None, None, None, strategy)
+
+    assert penalty().item() == 0.0
     p = next(p for p in model.body.parameters() if p.requires_grad)
     with torch.no_grad():
         p.add_(1.0)
-    assert applied.penalty().item() == pytest.approx(0.5 * 0.5 * p.numel(), rel=1e-5)
+    assert penalty().item() == pytest.approx(0.5 * 0.5 * p.numel(), rel=1e-5)
     # L2-SP replaces decay toward zero on the backbone; the head keeps weight decay
     decays = {g["name"]: g["weight_decay"] for g in applied.optimizer.param_groups}
     assert decays["group5"] == 0.0 and decays["head"] == 0.05

@@ -129,7 +129,7 @@ def test_a_technique_with_a_bad_field_is_skipped_and_reported(declared, problem)
 
     at.register_plugin(Plugin(), name="bad")
     with pytest.warns(UserWarning, match="'bad' registered Bad"):
-        assert plugins.technique_registry() == {}
+        assert "broken" not in plugins.technique_registry()
     (info,) = [p for p in at.list_plugins() if p.name == "bad"]
     assert problem in info.error and info.techniques == ()
 
@@ -143,7 +143,8 @@ def test_two_plugins_declaring_one_field_name_the_first(bss):
 
     at.register_plugin(Again(), name="again")
     with pytest.warns(UserWarning, match="duplicate field name 'bss'.*'again' skipped"):
-        assert list(plugins.technique_registry()) == ["bss"]
+        assert list(plugins.technique_registry())[-1] == "bss"
+        assert "other" not in plugins.technique_registry()
 
 
 def test_a_technique_reaches_the_optimizer_groups_and_the_epoch_end(toy):
@@ -178,3 +179,110 @@ def test_a_technique_reaches_the_optimizer_groups_and_the_epoch_end(toy):
     model = build_model(strategy, "classification", {"classes": [0, 1]})
     groups = apply(strategy, model, 1).optimizer.param_groups
     assert {g["name"]: g["initial_lr"] for g in groups}["head"] == pytest.approx(5e-3)
+
+
+def test_the_built_in_techniques_are_a_plugin_of_the_entry_point_group(capsys):
+    from importlib.metadata import entry_points
+
+    (ep,) = [e for e in entry_points(group="autotransfer")
+             if e.value == "autotransfer_plugins.techniques"]
+    host = plugins.PluginHost(autoload=False)
+    host.register(ep.load(), name=ep.name)  # what autoload does with each entry point
+    assert list(host.techniques()) == ["adapters", "layer_decay", "l2sp", "label_smoothing",
+                                       "adabn", "dann", "mixing"]
+    assert main(["plugins"]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines()
+               if "autotransfer_plugins.techniques" in x]
+    assert "adapters, layer_decay, l2sp" in line and "loaded" in line
+
+
+def test_a_built_in_field_on_without_its_technique_is_refused(toy):
+    host = plugins.PluginHost(autoload=False)
+    for name in ("autotransfer_plugins.heads", "autotransfer.testing"):
+        host.register(name)
+    with plugins.use(host):
+        at.run_trial(at.Strategy("tiny_cnn", epochs=1, image_size=16), *toy)  # nothing on
+        with pytest.raises(at.StrategyError,
+                           match=r"mixup=0.2 needs the technique 'mixing', which no loaded "
+                                 r"plugin registers .*'autotransfer_plugins.techniques'"):
+            at.run_trial(at.Strategy("tiny_cnn", epochs=1, image_size=16, mixup=0.2), *toy)
+
+
+def test_the_techniques_hooks_run_at_their_points_of_a_trial(toy):
+    seen = []
+
+    class Probe(Technique):
+        name = "probe"
+        fields = {"probe": spec(False, search=Categorical((False, True)), off=False)}
+
+        def start(self, trial):
+            seen.append(("start", trial.batch_size, trial.head.name))
+            return self.copy()
+
+        def batch(self, inputs, targets, strategy):
+            seen.append("batch")
+            return inputs.flip(-1), targets
+
+        def criterion(self, criterion, strategy):
+            return lambda outputs, targets: 2 * criterion(outputs, targets)
+
+        def step(self, scaler):
+            seen.append("step")
+
+        def validation(self, model, strategy):
+            import contextlib
+
+            seen.append("validation")
+            return contextlib.nullcontext()
+
+    class Plugin:
+        @at.hookimpl
+        def register_techniques(self, register):
+            register(Probe())
+
+    at.register_plugin(Plugin(), name="probe")
+    train, valid = toy
+    r = at.run_trial(at.Strategy("tiny_cnn", epochs=1, image_size=16, batch_size=16,
+                                 frozen_groups=1, probe=True), train, valid, patience=None)
+    steps = len(train) // 16
+    assert seen == [("start", 16, "classification"), *["batch", "step"] * steps, "validation"]
+    assert r.cache_source == "no (probe)"  # a batch hook needs the inputs every batch
+
+
+def test_a_technique_field_can_be_off_in_the_portfolio_and_for_students():
+    from autotransfer.strategy import baselines, fields
+
+    class Noisy(Technique):
+        name = "noisy"
+        fields = {"noise": spec(0.0, accepts=lambda v: v >= 0, accepted=">= 0",
+                                search=Categorical((0.0, 0.1)), off=0.0,
+                                off_in=("portfolio", "student"))}
+
+    class Plugin:
+        @at.hookimpl
+        def register_techniques(self, register):
+            register(Noisy())
+
+    at.register_plugin(Plugin(), name="noisy")
+    assert all(point["noise"] == 0.0 for _, point in baselines.portfolio())
+    assert fields.off_in(at.Strategy, "student")["noise"] == 0.0
+    assert "mixup" in fields.off_in(at.Strategy, "student")  # the built-in ones stay
+
+
+def test_a_search_without_the_built_in_techniques_leaves_their_fields_off(tmp_path, caplog):
+    host = plugins.PluginHost(autoload=False)
+    for name in ("autotransfer_plugins.heads", "autotransfer.testing"):
+        host.register(name)
+    data = toy_images(48, classes=2, size=16)
+    with plugins.use(host):
+        with pytest.raises(at.ConfigError, match=r"SearchSpace mixup=.* needs the technique "
+                                                 r"'mixing'.*or fix mixup=0.0"):
+            at.search(data, backbones=["tiny_cnn"], n_trials=1, storage=tmp_path / "x.db",
+                      space=at.SearchSpace(mixup=[0.0, 0.2]))
+        assert not (tmp_path / "x.db").exists()  # refused before any storage
+        study = at.search(data, backbones=["tiny_cnn"], n_trials=3, storage=tmp_path / "s.db",
+                          space=at.SearchSpace(epochs=1, image_size=16), baselines=False)
+    assert "leaves layer_decay, label_smoothing, mixup, cutmix, l2sp" in caplog.text
+    lb = study.leaderboard()
+    assert len(lb) == 3 and (lb["state"] == "complete").all()
+    assert (lb[["layer_decay", "mixup", "l2sp", "label_smoothing"]] == [1.0, 0.0, 0.0, 0.0]).all().all()

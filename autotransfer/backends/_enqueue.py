@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from .. import storage as st
 from ..storage import FINISHED
+from ..strategy import baselines
 from ..strategy.baselines import CHEAP_BASELINES, PORTFOLIO
 from ._job import TrialContext, counted_trials
 
@@ -86,7 +87,7 @@ def portfolio_points(ctx: TrialContext, names: list[str]) -> list[dict[str, Any]
     points: list[dict[str, Any]] = []
     for name in names:
         g = ctx.n_groups(name)
-        for fraction, values in PORTFOLIO:
+        for fraction, values in baselines.portfolio():
             params = ctx.params_for(name, {"frozen_groups": int(g * fraction + 0.5), **values})
             point = {"backbone": name, **params}
             if params and point not in points:

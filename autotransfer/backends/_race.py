@@ -3,7 +3,7 @@
 A study with several backbones wraps its sampler in :class:`BackboneRace`. The sampler
 still chooses every other field; the race chooses the ``backbone`` of a searched trial:
 
-- Backbones enter in rank order (LogME before the search, best first): rung 0 gives each
+- Backbones enter in rank order (the ranking before the search, best first): rung 0 gives each
   the same number of finished trials, the best-ranked first.
 - When every backbone still in the race has its rung's trials, the worse half by their
   *observed* best score is dropped (rank breaks ties) and the rung's size doubles, as in

@@ -102,12 +102,27 @@ def _print_summary(study) -> None:
         print(f"warning: {warning}")
     ranked = study.ranking()
     if not ranked.empty:
-        print("\ntransferability before the search (LogME on frozen features, higher is "
-              "better):")
+        print("\ntransferability before the search (held-out accuracy of a linear probe on "
+              "frozen features, higher is better; degenerate features rank last):")
         print(text_table([{c: shown(v) for c, v in r.items()} for r in ranked.to_dict("records")],
                      list(ranked.columns)))
-    print(f"load it: at.Study.load({str(study.spec.path or study.spec.url)!r}, "
-          f"name={study.name!r}).load_best()")
+    _print_use(study)
+
+
+def _print_use(study) -> None:
+    """Where the best model is, and the commands that use it."""
+    from ..errors import StorageError
+
+    storage = str(study.spec.path or study.spec.url)
+    try:
+        path = study.model_path()
+    except StorageError as exc:
+        print(f"no model file: {exc}")
+        return
+    print(f"best model: {path}")
+    print(f"  autotransfer predict {storage} IMAGES_OR_TEXTS...   (or the file above)")
+    print(f"  autotransfer export {storage} --format onnx")
+    print(f"  python: at.Study.load({storage!r}, name={study.name!r}).load_best()")
 
 
 def _known(v) -> bool:
@@ -147,12 +162,35 @@ EXPORT_SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "timm": "-ti
                  "transformers": "-transformers"}
 
 
+def cmd_best(args: argparse.Namespace) -> int:
+    from ..study.study import Study
+
+    print(Study.load(args.storage, args.name).model_path(args.trial))
+    return 0
+
+
+def model_file(args: argparse.Namespace) -> str:
+    """The model file ``args.model`` names: itself, or a study storage's best (or
+    ``--trial``) model."""
+    from ..errors import ConfigError
+    from ..storage import JOURNAL_SUFFIXES, SQLITE_SUFFIXES
+    from ..study.study import Study
+
+    if "://" in args.model or Path(args.model).suffix in SQLITE_SUFFIXES + JOURNAL_SUFFIXES:
+        return str(Study.load(args.model, args.name).model_path(args.trial))
+    if args.name is not None or args.trial is not None:
+        raise ConfigError(f"--name and --trial choose a model from a study's storage (a "
+                          f".db/.log file or URL), but {args.model!r} is a model file.")
+    return args.model
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from ..predict.predictor import load
 
     register_modules(args.plugin)
-    model = load(args.model)
-    out = args.output or _beside(args.model, EXPORT_SUFFIX[args.format])
+    path = model_file(args)
+    model = load(path)
+    out = args.output or _beside(path, EXPORT_SUFFIX[args.format])
     info = model.export(out, format=args.format)
     for key, value in info.items():
         print(f"{key}: {value}")
@@ -165,7 +203,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..predict.predictor import load
 
     register_modules(args.plugin)
-    model = load(args.model)
+    model = load(model_file(args))
     names = _input_names(args.inputs, model.preprocessing.modality)
     pred = model.predict(names, batch_size=args.batch_size)
     frame = pd.concat([pd.DataFrame({"input": names}), pred.reset_index(drop=True)], axis=1) \

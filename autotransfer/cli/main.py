@@ -17,6 +17,7 @@ from .commands import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     cmd_backbones,
+    cmd_best,
     cmd_export,
     cmd_leaderboard,
     cmd_plugins,
@@ -94,24 +95,40 @@ def _results_commands(sub) -> None:
                                           "studies/x.db -> studies/x.html)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("predict", help="predict with a saved model file")
-    p.add_argument("model", help="a model file (Predictor.save, or a study's checkpoint)")
+    p = sub.add_parser("best", help="print the path of a study's best model file")
+    p.add_argument("storage", help="a .db/.log file or an Optuna storage URL")
+    _trial_options(p)
+    p.set_defaults(func=cmd_best)
+
+    p = sub.add_parser("predict", help="predict with a saved model file or a study's best")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("inputs", nargs="+", help="image files or folders (image models), or "
                                              "strings (text models)")
     p.add_argument("--proba", action="store_true", help="class probabilities too")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--batch-size", type=_count, default=64)
+    _trial_options(p)
     _plugin_option(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a saved model: onnx, torchscript, timm, "
                                       "transformers")
-    p.add_argument("model", help="a model file (Predictor.save, or a study's checkpoint)")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--format", required=True,
                    choices=["onnx", "torchscript", "timm", "transformers"])
     p.add_argument("-o", "--output", help="where to write (default: beside the model)")
+    _trial_options(p)
     _plugin_option(p)
     p.set_defaults(func=cmd_export)
+
+
+MODEL_HELP = ("a model file (Predictor.save, or a study's checkpoint), or a study's storage "
+              "(.db/.log file or URL): its best trial's model, or --trial K's")
+
+
+def _trial_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", help="study name (needed when the storage holds several)")
+    p.add_argument("--trial", type=int, help="this trial's model instead of the best")
 
 
 def _plugin_option(p: argparse.ArgumentParser) -> None:

@@ -53,7 +53,8 @@ class PluginInfo:
 
 
 KINDS = ("backbone", "head", "technique")
-TECHNIQUE_HOOKS = ("active", "build", "loss", "param_groups", "epoch_end")
+TECHNIQUE_HOOKS = ("active", "start", "live", "build", "param_groups", "batch", "embed",
+                   "criterion", "loss", "step", "epoch_end", "validation")
 
 
 class PluginHost:

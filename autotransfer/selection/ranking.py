@@ -1,9 +1,14 @@
-"""Rank backbones before searching them: LogME on each one's frozen features.
+"""Rank backbones before searching them: a held-out linear probe on each one's frozen
+features, LogME beside it.
 
 One forward pass of a capped sample through each pretrained body (its penultimate,
-pooled features), then :func:`autotransfer.selection.logme.logme`: seconds per backbone instead of
-full trials spent finding out which ones transfer badly. The features are kept in the
-study's feature cache, so a resumed study or a second ranking reads them back.
+pooled features), then :func:`autotransfer.selection.probe.probe` (the score: cross-validated
+accuracy, or R², with its standard error) and :func:`autotransfer.selection.logme.logme` (a
+second column): seconds per backbone instead of full trials spent finding out which ones
+transfer badly. A backbone whose features are degenerate (constant, or a probe not above
+chance) ranks below every one whose features are not, whatever its scores. The features
+are kept in the study's feature cache, so a resumed study or a second ranking reads them
+back.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from ..strategy.strategy import MAX_IMAGE_SIZE
 from ..training.cache import CacheKey, FeatureCache, weights_id
 from ..training.devices import torch_device
 from .logme import logme
+from .probe import probe
 
-MAX_EXAMPLES = 1000  # a capped, stratified sample: LogME's ranking settles well before
-COLUMNS = ["backbone", "score", "seconds", "feature_dim", "n", "reason"]
+MAX_EXAMPLES = 1000  # a capped, stratified sample: the ranking settles well before
+COLUMNS = ["backbone", "score", "score_se", "degenerate", "logme", "seconds", "feature_dim",
+           "n", "reason"]
 
 
 def rank_backbones(data: Dataset, *, backbones: Sequence[str] | str | None = None,
@@ -33,10 +40,14 @@ def rank_backbones(data: Dataset, *, backbones: Sequence[str] | str | None = Non
                    image_size: int | None = None, batch_size: int = 64, device: str = "cpu",
                    cache: FeatureCache | None = None, seed: int = 0,
                    errors: str = "raise") -> Any:
-    """How well each backbone's frozen features fit the labels (LogME), best first.
+    """How well each backbone's frozen features fit the labels, best first.
 
-    Returns a DataFrame: backbone, score (LogME, higher is better; comparable across
-    backbones on the same data), seconds, feature_dim, n (examples used).
+    Returns a DataFrame: backbone, score (the held-out accuracy of a cross-validated linear
+    probe on the frozen features; R² for regression), score_se (its standard error),
+    degenerate (constant features, or a probe not above chance: ranked last), logme (the
+    LogME score, for comparison), seconds, feature_dim, n (examples used). Give the image
+    size the search will train at (``search`` does): features at another size rank
+    differently.
     A multi-task ``task`` (``{column: task}``) is ranked on its primary task's column.
     ``errors="skip"``: a backbone that fails to build or gives unusable features gets no
     score and its reason, instead of stopping the ranking (what ``search`` does: such a
@@ -70,7 +81,9 @@ def rank_backbones(data: Dataset, *, backbones: Sequence[str] | str | None = Non
     rows = [_score(name, sample, targets.numpy(), regression, errors, image_size=image_size,
                    batch_size=batch_size, device=device, cache=cache) for name in names]
     df = pd.DataFrame(rows, columns=COLUMNS)
-    return df.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    df["_last"] = df["degenerate"].fillna(True).astype(bool)  # degenerate or unscored
+    df = df.sort_values(["_last", "score"], ascending=[True, False], kind="stable")
+    return df.drop(columns="_last").reset_index(drop=True)
 
 
 def _check_arguments(*, max_examples: Any, image_size: Any, batch_size: Any, device: Any,
@@ -92,13 +105,16 @@ def _check_arguments(*, max_examples: Any, image_size: Any, batch_size: Any, dev
 
 def _score(name: str, sample: Dataset, targets: Any, regression: bool, errors: str,
            **features: Any) -> dict[str, Any]:
-    """One row of the ranking: ``name``'s LogME score, or (``errors="skip"``) the reason
-    it has none."""
+    """One row of the ranking: ``name``'s probe and LogME scores, or (``errors="skip"``)
+    the reason it has none."""
     t0 = time.perf_counter()
     try:
         f = backbone_features(name, sample, **features)
         try:
-            score = logme(f.numpy(), targets, regression=regression)
+            fitted = probe(f.numpy(), targets, regression=regression)
+            # LogME has no score for constant features: the probe says they are degenerate
+            evidence = None if not f.any() else logme(f.numpy(), targets,
+                                                       regression=regression)
         except DataError as exc:
             hint = "" if errors == "skip" else (" errors='skip' ranks the other backbones "
                                                 "without it.")
@@ -108,7 +124,9 @@ def _score(name: str, sample: Dataset, targets: Any, regression: bool, errors: s
             raise
         return {"backbone": name, "score": None, "n": len(sample),
                 "reason": f"{type(exc).__name__}: {exc}"[:300]}
-    return {"backbone": name, "score": round(score, 6),
+    return {"backbone": name, "score": round(fitted.score, 6), "score_se": round(fitted.se, 6),
+            "degenerate": fitted.degenerate,
+            "logme": None if evidence is None else round(evidence, 6),
             "seconds": round(time.perf_counter() - t0, 2),
             "feature_dim": int(f.shape[1]), "n": len(sample), "reason": ""}
 
@@ -148,7 +166,7 @@ def backbone_features(name: str, data: Dataset, *, image_size: int | None = None
 def order(names: list[str], ranking: dict[str, dict]) -> list[str]:
     """``names`` best-ranked first (those without a score keep their place, last)."""
     scored = [n for n in names if ranking.get(n, {}).get("score") is not None]
-    scored.sort(key=lambda n: -ranking[n]["score"])
+    scored.sort(key=lambda n: ranking[n]["rank"])
     return scored + [n for n in names if n not in scored]
 
 

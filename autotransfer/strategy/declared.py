@@ -22,7 +22,8 @@ from . import fields
 from .fields import ALWAYS, NOT_SEARCHED, Categorical, Float, Int
 
 _KINDS = {bool: "bool", int: "int", float: "float", str: "str"}
-_SPEC_KEYS = {"accepts", "accepted", "search", "off", "when", "column", "baseline", "off_in"}
+_SPEC_KEYS = {"accepts", "accepted", "search", "off", "when", "column", "baseline", "off_in",
+              "technique"}
 
 
 def coerce(name: str, kind: str, v: Any) -> Any:
@@ -81,8 +82,11 @@ def check_declared(name: Any, declared: Any, reserved: Collection[str]) -> str |
         return f"field {name!r} is a name Strategy or SearchSpace uses already"
     if not isinstance(declared, dataclasses.Field) or set(declared.metadata) != _SPEC_KEYS:
         return f"field {name!r} must be made with autotransfer.techniques.spec(...)"
-    if declared.metadata["off_in"]:
-        return f"field {name!r}: off_in is for built-in fields only"
+    if declared.metadata["technique"]:
+        return f"field {name!r}: technique= is for built-in fields (it is its technique's)"
+    roles = declared.metadata["off_in"]
+    if not (isinstance(roles, tuple) and set(roles) <= set(fields.ROLES)):
+        return f"field {name!r}: off_in must be a tuple of {fields.ROLES}, but got {roles!r}"
     f = prepared(name, declared)
     m = f.metadata
     points = [("default", f.default)]

@@ -97,7 +97,8 @@ ALWAYS = object()  # a field without an off value: it applies to every trial
 
 def spec(default: Any, *, accepts: Callable[[Any], bool] | None = None, accepted: str = "",
          search: Dim = None, off: Any = ALWAYS, when: Callable[[Where], bool] | None = None,
-         column: bool = False, baseline: Any = ALWAYS, off_in: tuple[str, ...] = ()) -> Any:
+         column: bool = False, baseline: Any = ALWAYS, off_in: tuple[str, ...] = (),
+         technique: str = "") -> Any:
     """A Strategy field's entry in the table.
 
     Args:
@@ -116,9 +117,13 @@ def spec(default: Any, *, accepts: Callable[[Any], bool] | None = None, accepted
             (the warm-start points, kept cheap: nothing that stops the frozen prefix
             being cached) and ``"student"`` (a distillation student, whose targets are
             the teacher's outputs on unaugmented source inputs).
+        technique: The registered technique that acts on a built-in field (``"mixing"``):
+            it is active when the field is on, and a trial refuses the field on while no
+            loaded plugin registers it. A technique's own fields are its by declaration.
     """
     meta = {"accepts": accepts, "accepted": accepted, "search": search, "off": off,
-            "when": when, "column": column, "baseline": baseline, "off_in": off_in}
+            "when": when, "column": column, "baseline": baseline, "off_in": off_in,
+            "technique": technique}
     return field(default=default, metadata=meta)
 
 
@@ -161,12 +166,13 @@ def off_of(f: dataclasses.Field) -> Any:
     return f.default if f.metadata["off"] is ALWAYS else f.metadata["off"]
 
 
+ROLES = ("portfolio", "student")  # where off_in may switch a field off
+
+
 def off_in(strategy_cls: type, role: str) -> dict[str, Any]:
-    """``{field: off value}`` of the built-in fields switched off for ``role``
-    ("portfolio", "student"); module constants read it at import, before any plugin has
-    loaded, so technique fields may not declare ``off_in`` (:func:`check_declared`)."""
-    return {f.name: f.metadata["off"] for f in table(strategy_cls)
-            if role in f.metadata["off_in"]}
+    """``{field: off value}`` of the fields switched off for ``role`` (one of
+    :data:`ROLES`), technique plugins' included: read it on use, not at import."""
+    return {f.name: off_of(f) for f in every(strategy_cls) if role in f.metadata["off_in"]}
 
 
 def baseline_values(strategy_cls: type) -> dict[str, Any]:
@@ -237,8 +243,8 @@ DATA_RULES = (images, texts, classes, mixed_images)  # rules that the data alone
 def markdown(strategy_cls: type) -> str:
     """The table as Markdown (docs/fields.md is this, and a test keeps it so)."""
     docs = _attribute_docs(strategy_cls.__doc__ or "")
-    lines = ["| field | type | default | accepts | searched by default | applies | off |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| field | type | default | accepts | searched by default | applies | off | "
+             "technique |", "|---|---|---|---|---|---|---|---|"]
     for f in table(strategy_cls):
         m = f.metadata
         search = "not searched" if m["search"] is NOT_SEARCHED else (
@@ -248,7 +254,7 @@ def markdown(strategy_cls: type) -> str:
         off = "-" if m["off"] is ALWAYS else repr(m["off"])
         kind = f.type.replace(" | ", " or ")
         lines.append(f"| `{f.name}` | {kind} | `{f.default!r}` | {m['accepted'] or '-'} | "
-                     f"{search} | {when} | {off} |")
+                     f"{search} | {when} | {off} | {m['technique'] or '-'} |")
     lines += ["", *(f"- **`{name}`**: {text}" for name, text in docs.items())]
     return "\n".join(lines) + "\n"
 

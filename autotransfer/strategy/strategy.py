@@ -94,7 +94,8 @@ class Strategy:
     lr: float = spec(1e-3, accepts=lambda v: v > 0, accepted="a finite number > 0",
                      search=Float(1e-5, 1e-2, log=True), column=True)
     layer_decay: float = spec(1.0, accepts=lambda v: 0 < v <= 1, accepted="in (0, 1]",
-                              search=Float(0.65, 1.0), column=True, baseline=1.0)
+                              search=Float(0.65, 1.0), column=True, baseline=1.0,
+                              technique="layer_decay")
     weight_decay: float = spec(0.05, accepts=lambda v: v >= 0, accepted=">= 0",
                                search=Float(0.0, 0.1), column=True, baseline=0.01)
     dropout: float = spec(0.0, accepts=lambda v: 0 <= v < 1, accepted="in [0, 1)",
@@ -104,22 +105,24 @@ class Strategy:
                             column=True, baseline=0.0)
     label_smoothing: float = spec(0.0, accepts=lambda v: 0 <= v < 1, accepted="in [0, 1)",
                                   search=Float(0.0, 0.1), off=0.0, when=fields.classes,
-                                  column=True, baseline=0.0, off_in=("student",))
+                                  column=True, baseline=0.0, off_in=("student",),
+                                  technique="label_smoothing")
     # Beta alphas; 0 keeps the frozen prefix cacheable
     mixup: float = spec(0.0, accepts=lambda v: v >= 0, accepted=">= 0 (a Beta alpha; 0 = off)",
                         search=Categorical((0.0, 0.2, 0.4, 1.0)), off=0.0,
                         when=fields.mixed_images, column=True, baseline=0.0,
-                        off_in=("portfolio", "student"))
+                        off_in=("portfolio", "student"), technique="mixing")
     cutmix: float = spec(0.0, accepts=lambda v: v >= 0, accepted=">= 0 (a Beta alpha; 0 = off)",
                          search=Categorical((0.0, 0.25, 1.0)), off=0.0,
                          when=fields.mixed_images, column=True, baseline=0.0,
-                         off_in=("portfolio", "student"))
+                         off_in=("portfolio", "student"), technique="mixing")
     augment: str = spec("none", accepts=lambda v: v in AUGMENTS, accepted=f"one of {AUGMENTS}",
                         search=Categorical(("none", "flip", "trivial", "randaugment")),
                         off="none", when=fields.images, column=True, baseline="none",
                         off_in=("portfolio", "student"))
     l2sp: float = spec(0.0, accepts=lambda v: v >= 0, accepted=">= 0",
-                       search=Float(0.0, 0.1), column=True, baseline=0.0)
+                       search=Float(0.0, 0.1), column=True, baseline=0.0,
+                       technique="l2sp")
     optimizer: str = spec("adamw", accepts=lambda v: v in OPTIMIZERS, column=True,
                           accepted=f"one of {OPTIMIZERS}", search="adamw", baseline="adamw")
     batch_size: int = spec(32, accepts=lambda v: 1 <= v <= MAX_BATCH_SIZE,
@@ -138,17 +141,19 @@ class Strategy:
                                   search=None, off=None, when=fields.texts)
     adapter: str = spec("none", accepts=lambda v: v in ADAPTERS, accepted=f"one of {ADAPTERS}",
                         search=Categorical(ADAPTERS), off="none", when=fields.adapters,
-                        column=True, off_in=("portfolio",))
+                        column=True, off_in=("portfolio",), technique="adapters")
     lora_rank: int = spec(8, accepts=lambda v: 1 <= v <= MAX_LORA_RANK,
                           accepted=f"an integer in [1, {MAX_LORA_RANK}]",
                           search=Categorical((4, 8, 16, 32)), off=8, when=fields.lora,
-                          column=True)
+                          column=True, technique="adapters")
     adabn: bool = spec(False, search=Categorical((False, True)), off=False,
-                       when=fields.domain("adabn"), column=True, off_in=("student",))
+                       when=fields.domain("adabn"), column=True, off_in=("student",),
+                       technique="adabn")
     dann: float = spec(0.0, accepts=lambda v: v >= 0,
                        accepted=">= 0 (the adversarial loss weight; 0 = off)",
                        search=Categorical((0.0, 0.03, 0.1, 0.3, 1.0)), off=0.0,
-                       when=fields.domain("dann"), column=True, off_in=("student",))
+                       when=fields.domain("dann"), column=True, off_in=("student",),
+                       technique="dann")
     loss_weights: tuple[tuple[str, float], ...] = spec((), search=NOT_SEARCHED)
     extra: tuple[tuple[str, Any], ...] = ()  # technique plugins' fields, not in the table
 

@@ -42,7 +42,10 @@ from .soft_targets import (
     teacher_outputs,
 )
 
-OFF = fields.off_in(Strategy, "student")  # the teacher's targets are fixed outputs
+
+def _off() -> dict[str, Any]:
+    """The fields a student has off: the teacher's targets are fixed outputs."""
+    return fields.off_in(Strategy, "student")
 TIMED, REPEATS = 256, 3  # inputs/s at prediction: best of 3 passes over 256 valid inputs
 
 logger = get_logger(__name__)
@@ -241,15 +244,16 @@ def _student(student: Any, teacher: Strategy, modality: str) -> Strategy:
                             f"{', '.join(fits) or 'none registered'}.")
     inputs.backbone_fits(name, modality)  # its pretrained weights are here
     if isinstance(student, Strategy):
-        for key, value in OFF.items():
+        off = _off()
+        for key, value in off.items():
             if getattr(student, key) != value and key != "label_smoothing":
                 raise StrategyError(f"{key}={getattr(student, key)!r} does not apply to a "
                                     f"student: the teacher's targets are computed once, on "
                                     f"unaugmented inputs. Use {key}={value!r}.")
         _check_fits(student)
-        return student.replace(**OFF)
+        return student.replace(**off)
     if name == teacher.backbone:
-        return teacher.replace(**OFF)
+        return teacher.replace(**_off())
     return Strategy(name, epochs=teacher.epochs, batch_size=teacher.batch_size, lr=teacher.lr,
                     image_size=teacher.image_size, max_length=teacher.max_length)
 

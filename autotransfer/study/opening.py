@@ -53,13 +53,15 @@ def open_search(job: SearchJob, ctx: TrialContext, warm_start: bool | str | Path
 
 
 def _ranking(study: optuna.Study, ctx: TrialContext) -> dict[str, dict]:
-    """The backbones' LogME ranking, computed once per study and recorded in it."""
+    """The backbones' ranking (``rank_backbones``), computed once per study and recorded
+    in it."""
     attrs = st.study_attrs(study)
     if st.RANKING in attrs:
         return attrs[st.RANKING]
     job = ctx.job
     if job.progress:
-        logger.info(f"ranking {len(job.backbones)} backbones by LogME on frozen features")
+        logger.info(f"ranking {len(job.backbones)} backbones by a linear probe on frozen "
+                    f"features")
     df = rank_backbones(ctx.train, backbones=job.backbones, task=job.task,
                         image_size=job.space.base_strategy(job.backbones[0]).image_size,
                         cache=ctx.cache if isinstance(ctx.cache, FeatureCache) else None,

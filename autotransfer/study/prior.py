@@ -1,7 +1,7 @@
 """Warm start from your own earlier studies (``search(..., warm_start="prior")``).
 
 Each search records, in its study, a profile: the data's simple features (modality, task,
-examples, classes, image size), the backbones' LogME ranking and the best strategy each
+examples, classes, image size), the backbones' ranking and the best strategy each
 backbone reached. A new study started with ``warm_start="prior"`` (the studies in its own
 storage) or ``warm_start="some/folder"`` (every ``.db`` and journal file there) begins with
 the best strategies of the closest prior studies, nearest first, instead of the fixed

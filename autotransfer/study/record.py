@@ -103,11 +103,26 @@ class StudyRecord:
 
         The file must carry this study's id: a checkpoint of another study is never used.
         """
+        return Predictor.load(self.model_path(), device=device, study=self.uid)
+
+    def model_path(self, trial: int | None = None) -> Path:
+        """The model file of trial ``trial`` (None: the best trial that kept one): what
+        ``autotransfer predict`` and ``export`` take, and ``at.load`` loads."""
         ranked = self.leaderboard()
-        for number in ranked.loc[ranked["state"] == "complete", "trial"]:
-            path = self.optuna.trials[int(number)].system_attrs.get(st.CHECKPOINT)
+        done = [int(n) for n in ranked.loc[ranked["state"] == "complete", "trial"]]
+        if trial is not None:
+            if trial not in done:
+                raise StorageError(f"Study {self.name!r} has no completed trial {trial!r}; "
+                                   f"completed: {sorted(done)[:20] or 'none'}.")
+            done = [trial]
+        for number in done:
+            path = self.optuna.trials[number].system_attrs.get(st.CHECKPOINT)
             if path and Path(path).is_file():
-                return Predictor.load(path, device=device, study=self.uid)
+                return Path(path)
+        if trial is not None:
+            raise StorageError(f"Trial {trial} of study {self.name!r} kept no model file "
+                               f"(only the top keep_checkpoints trials do); the best that "
+                               f"kept one: autotransfer best without --trial.")
         raise StorageError(
             f"Study {self.name!r} kept no checkpoint of a completed trial "
             f"(keep_checkpoints=0, or the files under {self.workdir} were removed); use "
@@ -150,8 +165,9 @@ class StudyRecord:
         return df[_column_order(df, metric)]
 
     def ranking(self) -> Any:
-        """The backbones' transferability (LogME) computed before the search, best first:
-        a DataFrame (empty when there was one backbone or ``rank=False``)."""
+        """The backbones' transferability (a held-out linear probe on frozen features,
+        LogME beside it) computed before the search, best first: a DataFrame (empty when
+        there was one backbone or ``rank=False``)."""
         import pandas as pd
 
         from ..selection.ranking import COLUMNS
@@ -159,7 +175,7 @@ class StudyRecord:
         ranking = self.system_attrs().get(st.RANKING, {})
         rows = [{"backbone": b, **r} for b, r in ranking.items()]
         df = pd.DataFrame(rows, columns=["backbone", *COLUMNS[1:], "rank"])
-        return df.sort_values("score", ascending=False).reset_index(drop=True)
+        return df.sort_values("rank").reset_index(drop=True)
 
     def _refit_row(self, number: int, record: dict) -> dict[str, Any]:
         """A refit: the trial's strategy retrained on all labelled data, no validation."""

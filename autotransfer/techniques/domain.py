@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data import pipeline
 from ..errors import StrategyError
 
 _BN = nn.modules.batchnorm._BatchNorm
@@ -68,6 +69,21 @@ def check(strategy: Any, model: nn.Module, unlabeled: Any) -> None:
         raise StrategyError(f"adabn=True re-estimates BatchNorm statistics, but backbone "
                             f"{strategy.backbone!r} has no BatchNorm layer; use dann > 0 to "
                             f"adapt it, or adabn=False.")
+
+
+def target_batches(trial: Any, batch_size: int, shuffle: bool = False) -> Iterable:
+    """Batches of a trial's unlabeled target inputs (an :class:`~autotransfer.techniques.Trial`)
+    prepared as its training inputs are; ``shuffle``: in a new order each pass, drawn
+    from the trial's generator."""
+    unlabeled = trial.unlabeled
+    blank = torch.zeros(len(unlabeled))  # no labels: the loaders want targets all the same
+    ready = pipeline.ready(trial.preprocessing, unlabeled, unlabeled.subset([0]), blank,
+                           blank[:1], {})
+    pin = torch.device(trial.device).type == "cuda"
+    if shuffle:
+        return pipeline.loader(ready, "train", batch_size, shuffle=True,
+                               generator=trial.generator, pin=pin, every=True)
+    return pipeline.loader(ready, "train", batch_size, pin=pin)
 
 
 def _bn_layers(model: nn.Module) -> list[nn.Module]:

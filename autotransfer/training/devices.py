@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numbers
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +28,14 @@ def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def usable_cpus() -> int:
+    """The cores this process may use: its CPU affinity (``taskset``) and its cgroup quota
+    (containers, ``cpu.max``), not the machine's count (joblib's ``cpu_count``)."""
+    from joblib import cpu_count
+
+    return max(1, cpu_count())
+
+
 def resolve(devices: Any = "auto", trials_per_device: int = 1, *,
             gpus: int | None = None, cpus: int | None = None) -> list[Slot]:
     """Slots for ``devices`` ("auto", "cpu", an int, or a list like ["cuda:0", "cuda:2"]).
@@ -40,7 +47,7 @@ def resolve(devices: Any = "auto", trials_per_device: int = 1, *,
         raise DeviceError(f"trials_per_device must be an integer >= 1, but got "
                           f"trials_per_device={trials_per_device!r}.")
     gpus = gpu_count() if gpus is None else gpus
-    cpus = cpus or os.cpu_count() or 1
+    cpus = cpus or usable_cpus()
     if isinstance(devices, numbers.Integral) and not isinstance(devices, bool):
         devices = int(devices)
     names = [f"cuda:{i}" for i in range(gpus)]
@@ -59,8 +66,8 @@ def resolve(devices: Any = "auto", trials_per_device: int = 1, *,
         elif devices * trials_per_device > cpus:
             raise DeviceError(f"Asked for {devices * trials_per_device} CPU worker processes "
                               f"(devices={devices}, trials_per_device={trials_per_device}), "
-                              f"but this machine has {cpus} cores and no GPU; give at most "
-                              f"{cpus}.")
+                              f"but this process may use {cpus} core(s) (its CPU affinity and "
+                              f"quota) and there is no GPU; give at most {cpus}.")
         else:
             chosen = ["cpu"] * devices
     elif isinstance(devices, (list, tuple)) and devices:

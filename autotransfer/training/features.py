@@ -32,17 +32,18 @@ from .model import TransferModel
 AUG_VIEWS = int(os.environ.get("AUTOTRANSFER_AUG_VIEWS", 4))
 
 
-def live_reason(model: TransferModel, strategy: Strategy, cache: Any) -> str | None:
-    """Why the frozen prefix must run on every batch, or None when it can be kept."""
+def live_reason(model: TransferModel, strategy: Strategy, cache: Any,
+                live: str | None = None) -> str | None:
+    """Why the frozen prefix must run on every batch, or None when it can be kept.
+    ``live``: why the active techniques need the inputs through the whole model
+    (mixing, domain adaptation: :meth:`~autotransfer.techniques.Technique.live`)."""
     if not cache:
         return "off"
     if model.n_prefix == 0:
         return "no (nothing frozen)" if strategy.frozen_groups == 0 \
             else "no (prefix not separable)"
-    if strategy.adabn or strategy.dann:  # target inputs pass through the whole body
-        return "no (domain adaptation)"
-    if strategy.mixes:  # mixing happens on the raw inputs, before the prefix
-        return "no (mixup)" if strategy.mixup else "no (cutmix)"
+    if live is not None:
+        return live
     if strategy.augment != "none" and AUG_VIEWS < 1:
         return f"no (augment={strategy.augment})"
     return None

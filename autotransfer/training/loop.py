@@ -1,6 +1,6 @@
 """A trial's moving parts: where batches come from (frozen-prefix outputs or live loaders),
-the target domain's batches, the epoch loop with its optimizer step, the best epoch kept,
-and the device."""
+the epoch loop with its optimizer step and the techniques' points in it, the best epoch
+kept, and the device."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from ..data import Dataset, pipeline
 from ..data import batch as _batch
+from ..data import pipeline
 from ..data.pipeline import Prepared
 from ..errors import TrialFailed
 from ..strategy.strategy import Strategy
-from ..techniques import domain
+from ..techniques import Started
 from ..techniques.adapters import merged_state
 from . import features
 from .cache import FeatureCache
@@ -61,15 +61,16 @@ class Feed:
     cached: Callable[[], bool]  # ... and they were kept (not over the cache budget)
     source: Callable[[], str]  # memory / disk / computed, or why the prefix runs live
     prep: Callable[[Any], Any]  # on the device: normalize (images) and memory layout
-    target: Target | None = None  # unlabeled target inputs (domain adaptation)
 
 
 def feed_for(model: TransferModel, data: Prepared, strategy: Strategy, dev: Device,
-          cache: bool | FeatureCache, gen: torch.Generator, batch_size: int) -> Feed:
+             cache: bool | FeatureCache, gen: torch.Generator, batch_size: int,
+             live: str | None = None) -> Feed:
+    """``live``: why the active techniques need the inputs through the whole model."""
     def prep(x: Any) -> Any:
         return dev.layout(data.preprocessing.normalize(x))
 
-    reason = features.live_reason(model, strategy, cache)
+    reason = features.live_reason(model, strategy, cache, live)
     pin = dev.device.type == "cuda"  # page-locked batches copy to the GPU asynchronously
     if reason is None:
         f = features.prefix_features(model, data, strategy, dev, cache, batch_size=batch_size,
@@ -81,21 +82,10 @@ def feed_for(model: TransferModel, data: Prepared, strategy: Strategy, dev: Devi
                  lambda: reason, prep)
 
 
-def mixer(strategy: Strategy, head: Any, info: dict) -> Callable | None:
-    """timm's Mixup (mixup, CutMix and label smoothing on the targets), or None."""
-    if not strategy.mixes:
-        return None
-    from timm.data import Mixup
-
-    return Mixup(mixup_alpha=strategy.mixup, cutmix_alpha=strategy.cutmix, mode="batch",
-                 label_smoothing=strategy.label_smoothing, num_classes=head.n_outputs(info),
-                 multi_label=head.name == "multilabel")
-
-
 @dataclass
 class Loop:
-    """A trial's epochs: train on the feed, validate (with the target's BatchNorm
-    statistics under AdaBN), keep the best epoch, report, stop early."""
+    """A trial's epochs: train on the feed, validate (in the techniques' validation
+    context: AdaBN's target statistics), keep the best epoch, report, stop early."""
 
     model: TransferModel
     feed: Feed
@@ -103,19 +93,20 @@ class Loop:
     strategy: Strategy
     applied: Any
     dev: Device
-    mix: Callable | None
-    custom: Loss | None
+    criterion: Loss  # the training loss, after the techniques' criterion hooks
     info: dict
+
+    @property
+    def techniques(self) -> Started:
+        return self.applied.techniques
 
     def run(self, best: Best, report: Report | None, patience: int | None,
             timings: dict[str, float]) -> list[dict[str, float]]:
         history: list[dict[str, float]] = []
-        target = self.feed.target
         for epoch in range(1, self.strategy.epochs + 1):
             t0 = time.perf_counter()
             loss = self.epoch(epoch, timings)
-            with domain.target_statistics(self.model, target and target.statistics,
-                                          self.forward):
+            with self.techniques.validation(self.model):
                 outputs, targets = predict(self.model, self.feed.valid, self.dev, self.feed)
                 metrics = {**self.head.metrics(outputs, targets, self.info), "train_loss": loss}
                 best.update(epoch, metrics[self.head.metric], metrics, self.model)
@@ -127,113 +118,43 @@ class Loop:
                 break
         return history
 
-    def forward(self, x: Any) -> Any:
-        with self.dev.autocast():
-            return self.model(self.feed.prep(self.dev.batch(x)))
-
     def epoch(self, epoch: int, timings: dict[str, float]) -> float:
-        model, feed, strategy, dev = self.model, self.feed, self.strategy, self.dev
-        dann = feed.target.dann if feed.target else None
+        model, feed, techniques, dev = self.model, self.feed, self.techniques, self.dev
         model.train()
         total, steps = 0.0, 0
         for xb, yb in feed.train:
             xb, yb = dev.batch(xb), yb.to(dev.device, non_blocking=True)
-            extra = 0.0
+            extra: Any = 0.0
             with dev.autocast():
                 if feed.prefixed:  # xb holds frozen-prefix outputs
                     feats = model.embed_tail(xb)
                 else:
-                    xb = feed.prep(xb)
-                    if self.mix is not None:  # soft targets, label smoothing included
-                        xb, yb = self.mix(xb, yb)
-                    feats, extra = self.adversarial(xb, dann) if dann else (model.embed(xb), 0.0)
+                    xb, yb = techniques.batch(feed.prep(xb), yb)  # mixing: soft targets
+                    feats, extra = techniques.embed(model, xb)
                 out = model.head(feats)  # the features stay for the techniques' losses
-                loss = self.loss(out, yb) + extra + self.technique_losses(feats, out, yb)
-            if self.applied.penalty is not None:
-                loss = loss + self.applied.penalty()
+                loss = self.criterion(out, yb) + extra + techniques.loss(model, feats, out, yb)
             if not torch.isfinite(loss):
                 raise TrialFailed(f"loss became {loss.item()} at epoch {epoch}, step "
-                                  f"{steps + 1} (lr={strategy.lr:g}); try a lower lr or "
+                                  f"{steps + 1} (lr={self.strategy.lr:g}); try a lower lr or "
                                   f"grad_clip > 0")
-            step(model, loss, self.applied, dev, strategy.grad_clip, dann)
+            step(model, loss, self.applied, dev, self.strategy.grad_clip)
             timings.setdefault("first_step_s", time.perf_counter() - timings["started"])
             total, steps = total + loss.item(), steps + 1
-        for t in self.applied.techniques:
-            t.epoch_end(model, epoch, strategy)
+        techniques.epoch_end(model, epoch)
         return total / max(1, steps)
 
-    def technique_losses(self, feats: torch.Tensor, out: torch.Tensor,
-                         yb: torch.Tensor) -> Any:
-        """The active technique plugins' extra loss terms for a batch (0.0: none)."""
-        total: Any = 0.0
-        for t in self.applied.techniques:
-            term = t.loss(self.model, feats, out, yb, self.strategy)
-            if term is not None:
-                total = total + term
-        return total
 
-    def loss(self, out: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        if self.custom is not None:
-            return self.custom(out, yb)
-        ls = 0.0 if self.mix is not None else self.strategy.label_smoothing
-        return self.head.loss(out, yb, label_smoothing=ls)
-
-    def adversarial(self, xb: Any, dann: domain.Dann) -> tuple[torch.Tensor, torch.Tensor]:
-        """Source features and the domain loss; images share one pass (and BatchNorm batch
-        statistics) with the target batch, as in DANN."""
-        xt = self.feed.prep(self.dev.batch(dann.next_target()))
-        if isinstance(xb, torch.Tensor) and isinstance(xt, torch.Tensor):
-            feats = self.model.embed(torch.cat([xb, xt]))
-            source, target = feats[: len(xb)], feats[len(xb):]
-        else:
-            source, target = self.model.embed(xb), self.model.embed(xt)
-        return source, dann.loss(source, target)
-
-
-def step(model, loss, applied, dev, grad_clip: float, dann: Any = None) -> None:
+def step(model, loss, applied, dev, grad_clip: float) -> None:
     applied.optimizer.zero_grad(set_to_none=True)
-    if dann is not None:
-        dann.zero_grad()
     dev.scaler.scale(loss).backward()
     if grad_clip:
         dev.scaler.unscale_(applied.optimizer)
         torch.nn.utils.clip_grad_norm_(
             [p for p in model.parameters() if p.requires_grad], grad_clip)
     dev.scaler.step(applied.optimizer)
-    if dann is not None:
-        dev.scaler.step(dann.optimizer)
+    applied.techniques.step(dev.scaler)  # DANN's domain classifier
     dev.scaler.update()
     applied.advance()
-
-
-@dataclass
-class Target:
-    """Unlabeled target inputs of a trial that adapts: batches for AdaBN's statistics,
-    and DANN's adversarial part."""
-
-    statistics: Iterable | None
-    dann: domain.Dann | None
-
-    @classmethod
-    def for_(cls, strategy: Strategy, model: TransferModel, data: Prepared,
-             unlabeled: Dataset | None, dev: Device, gen: torch.Generator, batch_size: int,
-             total_steps: int) -> Target | None:
-        if unlabeled is None or not (strategy.adabn or strategy.dann):
-            return None
-        n = len(unlabeled)
-        blank = torch.zeros(n)  # no labels: the loaders want targets all the same
-        tp = pipeline.ready(data.preprocessing, unlabeled, unlabeled.subset([0]), blank,
-                            blank[:1], {})
-        pin = dev.device.type == "cuda"
-        stats = pipeline.loader(tp, "train", EVAL_BATCH, pin=pin) if strategy.adabn else None
-        dann = None
-        if strategy.dann:
-            batches = pipeline.loader(tp, "train", batch_size, shuffle=True, generator=gen,
-                                      pin=pin, every=True)
-            width = getattr(model.body, "head_hidden_size", None) or model.body.num_features
-            dann = domain.Dann(strategy.dann, width, batches, total_steps, strategy.lr,
-                               dev.device)
-        return cls(stats, dann)
 
 
 @torch.no_grad()

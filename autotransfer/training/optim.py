@@ -1,10 +1,9 @@
-"""How a Strategy is applied to a model: freezing, adapters, the active technique plugins'
-``build``, per-group learning rates (layer-wise decay) and their ``param_groups``, the
-optimizer, the warm-up cosine schedule and the L2-SP penalty."""
+"""How a Strategy is applied to a model: freezing, the active techniques' ``build`` and
+``param_groups`` (adapters, layer decay, L2-SP and any plugin's:
+:mod:`autotransfer.techniques`), the optimizer and the warm-up cosine schedule."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,54 +11,46 @@ import torch
 from timm.scheduler import CosineLRScheduler
 
 from ..strategy import Strategy
-from ..techniques import Technique
-from ..techniques import active as active_techniques
-from ..techniques.adapters import attach
+from ..techniques import Started, Trial
 from .model import TransferModel
 
 
-def apply(strategy: Strategy, model: TransferModel, steps_per_epoch: int) -> Applied:
-    """Freeze, build per-group parameter groups, the optimizer, schedule and penalty."""
+def apply(strategy: Strategy, model: TransferModel, steps_per_epoch: int,
+          techniques: Started | None = None) -> Applied:
+    """Freeze, let the techniques build, then the parameter groups (the body's by layer
+    group, then the head's), the optimizer and its schedule. ``techniques``: those the
+    trial started (by default the active ones, started on what is known here)."""
+    total = max(1, strategy.epochs * steps_per_epoch)
+    if techniques is None:
+        techniques = Started(Trial(strategy, model, steps=total))
     model.freeze(strategy.frozen_groups)
-    attach(model, strategy.adapter, strategy.lora_rank)
-    techniques = active_techniques(strategy)
-    for t in techniques:
-        t.build(model, strategy)
-    if techniques:
-        model.mark_frozen()  # a technique may have changed what trains
+    techniques.build(model)
     params = dict(model.body.named_parameters())
-    n = model.n_groups
-    sp = strategy.l2sp > 0 and strategy.pretrained
     groups: list[dict[str, Any]] = []
-    group_lrs: list[float | None] = []
     for i, names in enumerate(model.groups):
         trainable = [params[k] for k in names if params[k].requires_grad]
-        lr = strategy.lr * strategy.layer_decay ** (n - 1 - i)
-        group_lrs.append(lr if trainable else None)
-        groups += _decay_split(trainable, lr, 0.0 if sp else strategy.weight_decay, f"group{i}")
+        groups += _decay_split(trainable, strategy.lr, strategy.weight_decay, f"group{i}",
+                               layer=i, layers=model.n_groups)
     groups += _decay_split(list(model.head.parameters()), strategy.lr, strategy.weight_decay,
                            "head")
-    for t in techniques:
-        groups = t.param_groups(groups, model, strategy) or groups
-    groups = [g for g in groups if g["params"]]
+    groups = [g for g in techniques.param_groups(groups, model) if g["params"]]
+    lrs = {g["layer"]: g["lr"] for g in groups if "layer" in g}
     if strategy.optimizer == "adamw":
         opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=strategy.lr)
     else:
         opt = torch.optim.SGD(groups, lr=strategy.lr, momentum=0.9, nesterov=True)
-    sched = _warmup_cosine(opt, strategy.warmup, max(1, strategy.epochs * steps_per_epoch))
-    penalty = _l2sp_penalty(model, strategy.l2sp) if sp else None
-    return Applied(opt, sched, penalty, group_lrs, techniques)
+    sched = _warmup_cosine(opt, strategy.warmup, total)
+    return Applied(opt, sched, [lrs.get(i) for i in range(model.n_groups)], techniques)
 
 
 @dataclass
 class Applied:
-    """What :func:`apply` returns: the optimizer, its schedule, the extra loss."""
+    """What :func:`apply` returns: the optimizer, its schedule, the techniques acting."""
 
     optimizer: torch.optim.Optimizer
     scheduler: CosineLRScheduler
-    penalty: Callable[[], torch.Tensor] | None
     group_lrs: list[float | None] = field(default_factory=list)  # None: frozen group
-    techniques: list[Technique] = field(default_factory=list)  # the active plugins'
+    techniques: Started | None = None
     updates: int = 0  # optimizer updates done
 
     def advance(self) -> None:
@@ -68,13 +59,14 @@ class Applied:
         self.scheduler.step_update(self.updates + 1)
 
 
-def _decay_split(params: list[torch.nn.Parameter], lr: float, wd: float,
-                 name: str) -> list[dict[str, Any]]:
+def _decay_split(params: list[torch.nn.Parameter], lr: float, wd: float, name: str,
+                 **where: int) -> list[dict[str, Any]]:
     # No decay on norms and biases (1-D tensors), as in timm's param_groups_weight_decay.
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
-    return [{"params": decay, "lr": lr, "weight_decay": wd, "name": name},
-            {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{name}_no_decay"}]
+    return [{"params": decay, "lr": lr, "weight_decay": wd, "name": name, **where},
+            {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{name}_no_decay",
+             **where}]
 
 
 def _warmup_cosine(opt: torch.optim.Optimizer, warmup: float,
@@ -90,12 +82,3 @@ def _warmup_cosine(opt: torch.optim.Optimizer, warmup: float,
     sched.step_update(1)  # the first update's rates
     return sched
 
-
-def _l2sp_penalty(model: TransferModel, alpha: float) -> Callable[[], torch.Tensor]:
-    """alpha/2 * ||w - w0||^2 over the trainable backbone weights (Li et al., 2018)."""
-    pairs = [(p, p.detach().clone()) for p in model.body.parameters() if p.requires_grad]
-
-    def penalty() -> torch.Tensor:
-        return 0.5 * alpha * sum(((p - p0) ** 2).sum() for p, p0 in pairs)
-
-    return penalty

@@ -30,11 +30,12 @@ from ..errors import (
 )
 from ..strategy import fields
 from ..strategy.strategy import Strategy
-from ..techniques import domain
+from ..techniques import Started, Trial
+from ..techniques import active as active_techniques
 from . import optim
 from .cache import FeatureCache
-from .loop import Best, Device, Loop, Loss, Report, Target, feed_for, mixer
-from .model import build_model
+from .loop import Best, Device, Loop, Loss, Report, feed_for
+from .model import TransferModel, build_model
 
 
 @dataclass
@@ -143,18 +144,19 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset,
     dev = Device.for_(setup.device, data.preprocessing.modality)
     gen = _seed_everything(setup.seed)
     model = dev.prepare(build_model(strategy, setup.task, data.info))
-    domain.check(strategy, model, setup.unlabeled)
-    batch_size = _batch_size(strategy, len(data.y_train))
+    chosen = active_techniques(strategy)
+    batch_size = _batch_size(strategy, len(data.y_train), any(t.even_batches for t in chosen))
     steps = max(1, len(data.y_train) // batch_size)
-    applied = optim.apply(strategy, model, steps)
-    # Frozen-prefix outputs kept as first read (or cached) unless mixing touches inputs.
-    feed = feed_for(model, data, strategy, dev, setup.cache, gen, batch_size)
-    feed.target = Target.for_(strategy, model, data, setup.unlabeled, dev, gen, batch_size,
-                              strategy.epochs * steps)
+    techniques = _start(chosen, Trial(strategy, model, head, data.info, dev.device,
+                                      strategy.epochs * steps, batch_size, setup.unlabeled,
+                                      data.preprocessing, gen), dev)
+    applied = optim.apply(strategy, model, steps, techniques)
+    # Frozen-prefix outputs kept as first read (or cached) unless a technique needs inputs.
+    feed = feed_for(model, data, strategy, dev, setup.cache, gen, batch_size, techniques.live())
     timings = setup.timings if setup.timings is not None else {}
     timings.update(compute_s=0.0, started=started)
-    loop = Loop(model, feed, head, strategy, applied, dev, mixer(strategy, head, data.info),
-                setup.loss, data.info)
+    loop = Loop(model, feed, head, strategy, applied, dev,
+                techniques.criterion(setup.loss or head.loss), data.info)
     best = Best(head.direction, last=setup.keep == "last")
     try:
         history = loop.run(best, setup.report, setup.patience, timings)
@@ -205,6 +207,22 @@ def _seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _batch_size(strategy: Strategy, n_train: int) -> int:
+def _batch_size(strategy: Strategy, n_train: int, even: bool) -> int:
     size = min(strategy.batch_size, n_train)
-    return size - size % 2 if strategy.mixes else size  # mixing pairs a batch with its flip
+    return size - size % 2 if even else size  # mixing pairs a batch with its flip
+
+
+def _start(chosen: list, trial: Trial, dev: Device) -> Started:
+    """The active techniques started on ``trial``, given its inputs and forward here."""
+    model: TransferModel = trial.model
+    pre = trial.preprocessing
+
+    def inputs(x: Any) -> Any:
+        return dev.layout(pre.normalize(dev.batch(x)))
+
+    def forward(x: Any) -> Any:
+        with dev.autocast():
+            return model(inputs(x))
+
+    trial.inputs, trial.forward = inputs, forward
+    return Started(trial, chosen)
