@@ -224,3 +224,21 @@ def test_degenerate_features_rank_below_any_that_are_not():
     # LogME cannot tell constant features from Lite0's here: within 0.5 of its score
     assert abs(rows.loc["flat_cnn", "logme"] - rows.loc["efficientnet_lite0", "logme"]) < 0.5
     assert 0 < rows.loc["efficientnet_lite0", "score_se"] < 0.05  # 200 held-out predictions
+
+
+def test_the_probe_scores_held_out_predictions_and_flags_chance_and_constant_features():
+    from autotransfer.selection.probe import probe
+
+    f, y = _data(n=200, c=5)
+    good = probe(f, y)
+    assert good.score > good.chance + 0.1 and not good.degenerate and good.chance == pytest.approx(
+        np.bincount(y).max() / 200)
+    assert good.se == pytest.approx((good.score * (1 - good.score) / 200) ** 0.5)
+    noise = probe(np.random.default_rng(3).normal(size=f.shape), y)
+    assert noise.degenerate and noise.score < good.score
+    flat = probe(np.ones((200, 8)), y)
+    assert flat.degenerate and flat.score == pytest.approx(good.chance)
+    fit = probe(f[:, :3], f[:, 0] * 2 + 0.1, regression=True)
+    assert fit.score > 0.9 and not fit.degenerate
+    with pytest.raises(at.DataError, match="cannot be cross-validated on 2 examples"):
+        probe(np.eye(2), np.array([0, 1]))

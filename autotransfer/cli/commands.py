@@ -113,16 +113,24 @@ def _print_use(study) -> None:
     """Where the best model is, and the commands that use it."""
     from ..errors import StorageError
 
-    storage = str(study.spec.path or study.spec.url)
+    storage = _relative(study.spec.path) if study.spec.path else str(study.spec.url)
     try:
         path = study.model_path()
     except StorageError as exc:
         print(f"no model file: {exc}")
         return
-    print(f"best model: {path}")
+    print(f"best model: {_relative(path)}")
     print(f"  autotransfer predict {storage} IMAGES_OR_TEXTS...   (or the file above)")
     print(f"  autotransfer export {storage} --format onnx")
     print(f"  python: at.Study.load({storage!r}, name={study.name!r}).load_best()")
+
+
+def _relative(path) -> str:
+    """``path`` relative to the working directory when it lies under it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _known(v) -> bool:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import DataError
+
 FOLDS = 5  # at most; fewer when a class has fewer examples
 DEGENERATE_SE = 2.0  # not above chance by this many standard errors: degenerate
 
@@ -41,8 +43,8 @@ def probe(features: np.ndarray, targets: np.ndarray, *, regression: bool = False
     f = np.asarray(features, dtype=np.float64)
     y = np.asarray(targets)
     spread = f.std(axis=0)
-    constant = not np.isfinite(spread).all() or spread.max(initial=0.0) <= 1e-8 * (
-        1.0 + np.abs(f).max(initial=0.0))
+    constant = bool(not np.isfinite(spread).all() or spread.max(initial=0.0) <= 1e-8 * (
+        1.0 + np.abs(f).max(initial=0.0)))
     if regression:
         folds = KFold(min(FOLDS, len(y)), shuffle=True, random_state=seed)
     else:
@@ -52,7 +54,11 @@ def probe(features: np.ndarray, targets: np.ndarray, *, regression: bool = False
     if constant:
         return _scored(np.zeros_like(y, dtype=float) if regression else
                        np.full_like(y, np.bincount(y).argmax()), y, regression, True)
-    predicted = cross_val_predict(_model(regression, seed), f, y, cv=folds)
+    try:
+        predicted = cross_val_predict(_model(regression, seed), f, y, cv=folds)
+    except ValueError as exc:  # e.g. a training fold left with one class
+        raise DataError(f"the linear probe cannot be cross-validated on {len(y)} examples "
+                        f"({exc}); give more labelled examples per class.") from exc
     return _scored(predicted, y, regression, False)
 
 
@@ -75,9 +81,9 @@ def _scored(predicted: np.ndarray, y: np.ndarray, regression: bool, constant: bo
         # a bootstrap-free error: the spread of the per-example share of explained variance
         share = 1.0 - ((y - predicted) ** 2).reshape(n, -1).sum(1) * n / total
         se = float(share.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
-        return Probe(float(score), se, 0.0, constant or score <= DEGENERATE_SE * se)
+        return Probe(float(score), se, 0.0, bool(constant or score <= DEGENERATE_SE * se))
     score = float((predicted == y).mean())
     chance = float(np.bincount(y).max() / n)
     se = math.sqrt(score * (1 - score) / n)
     chance_se = math.sqrt(chance * (1 - chance) / n)
-    return Probe(score, se, chance, constant or score <= chance + DEGENERATE_SE * chance_se)
+    return Probe(score, se, chance, bool(constant or score <= chance + DEGENERATE_SE * chance_se))
