@@ -1,4 +1,4 @@
-"""Does ranking backbones by LogME find the best one sooner? (about 70 minutes on 2 cores)
+"""Does ranking backbones first find the best one sooner? (about 70 minutes on 2 cores)
 
     .venv/bin/python benchmarks/backbone_ranking.py              # both tasks
     .venv/bin/python benchmarks/backbone_ranking.py --task text  # one task
@@ -17,7 +17,8 @@ families with random weights ("pretrained" on nothing):
 
 For each it prints:
 
-1. each backbone's LogME score and the seconds it took (``at.rank_backbones``);
+1. each backbone's ranking score (a held-out linear probe; LogME beside it) and the
+   seconds it took (``at.rank_backbones``);
 2. the best accuracy each reaches with a fixed budget of its own (a search of N trials
    on that backbone alone), and Kendall's tau between the two;
 3. over seeds, the time a search over all candidates needs to come within ``TOLERANCE``
@@ -202,14 +203,17 @@ def report(task: str, result: dict) -> None:
 
     print(f"\n## {task} ({result.get('seconds', '?')} s)")
     alone = result["alone"]
-    print("\n| backbone | LogME | seconds | best accuracy alone |\n|---|---|---|---|")
+    print("\n| backbone | probe score | degenerate | LogME | seconds | best accuracy alone |"
+          "\n|---|---|---|---|---|---|")
     for r in result["ranking"]:
-        print(f"| {r['backbone']} | {r['score']:.3f} | {r['seconds']:.1f} | "
+        logme = r.get("logme")  # runs saved before the probe have LogME as their score
+        print(f"| {r['backbone']} | {r['score']:.3f} | {r.get('degenerate', '-')} | "
+              f"{'-' if logme is None else f'{logme:.3f}'} | {r['seconds']:.1f} | "
               f"{alone[r['backbone']]:.4f} |")
     scores = [r["score"] for r in result["ranking"]]
     accs = [alone[r["backbone"]] for r in result["ranking"]]
     tau = kendalltau(scores, accs).statistic
-    print(f"\nKendall tau (LogME vs best accuracy alone): {tau:.2f}")
+    print(f"\nKendall tau (ranking score vs best accuracy alone): {tau:.2f}")
     print(f"target: {result['target']:.4f} (best alone - {TOLERANCE})\n")
     print("| seed | with ranking: s to target | uniform: s to target | best (rank / uniform) "
           "| trials (rank / uniform) |")
@@ -235,7 +239,7 @@ def run(task: Task, saved: dict | None, seeds: tuple[int, ...] = SEEDS) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        print(f"{task.name} 1. LogME ranking", flush=True)
+        print(f"{task.name} 1. ranking", flush=True)
         ranking = step_rank(task, train)  # also registers the decoys
         if saved is None:
             print(f"{task.name} 2. each backbone alone", flush=True)

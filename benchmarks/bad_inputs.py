@@ -79,7 +79,8 @@ from autotransfer.testing import toy_images  # noqa: E402
 
 CASE_TIMEOUT = 120  # seconds per case
 EXIT_REFUSED = (1, 2)  # the CLI's exit codes for a runtime failure, a usage mistake
-PLUGINS = ("autotransfer_plugins.heads", "autotransfer.testing")
+PLUGINS = ("autotransfer_plugins.heads", "autotransfer_plugins.techniques",
+           "autotransfer.testing")
 HINTS = ("must", "accepted", "accepts", "expected", "one of", "give", "use ", "pass ", ">=",
          "<=", "needs", "need ", "at least", "at most", "e.g.", "instead", "takes", "try ",
          # or it lists the alternatives

@@ -30,6 +30,7 @@ def _search(storage: str, n_trials: int, go, seed: int) -> None:
 
     at.register_plugin("autotransfer.testing")
     at.register_plugin("autotransfer_plugins.heads")
+    at.register_plugin("autotransfer_plugins.techniques")
     go.wait()
     at.search(toy_images(48, classes=3, size=16), backbones=["tiny_cnn", "tiny_resnet"],
               n_trials=n_trials, storage=storage, name="drill", seed=seed,
