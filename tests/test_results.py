@@ -234,6 +234,9 @@ def test_the_cli_goes_from_a_study_to_its_best_model(tested, tmp_path, capsys):
     by_study = capsys.readouterr().out
     assert main(["predict", path, str(image), "--format", "csv"]) == 0
     assert capsys.readouterr().out == by_study
+    assert main(["predict", str(tested), str(image), "--proba"]) == 0  # the table format
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split()[2:] == ["0", "1", "2"] and "-" not in row.split()[2:]
     lb = study.leaderboard()
     kept = lb[lb["test_accuracy"].notna()]["trial"].tolist()  # the two kept checkpoints
     assert main(["best", str(tested), "--trial", str(kept[1])]) == 0

@@ -224,8 +224,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     elif args.format == "json":
         print(frame.to_json(orient="records", indent=1))
     else:
-        print(text_table([{c: shown(v) for c, v in r.items()} for r in frame.to_dict("records")],
-                     [str(c) for c in frame.columns], cut=None))
+        rows = [{str(c): shown(v) for c, v in r.items()} for r in frame.to_dict("records")]
+        print(text_table(rows, [str(c) for c in frame.columns], cut=None))
     return 0
 
 
