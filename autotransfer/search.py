@@ -91,7 +91,7 @@ def search(data: Dataset, *, task: str | dict[str, str] = "classification",
     backend.run(job, ctx.train, ctx.valid)
     close_run(study, job.run)
     prior.record(study, ctx)
-    return _score_test(Study(study, job.storage, Path(job.workdir)), given.test)
+    return _finish(Study(study, job.storage, Path(job.workdir)), given.test, job.progress)
 
 
 def _checked(backend: Any, seed: Any, warm_start: Any, pruner: Any, sampler: Any, *,
@@ -107,6 +107,19 @@ def _checked(backend: Any, seed: Any, warm_start: Any, pruner: Any, sampler: Any
     return backend, seed, warm_start
 
 
+def _finish(study: Study, test: Dataset | None, progress: bool) -> Study:
+    """Score the test set; then, with ``progress``, log the summary ``autotransfer run``
+    prints (its optimism warning is a Python warning already)."""
+    from .study import summary
+
+    study = _score_test(study, test)
+    if progress:
+        for line in summary.lines(study):
+            if not line.startswith("warning: "):
+                summary.logger.info(line)
+    return study
+
+
 def _score_test(study: Study, test: Dataset | None) -> Study:
     """Score the kept models on the test set once the search has made every choice."""
     from .study.results import evaluate, kept_models, optimism
@@ -116,7 +129,7 @@ def _score_test(study: Study, test: Dataset | None) -> Study:
     evaluate(study, test, record=True)
     warning = optimism(study)
     if warning:
-        warnings.warn(warning, OptimisticValidation, stacklevel=3)
+        warnings.warn(warning, OptimisticValidation, stacklevel=4)
     return study
 
 

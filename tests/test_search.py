@@ -326,3 +326,26 @@ def test_a_study_file_reads_a_csv_of_image_paths(tmp_path, capsys):
     study.write_text('n_trials = 2\n[data]\ncsv = "pets.csv"\nlabel = "breed"\n')
     assert main(["run", str(study)]) == 2
     assert "one of image = '<path column>' or text = '<text column>'" in capsys.readouterr().err
+
+
+def test_python_ends_with_the_summary_the_cli_prints_once(tmp_path, capsys):
+    data = toy_images(60, classes=3, size=16)
+    study = at.search(data, backbones=["tiny_cnn", "tiny_resnet"], n_trials=3,
+                      storage=tmp_path / "s.db", name="s", baselines=False,
+                      space=at.SearchSpace(epochs=1, image_size=16),
+                      test=toy_images(30, classes=3, size=16, seed=5))
+    err = capsys.readouterr().err
+    best = study.leaderboard().iloc[0]
+    assert f"[autotransfer] best: trial {best['trial']} ({best['backbone']}" in err
+    assert "test accuracy=" in err and "[autotransfer] transferability before" in err
+    assert f"[autotransfer] best model: {study.model_path()}" in err
+    at.search(data, backbones=["tiny_cnn"], n_trials=1, storage=tmp_path / "q.db", name="q",
+              baselines=False, space=at.SearchSpace(epochs=1, image_size=16), progress=False)
+    assert "best: trial" not in capsys.readouterr().err  # progress=False: quiet
+    (tmp_path / "cli.toml").write_text(
+        'backbones = ["tiny_cnn"]\nn_trials = 2\nbaselines = false\nplugins = '
+        '["autotransfer.testing"]\n[data]\ndemo = "digits"\nimage_size = 16\n'
+        'per_class = 4\nvalid_per_class = 4\n[space]\nepochs = 1\n')
+    assert main(["run", str(tmp_path / "cli.toml"), "--no-progress"]) == 0
+    printed = capsys.readouterr()
+    assert (printed.out + printed.err).count("best: trial") == 1 and "best model: " in printed.out

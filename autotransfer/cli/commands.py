@@ -4,6 +4,7 @@ backbones, plugins."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -56,12 +57,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..config import load_study_file
     from ..errors import OptimisticValidation
     from ..search import search
+    from ..study import summary
 
     kwargs, train, valid = load_study_file(args.study_file)
     if args.n_trials is not None:
         kwargs["n_trials"] = args.n_trials
     if args.timeout is not None:
         kwargs["timeout"] = args.timeout
+    level = summary.logger.level
+    summary.logger.setLevel(logging.WARNING)  # printed below, not logged by search()
     try:
         with warnings.catch_warnings():  # the summary says it in words, not as a warning
             warnings.simplefilter("ignore", OptimisticValidation)
@@ -70,6 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("\ninterrupted: the running trial is marked failed; rerun the same command "
               "to resume.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        summary.logger.setLevel(level)
     print(f"\nstudy {study.name!r} in {study.spec.url}")
     print_leaderboard(study, top=args.top)
     _print_summary(study)
@@ -77,64 +83,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(study) -> None:
-    df = study.leaderboard()
-    done = df[df["state"] == "complete"]
-    if done.empty:
-        return
-    from ..study.results import optimism
+    from ..study import summary
 
-    best = done.iloc[0]
-    m = study.metric
-    line = f"\nbest: trial {best['trial']} ({best['backbone']}, frozen_groups=" \
-           f"{best['frozen_groups']}/{best['n_groups']}) validation {m}={best[m]:.4f}"
-    if _known(best.get(f"test_{m}")):
-        line += f", test {m}={best[f'test_{m}']:.4f} (± {best[f'test_{m}_se']:.4f})"
-    for kind in ("default_finetune", "scratch"):
-        ref = done[done["baseline"] == kind]
-        if not ref.empty:
-            line += f"; {kind} {ref.iloc[0][m]:.4f}"
-    print(line)
-    for r in df[df["state"] == "refit"].to_dict("records"):
-        test = f", test {m}={r[f'test_{m}']:.4f}" if _known(r.get(f"test_{m}")) else ""
-        print(f"refit of trial {r['trial']} on all labelled data ({r['epochs']} epochs){test}")
-    warning = optimism(study)
-    if warning:
-        print(f"warning: {warning}")
+    results = summary.result_lines(study)
+    if not results:
+        return
+    print("\n" + "\n".join(results))
     ranked = study.ranking()
     if not ranked.empty:
-        print("\ntransferability before the search (held-out accuracy of a linear probe on "
-              "frozen features, higher is better; degenerate features rank last):")
+        print(f"\n{summary.RANKING_TITLE}")
         print(text_table([{c: shown(v) for c, v in r.items()} for r in ranked.to_dict("records")],
                      list(ranked.columns)))
-    _print_use(study)
-
-
-def _print_use(study) -> None:
-    """Where the best model is, and the commands that use it."""
-    from ..errors import StorageError
-
-    storage = _relative(study.spec.path) if study.spec.path else str(study.spec.url)
-    try:
-        path = study.model_path()
-    except StorageError as exc:
-        print(f"no model file: {exc}")
-        return
-    print(f"best model: {_relative(path)}")
-    print(f"  autotransfer predict {storage} IMAGES_OR_TEXTS...   (or the file above)")
-    print(f"  autotransfer export {storage} --format onnx")
-    print(f"  python: at.Study.load({storage!r}, name={study.name!r}).load_best()")
-
-
-def _relative(path) -> str:
-    """``path`` relative to the working directory when it lies under it."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def _known(v) -> bool:
-    return shown(v) is not None
+    print("\n".join(summary.use_lines(study)))
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:

@@ -1,0 +1,77 @@
+"""The closing summary of a search, as lines of text: the best trial with its test score
+beside the reference trials, the refits, an optimism warning, and where the best model is
+with the commands that use it. ``autotransfer run`` prints it (with the ranking table
+between the two parts); ``search()`` logs it, ranking included, unless ``progress=False``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ..errors import StorageError
+from ..log import get_logger
+from .results import optimism
+
+logger = get_logger(__name__)  # search() logs the summary here; the CLI prints it instead
+
+
+def result_lines(study: Any) -> list[str]:
+    """The best trial, the reference trials' scores, the refits, an optimism warning."""
+    df = study.leaderboard()
+    done = df[df["state"] == "complete"]
+    if done.empty:
+        return []
+    best, m = done.iloc[0], study.metric
+    line = (f"best: trial {best['trial']} ({best['backbone']}, frozen_groups="
+            f"{best['frozen_groups']}/{best['n_groups']}) validation {m}={best[m]:.4f}")
+    if _known(best.get(f"test_{m}")):
+        line += f", test {m}={best[f'test_{m}']:.4f} (± {best[f'test_{m}_se']:.4f})"
+    for kind in ("default_finetune", "scratch"):
+        ref = done[done["baseline"] == kind]
+        if not ref.empty:
+            line += f"; {kind} {ref.iloc[0][m]:.4f}"
+    lines = [line]
+    for r in df[df["state"] == "refit"].to_dict("records"):
+        test = f", test {m}={r[f'test_{m}']:.4f}" if _known(r.get(f"test_{m}")) else ""
+        lines.append(f"refit of trial {r['trial']} on all labelled data ({r['epochs']} "
+                     f"epochs){test}")
+    warning = optimism(study)
+    return lines + ([f"warning: {warning}"] if warning else [])
+
+
+def use_lines(study: Any) -> list[str]:
+    """Where the best model is, and the commands that use it."""
+    storage = relative(study.spec.path) if study.spec.path else str(study.spec.url)
+    try:
+        path = study.model_path()
+    except StorageError as exc:
+        return [f"no model file: {exc}"]
+    return [f"best model: {relative(path)}",
+            f"  autotransfer predict {storage} IMAGES_OR_TEXTS...   (or the file above)",
+            f"  autotransfer export {storage} --format onnx",
+            f"  python: at.Study.load({storage!r}, name={study.name!r}).load_best()"]
+
+
+RANKING_TITLE = ("transferability before the search (held-out accuracy of a linear probe on "
+                 "frozen features, higher is better; degenerate features rank last):")
+
+
+def lines(study: Any) -> list[str]:
+    """The whole summary: results, the ranking (when there was one), the model."""
+    ranked = study.ranking()
+    table = [] if ranked.empty else [RANKING_TITLE, *ranked.to_string(index=False).splitlines()]
+    return result_lines(study) + table + use_lines(study)
+
+
+def relative(path: Any) -> str:
+    """``path`` relative to the working directory when it lies under it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _known(v: Any) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
