@@ -302,7 +302,7 @@ def test_a_crafted_model_file_is_refused_naming_what_is_wrong(case, model, tmp_p
 def test_the_cli_prints_an_error_for_a_crafted_file_not_a_traceback(model, tmp_path, capsys):
     good = model.save(tmp_path / "good.safetensors")
     path = craft(good, tmp_path / "crafted.safetensors", config="[" * 100_000)
-    assert main(["predict", str(path), "x.png"]) == 1
+    assert main(["predict", str(path), "x.png"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
 
 

@@ -50,7 +50,7 @@ def test_a_report_is_never_written_over_a_study_or_a_users_file(own, tmp_path, c
     before = _sha(own)
     with pytest.raises(at.StorageError, match="the study's own storage"):
         study.report(own)
-    assert main(["report", str(own), "-o", str(own)]) == 1
+    assert main(["report", str(own), "-o", str(own)]) == 2
     assert "error: Refusing to write the report" in capsys.readouterr().err
     other = tmp_path / "other.db"
     shutil.copy(own, other)

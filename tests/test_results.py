@@ -172,8 +172,12 @@ def test_cli_version_and_exit_codes(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["leaderboard", "--top", "0", "x.db"])
     assert exc.value.code == 2  # a usage mistake
-    assert main(["leaderboard", str(tmp_path / "missing.db")]) == 1  # the work failed
-    capsys.readouterr()
+    assert main(["leaderboard", str(tmp_path / "missing.db")]) == 2  # a wrong path given
+    (tmp_path / "t.csv").write_text("sentence,label\ngood,1\nbad,0\n")
+    for data, token in (('label = "stars"', "stars"), ('label = "label"\nlr = 1', "lr")):
+        (tmp_path / "t.toml").write_text(f'[data]\ncsv = "t.csv"\ntext = "sentence"\n{data}\n')
+        assert main(["run", str(tmp_path / "t.toml")]) == 2  # a column, a key: both 2
+        assert token in capsys.readouterr().err
 
 
 def test_a_cli_search_whose_every_trial_fails_exits_1_with_the_reason(tmp_path, monkeypatch,
@@ -212,8 +216,8 @@ def test_cli_predicts_exports_and_reports(tested, tmp_path, capsys):
     assert (tmp_path / "toy.onnx").is_file() and "max_abs_diff: " in out
     assert main(["report", str(tested), "-o", str(tmp_path / "r.html")]) == 0
     assert (tmp_path / "r.html").stat().st_size > 100_000  # plotly.js is inlined
-    assert main(["report", str(tested), "-o", str(tmp_path / "no" / "r.html")]) == 1
-    assert main(["predict", str(tmp_path / "in" / "0.png"), "x.png"]) == 1
+    assert main(["report", str(tested), "-o", str(tmp_path / "no" / "r.html")]) == 2
+    assert main(["predict", str(tmp_path / "in" / "0.png"), "x.png"]) == 2
     assert "is not a readable model file" in capsys.readouterr().err
 
 
@@ -242,7 +246,7 @@ def test_the_cli_goes_from_a_study_to_its_best_model(tested, tmp_path, capsys):
     assert main(["best", str(tested), "--trial", str(kept[1])]) == 0
     assert capsys.readouterr().out.strip() == str(study.model_path(kept[1]))
     unkept = lb[(lb["state"] == "complete") & lb["test_accuracy"].isna()]["trial"].iloc[0]
-    assert main(["best", str(tested), "--trial", str(unkept)]) == 1
+    assert main(["best", str(tested), "--trial", str(unkept)]) == 2
     assert f"Trial {unkept} of study" in capsys.readouterr().err
     assert main(["export", str(tested), "--format", "onnx", "-o", str(tmp_path / "m.onnx")]) == 0
     assert (tmp_path / "m.onnx").is_file()
@@ -272,7 +276,7 @@ def test_the_cli_loads_a_model_whose_backbone_comes_from_a_plugin_module(tested,
     env = {**os.environ, "AUTOTRANSFER_DISABLE_PLUGIN_AUTOLOAD": "1"}
     cmd = [sys.executable, "-m", "autotransfer.cli", "predict", str(path), str(tmp_path / "x.png")]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    assert out.returncode == 1
+    assert out.returncode == 2  # the plugin was not named: a mistake in what was given
     assert "needs backbone 'tiny_cnn' and task 'classification'" in out.stderr
     assert "--plugin module on the command line" in out.stderr
     plugins_ = ["--plugin", "autotransfer_plugins.heads", "--plugin",

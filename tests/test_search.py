@@ -276,7 +276,7 @@ def test_cli_leaderboard_csv_matches_python(toy, tmp_path, capsys):
     assert printed["accuracy"].tolist() == pytest.approx(lb["accuracy"].tolist())
     assert main(["leaderboard", str(tmp_path / "s.db"), "--format", "json", "--top", "2"]) == 0
     assert [r["trial"] for r in json.loads(capsys.readouterr().out)] == lb["trial"][:2].tolist()
-    assert main(["leaderboard", str(tmp_path / "missing.db")]) == 1  # a runtime error
+    assert main(["leaderboard", str(tmp_path / "missing.db")]) == 2  # a wrong path given
     assert "does not exist" in capsys.readouterr().err
 
 

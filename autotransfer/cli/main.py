@@ -1,8 +1,8 @@
 """The ``autotransfer`` command line: the parser and ``main``.
 
-Exit codes: 0 done; 1 the work failed (every trial failed, a file that is not a model, a
-study that is not there); 2 a usage mistake (an unknown option, name or value); 130
-interrupted.
+Exit codes: 0 done; 1 the work failed (every trial of a search, an export); 2 a mistake
+in what was given (an option, name or value, a file that is not a model or a study that
+is not there, a data column, a plugin that is not registered); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ..errors import AutotransferError, ConfigError, DeviceError, StrategyError, UnknownNameError
+from ..errors import AutotransferError, ExportError, SearchFailed, TrialFailed
 from .commands import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -26,7 +26,8 @@ from .commands import (
     cmd_run,
 )
 
-USAGE_ERRORS = (ConfigError, UnknownNameError, StrategyError, DeviceError)
+# The work failed (exit 1); every other AutotransferError is a mistake in the input (exit 2).
+WORK_FAILURES = (SearchFailed, TrialFailed, ExportError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="autotransfer",
         description="Search the best way to transfer a pretrained model to your task.",
-        epilog="exit codes: 0 done, 1 the work failed, 2 a usage mistake, 130 interrupted")
+        epilog="exit codes: 0 done, 1 the work failed, 2 a mistake in what was given, "
+               "130 interrupted")
     parser.add_argument("--version", action="version", version=f"autotransfer {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -154,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except AutotransferError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, USAGE_ERRORS) else EXIT_FAILED
+        return EXIT_FAILED if isinstance(exc, WORK_FAILURES) else EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -47,7 +47,7 @@ def open_search(job: SearchJob, ctx: TrialContext, warm_start: bool | str | Path
         elif warm_start:
             prior.enqueue(study, ctx, warm_start, order(job.backbones, ranking))
         done = counted_trials(study)
-    if job.progress and done:
+    if done:  # said with or without progress bars: a rerun continues, it does not restart
         logger.info(f"resuming study {job.study_name!r}: {done} trial(s) already recorded")
     return study
 
