@@ -440,6 +440,25 @@ def test_from_torch_reads_inputs_when_used(files):
     assert ds.labels.tolist() == [0, 1] * 8
 
 
+def test_from_torch_takes_class_names_from_the_dataset_or_classes(tmp_path):
+    from torchvision.datasets import ImageFolder
+
+    for i, name in enumerate(["chelsea", "coffee", "chelsea", "coffee"]):
+        (tmp_path / name).mkdir(exist_ok=True)
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / name / f"{i}.png")
+    folder = ImageFolder(tmp_path)
+    ds = at.data.from_torch(folder)  # torchvision's targets are ids; its classes name them
+    assert ds.labels.tolist() == [folder.classes[t] for t in folder.targets]
+    assert sorted(set(ds.labels.tolist())) == ["chelsea", "coffee"]
+    pairs = _Pairs([(torch.zeros(3, 8, 8), i % 2) for i in range(4)])
+    assert at.data.from_torch(pairs, classes=["no", "yes"]).labels.tolist() == ["no", "yes"] * 2
+    with pytest.raises(at.DataError, match=r"names 1 classes, so labels must be class ids "
+                                           r"0..0, but got label 1"):
+        at.data.from_torch(pairs, classes=["only"])
+    with pytest.raises(at.DataError, match="classes= must be a list of distinct class names"):
+        at.data.from_torch(pairs, classes=["a", "a"])
+
+
 def test_from_torch_accepts_tensors_arrays_and_strings():
     chw = torch.rand(3, 20, 30)
     ds = at.data.from_torch(_Pairs([(chw, 0), (np.zeros((20, 30, 3), np.uint8), 1)]))

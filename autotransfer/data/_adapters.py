@@ -284,11 +284,13 @@ def _class_names(ids: Any, names: list[str], column: str) -> np.ndarray:
     return np.asarray(names)[ids]
 
 
-def from_torch(ds: Any, *, labels: Any = None) -> Dataset:
+def from_torch(ds: Any, *, labels: Any = None, classes: Any = None) -> Dataset:
     """A torch ``Dataset`` whose items are ``(input, label)``; inputs are read when used.
 
     Labels come from ``labels=``, else the dataset's ``targets`` (torchvision's
-    convention), else one pass over the items.
+    convention), else one pass over the items. Class ids become class names from
+    ``classes=`` (a list, id i -> ``classes[i]``), else the dataset's ``classes``
+    (torchvision's ``ImageFolder``, ``CIFAR10``, ...), so predictions come back as names.
     """
     if not (hasattr(ds, "__getitem__") and hasattr(ds, "__len__")):
         raise DataError(f"from_torch takes a map-style torch Dataset (with __len__ and "
@@ -310,7 +312,34 @@ def from_torch(ds: Any, *, labels: Any = None) -> Dataset:
         labels = [ds[i][1] for i in range(len(ds))]
     if not isinstance(labels, (np.ndarray, torch.Tensor, dict)) and not hasattr(labels, "columns"):
         labels = [v.item() if isinstance(v, torch.Tensor) and v.ndim == 0 else v for v in labels]
+    given = classes is not None
+    classes = classes if given else getattr(ds, "classes", None)
+    if classes is not None:
+        labels = _named(labels, classes, given)
     return Dataset(TorchItems(ds, modality), _labels(labels))
+
+
+def _named(labels: Any, classes: Any, given: bool) -> Any:
+    """Class ids as ``classes``' names; labels that are not ids in range are refused when
+    ``classes=`` was given, and kept as they are when it came from the dataset."""
+    what = "classes=" if given else "the dataset's classes"
+    if isinstance(classes, (str, bytes)) or not hasattr(classes, "__len__") \
+            or len(set(map(str, classes))) != len(classes) or not len(classes):
+        if not given:
+            return labels
+        raise DataError(f"classes= must be a list of distinct class names (id i -> "
+                        f"classes[i]), but got {classes!r:.80}.")
+    ids = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels, dtype=object)
+    ok = ids.ndim == 1 and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                               and 0 <= v < len(classes) for v in ids)
+    if not ok:
+        if not given:
+            return labels
+        bad = next((v for v in ids.ravel() if not (isinstance(v, (int, np.integer))
+                                                   and 0 <= v < len(classes))), ids.ravel()[0])
+        raise DataError(f"{what} names {len(classes)} classes, so labels must be class ids "
+                        f"0..{len(classes) - 1}, but got label {bad!r}.")
+    return [classes[int(v)] for v in ids]
 
 
 DEMOS = ("digits",)
