@@ -110,11 +110,11 @@ def _score(name: str, sample: Dataset, targets: Any, regression: bool, errors: s
     t0 = time.perf_counter()
     try:
         f = backbone_features(name, sample, **features)
+        array = f.numpy()
         try:
-            fitted = probe(f.numpy(), targets, regression=regression)
-            # LogME has no score for constant features: the probe says they are degenerate
-            evidence = None if not f.any() else logme(f.numpy(), targets,
-                                                       regression=regression)
+            fitted = probe(array, targets, regression=regression)
+            # LogME has no score for all-zero features: the probe says they are degenerate
+            evidence = logme(array, targets, regression=regression) if array.any() else None
         except DataError as exc:
             hint = "" if errors == "skip" else (" errors='skip' ranks the other backbones "
                                                 "without it.")
