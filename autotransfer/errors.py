@@ -81,6 +81,11 @@ class TrialFailed(AutotransferError):
     """A trial that cannot go on (a non-finite loss, out of memory); the reason is the message."""
 
 
+class TrialCut(TrialFailed):
+    """A trial stopped by the search's time budget before it validated one epoch: it has
+    no score to keep (one that had is kept at its best epoch and recorded as cut)."""
+
+
 def check_choice(kind: str, value: str, accepted: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``accepted``, else raise :class:`UnknownNameError`."""
     accepted = list(accepted)

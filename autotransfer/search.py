@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from .errors import ConfigError, OptimisticValidation, UnknownNameError
 from .heads.multitask import resolve_task
 from .log import get_logger
 from .strategy.space import SearchSpace, check_frozen_range
-from .study import prior
+from .study import prior, trackers
 from .study.opening import open_search
 from .study.study import Study
 from .techniques import fit_space as techniques_fit
@@ -42,44 +43,47 @@ def search(data: Dataset, *, task: str | dict[str, str] = "classification",
            rank: bool = True, pruner: str | optuna.pruners.BasePruner = "hyperband",
            sampler: str | optuna.samplers.BaseSampler = "tpe", patience: int | None = 5,
            keep_checkpoints: int = 3, feature_cache: bool | int = True, progress: bool = True,
-           root: str | os.PathLike | None = None, **unknown: Any) -> Study:
+           root: str | os.PathLike | None = None, callbacks: list | None = None,
+           **unknown: Any) -> Study:
     """Search backbones x transfer strategies; return the stored, resumable :class:`Study`
-    (:class:`SearchFailed` if every trial of this call failed). Every argument and the data
-    are checked against the task and backbones before it exists.
+    (:class:`SearchFailed` if every trial of this call failed), every argument and the data
+    checked against the task and backbones first.
 
     Args:
         data: Training data, a lazy :class:`~autotransfer.data.Dataset` (``at.data.from_*``).
         task: "classification", "regression", "multilabel" (a registered head), or
             ``{label column: task}``, first one primary (:mod:`autotransfer.heads.multitask`).
         backbones: Registry names and globs; default every available one for the modality.
-        n_trials, timeout: Trials in all (baselines included) and seconds after which none
-            starts, whichever comes first; a finished study rerun runs nothing more.
+        n_trials, timeout: Trials in all (at most half reference trials) and seconds the
+            whole call may take, whichever ends first (``docs/searching.md#budgets``).
         backend: "optuna" (worker processes here), "ray", or a Backend object such as
             ``at.OptunaBackend(devices=2)`` or ``at.RayBackend(address=...)``.
-        storage: Default ``studies/<name>.db`` (SQLite); a ``.db`` or journal ``.log``
-            path, or any Optuna URL. Rerunning with the same name and storage resumes.
-        name: Study name; any string (its files go in a folder derived from it safely).
+        storage, name: Default ``studies/<name>.db`` (SQLite); a ``.db`` or journal ``.log``
+            path, or any Optuna URL; the study's name, any string. Rerunning resumes.
         seed, space: Seeds the split, the sampler and every trial; the :class:`SearchSpace`.
         valid: Validation data; default a seeded (stratified) ``valid_fraction`` of ``data``.
-        test: Held-out labelled data, never chosen on: the kept models are scored on it
-            after the search (``test_<metric>`` columns; a warning if validation overstates).
+        test: Held-out data, never chosen on: the kept models are scored on it after the
+            search (``test_<metric>`` columns; a warning if validation overstates).
         unlabeled: Target-domain inputs, as ``predict`` takes them (a folder, paths, ...):
             trials may adapt to them (``adabn``, ``dann``); ``valid`` then holds target data.
-        baselines: Run scratch, linear-probe and default fine-tune trials per backbone.
+        baselines: Run linear-probe, default fine-tune and scratch reference trials.
         warm_start: Begin a new study with settings that usually work (True), nothing
             (False), or the best strategies of the closest earlier studies in this storage
             ("prior") or a folder or file (a path): :mod:`autotransfer.study.prior`.
         rank: With several backbones, rank them first (:func:`~autotransfer.rank_backbones`):
             the best get the warm start, and trials race in rank order (False: no ranking).
-        pruner, sampler: "hyperband", "median", "none" or an Optuna pruner; "tpe",
-            "random" or an Optuna sampler.
+        pruner, sampler: "hyperband", "median", "none" or an Optuna pruner; "tpe", "gp"
+            (Gaussian process; TPE for conditional fields), "random" or an Optuna sampler.
         patience: Early-stop a trial after this many epochs without improvement (None: off).
         keep_checkpoints: Keep the best k trials' weights (the others are deleted).
         feature_cache: Share frozen-prefix outputs: True, False, or bytes per worker.
         progress, root: Show progress bars; the folder holding ``studies/`` (default cwd).
+        callbacks: Optuna callbacks ``cb(study, trial)`` (``MLflowCallback``, ...) called
+            here as each trial ends (:mod:`autotransfer.study.trackers`).
     """
     _refuse(unknown)
-    name, budget = _study_name(name), Budget.checked(n_trials, timeout, patience, keep_checkpoints)
+    name = _study_name(name)
+    budget = Budget.checked(n_trials, timeout, patience, keep_checkpoints, time.time())
     backend, seed, warm_start = _checked(backend, seed, warm_start, pruner, sampler,
                                          baselines=baselines, rank=rank, progress=progress)
     given = _inputs(data, task, backbones, space, valid=valid, test=test, unlabeled=unlabeled,
@@ -87,11 +91,21 @@ def search(data: Dataset, *, task: str | dict[str, str] = "classification",
     job, ctx = _job(given, budget, st.resolve(storage, name, root=Path(root) if root else None),
                     name, seed=seed, pruner=pruner, sampler=sampler, baselines=baselines,
                     feature_cache=feature_cache, progress=progress)
+    study = _run(backend, job, ctx, warm_start, rank, trackers.checked(callbacks))
+    return _finish(study, given.test, job.progress, budget.ends(given.test is not None)[1])
+
+
+def _run(backend: Backend, job: SearchJob, ctx: TrialContext, warm_start: bool | str | Path,
+         rank: bool, callbacks: list) -> Study:
+    """Open (or resume) the study, run its trials on the backend (the trackers told as each
+    ends), record the run."""
     study = open_search(job, ctx, warm_start, rank)
-    backend.run(job, ctx.train, ctx.valid)
+    with trackers.Trackers(callbacks, optuna.load_study(study_name=job.study_name,
+                                                        storage=job.storage.open()), job.run):
+        backend.run(job, ctx.train, ctx.valid)
     close_run(study, job.run)
     prior.record(study, ctx)
-    return _finish(Study(study, job.storage, Path(job.workdir)), given.test, job.progress)
+    return Study(study, job.storage, Path(job.workdir))
 
 
 def _checked(backend: Any, seed: Any, warm_start: Any, pruner: Any, sampler: Any, *,
@@ -107,12 +121,12 @@ def _checked(backend: Any, seed: Any, warm_start: Any, pruner: Any, sampler: Any
     return backend, seed, warm_start
 
 
-def _finish(study: Study, test: Dataset | None, progress: bool) -> Study:
-    """Score the test set; then, with ``progress``, log the summary ``autotransfer run``
-    prints (its optimism warning is a Python warning already)."""
+def _finish(study: Study, test: Dataset | None, progress: bool, until: float | None) -> Study:
+    """Score the test set (until the budget ends); then, with ``progress``, log the
+    summary ``autotransfer run`` prints (its optimism warning is a Python warning)."""
     from .study import summary
 
-    study = _score_test(study, test)
+    study = _score_test(study, test, until)
     if progress:
         for line in summary.lines(study):
             if not line.startswith("warning: "):
@@ -120,13 +134,18 @@ def _finish(study: Study, test: Dataset | None, progress: bool) -> Study:
     return study
 
 
-def _score_test(study: Study, test: Dataset | None) -> Study:
-    """Score the kept models on the test set once the search has made every choice."""
+def _score_test(study: Study, test: Dataset | None, until: float | None) -> Study:
+    """Score the kept models on the test set once the search has made every choice: best
+    first, the best always, the others while the budget lasts."""
     from .study.results import evaluate, kept_models, optimism
 
     if test is None or not kept_models(study):
         return study
-    evaluate(study, test, record=True)
+    df = evaluate(study, test, record=True, until=until)
+    left = len(kept_models(study)) - len(df)
+    if left:
+        logger.info(f"the time budget ended before {left} kept model(s) were scored on the "
+                    f"test set; study.evaluate(test, record=True) scores them")
     warning = optimism(study)
     if warning:
         warnings.warn(warning, OptimisticValidation, stacklevel=4)
@@ -141,6 +160,10 @@ def _refuse(unknown: dict[str, Any]) -> None:
     import inspect
 
     for key in unknown:
+        if key == "time_limit":
+            raise ConfigError(f"search() takes the time budget as timeout= (seconds; like "
+                              f"AutoGluon's time_limit it bounds the whole call), got "
+                              f"time_limit={unknown[key]!r}.")
         if key in MOVED:
             raise ConfigError(f"search() takes {key}= through the backend: "
                               f"backend=at.OptunaBackend(devices=..., trials_per_device=...) "
@@ -152,16 +175,18 @@ def _refuse(unknown: dict[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class Budget:
-    """How much a search may spend: trials in all, seconds, epochs without improvement
-    before a trial stops, and the trials whose weights are kept."""
+    """How much a search may spend: trials in all, seconds from ``started``, epochs
+    without improvement before a trial stops, and the trials whose weights are kept."""
 
     n_trials: int | None
     timeout: float | None
     patience: int | None
     keep_checkpoints: int
+    started: float
 
     @classmethod
-    def checked(cls, n_trials: Any, timeout: Any, patience: Any, keep: Any) -> Budget:
+    def checked(cls, n_trials: Any, timeout: Any, patience: Any, keep: Any,
+                started: float) -> Budget:
         if n_trials is None and timeout is None:
             raise ConfigError("Give n_trials (how many trials) or timeout (seconds), or "
                               "both; neither was given.")
@@ -169,7 +194,18 @@ class Budget:
                    None if timeout is None else checks.number("timeout", timeout, low=0,
                                                               open_low=True),
                    None if patience is None else checks.integer("patience", patience, low=1),
-                   checks.integer("keep_checkpoints", keep, low=0))
+                   checks.integer("keep_checkpoints", keep, low=0), started)
+
+    def ends(self, test: bool) -> tuple[float | None, float | None]:
+        """(when trials stop, when the call ends): with a test set, the last tenth of
+        the timeout (at most TEST_SHARE_MAX s) is left to score the kept models."""
+        if self.timeout is None:
+            return None, None
+        end = self.started + self.timeout
+        return end - (min(TEST_SHARE * self.timeout, TEST_SHARE_MAX) if test else 0.0), end
+
+
+TEST_SHARE, TEST_SHARE_MAX = 0.1, 60.0  # of a timeout, for scoring on the test set
 
 
 @dataclass(frozen=True)
@@ -225,7 +261,8 @@ def _job(given: Inputs, budget: Budget, spec: st.StorageSpec, name: str, *, seed
         direction=given.direction, run=uuid.uuid4().hex, pruner=pruner, sampler=sampler,
         patience=budget.patience, keep_checkpoints=budget.keep_checkpoints,
         baselines=baselines, progress=progress, **_cache(feature_cache),
-        plugins=plugins.current().portable(), unlabeled=given.unlabeled)
+        plugins=plugins.current().portable(), unlabeled=given.unlabeled,
+        deadline=budget.ends(given.test is not None)[0])
     ctx = TrialContext(job, given.train, given.valid)
     for n in given.backbones:  # a frozen_groups range beyond a backbone fails now
         if given.space.frozen_groups is not None:

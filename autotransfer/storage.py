@@ -7,6 +7,8 @@ here only, through the small functions under "Optuna access" below.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import re
 import socket
@@ -38,6 +40,7 @@ EXCLUDED = "autotransfer:excluded"  # failed for a cause fixed before a rerun: n
 RUN = "autotransfer:run"  # the search() call that ran a trial
 TEST = "autotransfer:test"  # model key -> its scores on the held-out test set
 REFIT = "autotransfer:refit"  # trial number -> its refit on all labelled data
+SOUP = "autotransfer:soup"  # the weight soup of kept trials: path, method, members
 RANKING = "autotransfer:ranking"  # backbone -> its transferability (ranking row) before search
 PROFILE = "autotransfer:profile"  # the data's features and best strategies, for warm starts
 PRIOR = "autotransfer:prior"  # the prior studies a warm start began from
@@ -146,7 +149,32 @@ def existing(storage: str | os.PathLike) -> StorageSpec:
     spec = resolve(storage, "_")
     if spec.path is not None and not spec.path.exists():
         raise StorageError(f"Storage file {str(spec.path)!r} does not exist; {ACCEPTED}.")
+    if spec.path is not None and spec.path.is_file():
+        _check_kind(spec)  # before opening: opening an empty file would make it a database
     return spec
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_kind(spec: StorageSpec) -> None:
+    """Refuse a file that is not the storage its suffix says, without writing to it."""
+    with open(spec.path, "rb") as f:
+        head = f.read(4096)
+    if spec.journal is None:
+        if not head.startswith(_SQLITE_MAGIC):
+            what = "is empty" if not head else f"starts with {head[:16]!r}"
+            raise StorageError(f"Storage file {str(spec.path)!r} is not an SQLite database "
+                               f"(it {what}); {ACCEPTED}.")
+        return
+    first = head.split(b"\n", 1)[0]
+    try:
+        ok = not head or "op_code" in json.loads(first)
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise StorageError(f"Storage file {str(spec.path)!r} is not an Optuna journal (its "
+                           f"first line is {first[:60]!r}, not a JSON operation); {ACCEPTED}.")
 
 
 def workdir_for(spec: StorageSpec, name: str) -> Path:
@@ -325,3 +353,25 @@ def read_only_studies(path: Path) -> list[Any]:
         return storage.get_all_studies()
     finally:
         storage.engine.dispose()
+
+
+# How trials rank, best first: one key for best_trial, the leaderboard, model_path and the
+# checkpoints a search keeps.
+VAL_LOSS = "val_loss"  # a trial's validation loss, where its head or runner records one
+TIE_RULE = ("ties on the validation score go to the lower validation loss (where recorded), "
+            "then the fewer seconds, then the lower trial number")
+_DIGITS = 9  # scores equal to this many decimals are tied (float noise is not a difference)
+
+
+def rank_key(value: Any, maximize: bool, val_loss: Any, seconds: Any, number: int) -> tuple:
+    """Where a trial ranks, best first: by its validation score; among ties, by the lower
+    validation loss where recorded, then the fewer seconds, then the lower trial number.
+    Missing values (None, NaN) go last. ``best_trial``, the leaderboard and ``model_path``
+    all rank with this key."""
+    def known(v: Any) -> float:
+        return math.inf if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+    score = known(value)
+    if score != math.inf:
+        score = round(-score if maximize else score, _DIGITS)
+    return (score, known(val_loss), known(seconds), number)

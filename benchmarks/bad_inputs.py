@@ -1,30 +1,37 @@
 """Bad inputs: does every mistake fail at once, with a message that helps?
 
-    .venv/bin/python benchmarks/bad_inputs.py          # a few minutes on a 2-core CPU machine
+    .venv/bin/python benchmarks/bad_inputs.py          # about 20 minutes on 2 CPU cores
     .venv/bin/python benchmarks/bad_inputs.py -k toml  # only cases whose id contains "toml"
+    .venv/bin/python benchmarks/bad_inputs.py -k best -k columns  # ids with either word
+    .venv/bin/python benchmarks/bad_inputs.py --kind cli  # only the cases run through the CLI
     .venv/bin/python benchmarks/bad_inputs.py -v       # also show what each case printed
 
-Tries ~225 kinds of bad input on the Python API (``at.search`` with its ``test=``,
-``warm_start=`` and ``backbones=``: ``timm/``/``hf/`` catalogue names, Backbone objects;
-fine-tuning adapters (``adapter=``, ``lora_rank=``) where they do not apply or peft is missing;
-``at.rank_backbones``, ``at.data.from_*``, ``at.SearchSpace``, ``at.Strategy``,
-``at.run_trial``, ``Study.load``/``load_best``/``evaluate``/``refit``/``report``,
-``predictor.predict``/``export``, ``at.load``), on TOML study files run through the CLI
-(``python -m autotransfer.cli run file.toml``) and on the CLI itself (``leaderboard``,
-``report``, ``predict``, ``export``, ``backbones``). One line per case:
+Tries ~470 kinds of bad input on the Python API (``at.search`` with its ``test=``,
+``warm_start=``, ``callbacks=``, ``sampler=`` and ``backbones=``: ``timm/``/``hf/``
+catalogue names, Backbone objects; fine-tuning adapters (``adapter=``, ``lora_rank=``)
+where they do not apply or peft is missing; ``at.rank_backbones``, ``at.data.from_*``,
+``at.SearchSpace``, ``at.Strategy``, ``at.run_trial``,
+``Study.load``/``load_best``/``evaluate``/``refit``/``report``,
+``predictor.predict``/``predict_proba``/``export``, ``at.load``), on TOML study files run
+through the CLI (``python -m autotransfer.cli run file.toml``) and on the CLI itself
+(``leaderboard`` with ``--columns``, ``report``, ``best``, ``predict`` and ``export`` given
+a model file or a study's storage with ``--name``/``--trial``, ``backbones``). One line
+per case:
 
     GOOD|WEAK|BAD  <case id>  <short outcome>
 
 - GOOD: an ``AutotransferError`` raised before any training, whose message names the bad
-  value and says what is accepted. CLI: exit code 2 (a usage mistake: a wrong argument,
-  name or value) or 1 (a runtime failure: a missing or unreadable file, data or storage
-  that cannot be used), stderr starting with ``error:`` with such a message, no
-  traceback, no trial recorded in the storage.
+  value and says what is accepted. CLI: exit code 2, which the CLI gives for every
+  mistake in what the user gave (an argument, a file that is missing or is not what it
+  should be, a data column, a name), stderr starting with ``error:`` with such a message,
+  no traceback, no trial recorded in the storage, the case's ``intact`` files unchanged.
 - WEAK: an ``AutotransferError`` (CLI: exit 1 or 2, no traceback) whose message lacks the
-  value or the hint of what is accepted (or, CLI, does not start with ``error:``).
+  value or the hint of what is accepted (or, CLI, does not start with ``error:``); CLI:
+  exit 1, which says the work failed (every trial of a search, an export whose files do
+  not reproduce the model), for what is a mistake in the input.
 - BAD: another exception type, a traceback, the bad input accepted (the call returned, CLI
-  exit 0), any other exit code, a refusal that only came after training started, or a
-  timeout (120 s).
+  exit 0), any other exit code, a refusal that only came after training started, a file
+  that had to stay byte-identical changed (``intact``), or a timeout (120 s).
 
 Cases marked "accepted" are inputs that must work (numpy integers, a study name with
 ``..`` that must stay inside its folder): GOOD when they run, BAD when refused.
@@ -78,14 +85,14 @@ import autotransfer.training.loop as _loop  # noqa: E402
 from autotransfer.testing import toy_images  # noqa: E402
 
 CASE_TIMEOUT = 120  # seconds per case
-EXIT_REFUSED = (1, 2)  # the CLI's exit codes for a runtime failure, a usage mistake
+EXIT_FAILED, EXIT_USAGE = 1, 2  # the CLI's exit codes: the work failed; a mistake in the input
 PLUGINS = ("autotransfer_plugins.heads", "autotransfer_plugins.techniques",
            "autotransfer.testing")
 HINTS = ("must", "accepted", "accepts", "expected", "one of", "give", "use ", "pass ", ">=",
          "<=", "needs", "need ", "at least", "at most", "e.g.", "instead", "takes", "try ",
-         # or it lists the alternatives
-         "columns:", "studies there", "close matches", "this machine has", "available:",
-         "choose", "that apply to it:", "completed trials:")
+         # or it lists the alternatives (" columns:": not an option's "--all-columns:")
+         " columns:", "(columns:", "studies there", "close matches", "this machine has",
+         "available:", "choose", "that apply to it:", "completed trials:", "completed:")
 
 for _p in PLUGINS:
     at.register_plugin(_p)
@@ -127,6 +134,7 @@ class Case:
     files: dict[str, str] = field(default_factory=dict)  # name -> text, written first
     storage: str | None = None  # a file whose recorded trials mean "it trained"
     autoload: bool = False  # the CLI loads the installed entry-point plugins
+    intact: tuple[str, ...] = ()  # files (in the case's folder) that must not change
 
 
 CASES: list[Case] = []
@@ -140,9 +148,12 @@ def api(cid: str, *tokens: str, accepted: bool = False, check_ok=None, read_only
 
 
 def cli(cid: str, argv, *tokens: str, files: dict[str, str] | None = None,
-        storage: str | None = None, autoload: bool = False) -> None:
+        storage: str | None = None, autoload: bool = False,
+        intact: tuple[str, ...] = ()) -> None:
+    """A CLI case: ``argv`` (or ``argv(tmp)``, which may make files) run in the case's
+    folder; ``intact``: files there that must be byte-identical after the run."""
     CASES.append(Case(cid, "cli", None, tokens, argv=argv, files=files or {},
-                      storage=storage, autoload=autoload))
+                      storage=storage, autoload=autoload, intact=intact))
 
 
 def _has_token(msg: str, tokens: tuple[str, ...]) -> bool:
@@ -319,6 +330,7 @@ def run_cli(case: Case, verbose: bool) -> tuple[str, str]:
             argv = case.argv(tmp) if callable(case.argv) else list(case.argv)
         except Exception as exc:  # noqa: BLE001 - the fixture study could not be made
             return "BAD", _short(f"{type(exc).__name__}: {exc}", 160)
+        before = {name: digest(tmp / name) for name in case.intact}
         env = {k: v for k, v in os.environ.items()
                if not (case.autoload and k == "AUTOTRANSFER_DISABLE_PLUGIN_AUTOLOAD")}
         proc = subprocess.Popen([sys.executable, "-m", "autotransfer.cli", *argv], cwd=tmp,
@@ -338,24 +350,28 @@ def run_cli(case: Case, verbose: bool) -> tuple[str, str]:
             shown = (err + "\n" + stdout.strip()).replace("\n", "\n    | ")
             print(f"    | rc={proc.returncode}\n    | {shown}")
         trained = _recorded_trials(tmp / case.storage) if case.storage else 0
+        changed = [name for name, d in before.items() if digest(tmp / name) != d]
         if "Traceback" in stderr or "Traceback" in stdout:
             last = [ln for ln in err.splitlines() if ln.strip()][-1:] or ["?"]
             return "BAD", f"traceback (rc={proc.returncode}): {_short(last[0], 150)}"
         if proc.returncode == 0:
             return "BAD", "bad input accepted: exit 0" + (
                 f", {trained} trial(s) recorded" if trained else "")
-        if proc.returncode not in EXIT_REFUSED:
+        if proc.returncode not in (EXIT_FAILED, EXIT_USAGE):
             return "BAD", f"exit code {proc.returncode}: {_short(err or stdout, 150)}"
         if trained:
             return "BAD", f"refused only after {trained} trial(s) ran: {_short(err, 150)}"
-        error_lines = [ln for ln in err.splitlines() if "error:" in ln]
-        msg = " ".join(error_lines) or err
+        if changed:
+            return "BAD", f"refused, but changed or removed {changed}: {_short(err, 140)}"
+        msg = err[err.find("error:"):] if "error:" in err else err  # all its lines
         verdict, why = _judge_message(msg, case.tokens)
         if not err.startswith("error:"):
             first = err.splitlines()[0] if err else "(empty)"
-            return "WEAK", (f"[stderr starts with {_short(first, 30)!r}, not 'error:'] " + why
-                            + _short(msg, 140))
-        return verdict, why + _short(msg, 160)
+            verdict, why = "WEAK", (f"[stderr starts with {_short(first, 30)!r}, not "
+                                    f"'error:'] " + why)
+        if proc.returncode == EXIT_FAILED:  # "the work failed", for a mistake in the input
+            verdict, why = "WEAK", f"[exit 1, not 2] {why}"
+        return verdict, why + _short(msg, 160 if verdict == "GOOD" else 140)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -596,6 +612,10 @@ def _(tmp):
 
 
 # --------------------------------------------------------------------------- API: search arguments
+def log_trial(study, trial) -> None:
+    """A tracker callback, given alone instead of in a list."""
+
+
 SEARCH_ROWS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("search-patience-0", dict(patience=0), ("patience=0", "0")),
     ("search-patience-nan", dict(patience=float("nan")), ("nan",)),
@@ -622,6 +642,12 @@ SEARCH_ROWS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("search-pruner-asha", dict(pruner="asha"), ("'asha'",)),
     ("search-pruner-int", dict(pruner=5), ("5",)),
     ("search-sampler-grid", dict(sampler="grid"), ("'grid'",)),
+    ("search-sampler-gpp", dict(sampler="gpp"), ("'gpp'",)),
+    ("search-time_limit", dict(time_limit=60), ("timeout=",)),  # must point to timeout=
+    ("search-callbacks-not-callable", dict(callbacks=[5]), ("5",)),
+    ("search-callbacks-one-callable-not-in-a-list", dict(callbacks=log_trial),
+     ("log_trial",)),
+    ("search-callbacks-str", dict(callbacks="mlflow"), ("'mlflow'",)),
     ("search-task-segmentation", dict(task="segmentation"), ("'segmentation'",)),
     ("search-task-int", dict(task=5), ("5",)),
     ("search-backbones-resnet9000", dict(backbones="resnet9000"), ("'resnet9000'",)),
@@ -1474,6 +1500,16 @@ def _(tmp):
     return fixture("pred").predict(pd.DataFrame({"a": ["x"], "b": ["y"]}), column="photo")
 
 
+@api("predict-as_pandas-yes", "'yes'")
+def _(tmp):
+    return fixture("pred").predict(images(2), as_pandas="yes")
+
+
+@api("predict_proba-as_pandas-yes", "'yes'")
+def _(tmp):
+    return fixture("pred").predict_proba(images(2), as_pandas="yes")
+
+
 # --------------------------------------------------------------------------- TOML through the CLI
 def toml_value(v: Any) -> str:
     if isinstance(v, bool):
@@ -1580,7 +1616,8 @@ cli("cli-backbones-timm-name-typo", ["backbones", "timm/resnet_18", "--all"], "'
 # --------------------------------------------------------------------------- more cases
 # Cases kept in sibling modules, one per theme; each defines ``add_cases(b)`` and builds its
 # cases with this module's ``b.api``, ``b.cli``, ``b.search``, ``b.fixture``, ...
-CASE_MODULES = ("_bad_cases_study", "_bad_cases_config", "_bad_cases_data", "_bad_cases_model")
+CASE_MODULES = ("_bad_cases_study", "_bad_cases_config", "_bad_cases_data", "_bad_cases_model",
+                "_bad_cases_cli")
 
 
 def _add_case_modules() -> None:
@@ -1598,10 +1635,14 @@ _add_case_modules()
 # --------------------------------------------------------------------------- main
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("-k", default="", help="only cases whose id contains this")
+    p.add_argument("-k", action="append", default=[],
+                   help="only cases whose id contains this (repeat: any of them)")
+    p.add_argument("--kind", choices=["api", "cli"],
+                   help="only the cases of this kind (cli: those run through the CLI)")
     p.add_argument("-v", "--verbose", action="store_true", help="show what each case printed")
     args = p.parse_args()
-    cases = [c for c in CASES if args.k in c.id]
+    cases = [c for c in CASES if (not args.k or any(k in c.id for k in args.k))
+             and (args.kind is None or c.kind == args.kind)]
     ids = [c.id for c in CASES]
     dupes = {i for i in ids if ids.count(i) > 1}
     assert not dupes, f"duplicate case ids: {dupes}"

@@ -5,11 +5,13 @@ import pytest
 import torch
 
 import autotransfer as at
-from autotransfer import inputs
+from autotransfer import inputs, plugins
+from autotransfer.data import pipeline
 from autotransfer.errors import DataError, ModalityError, StrategyError
-from autotransfer.techniques import domain
+from autotransfer.techniques import Trial, domain
 from autotransfer.testing import toy_images
 from autotransfer.training.model import build_model
+from autotransfer.training.runner import prepare
 
 
 def _target(n=48, seed=2):
@@ -72,6 +74,115 @@ def test_adabn_statistics_are_the_targets():
     target = _target().float() / 255
     domain.adabn(model, [(target,)], model)
     assert torch.allclose(bn.running_mean, seen[0].mean(dim=(0, 2, 3)), atol=1e-5)
+
+
+def _bn_outputs(model, x):
+    """Per-channel mean and std of every BatchNorm layer's output (its affine, before the
+    activation timm fuses into it) on inputs ``x``, the model in eval mode."""
+    layers = domain._bn_layers(model)
+    out = {}
+
+    def hook(m, args):
+        y = torch.nn.functional.batch_norm(args[0], m.running_mean, m.running_var, m.weight,
+                                           m.bias, False, 0.0, m.eps)
+        out[m] = (y.mean((0, 2, 3)), y.std((0, 2, 3)))
+
+    handles = [m.register_forward_pre_hook(hook) for m in layers]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in handles:
+        h.remove()
+    return [out[m] for m in layers]
+
+
+def _gaps(got, want):
+    """Each layer's error in its output moments, relative to the source's spread."""
+    return [float(((gm - wm).abs().mean() + (gs - ws).abs().mean()) / ws.mean())
+            for (gm, gs), (wm, ws) in zip(got, want)]
+
+
+def test_adabn_maps_the_target_onto_the_source_through_frozen_batchnorm_statistics():
+    """Frozen BatchNorm layers keep statistics of other data (ImageNet's; here noise's),
+    so the training data is not N(0, 1) after them. On a dimmed target (an affine change
+    of the training images) AdaBN relative to the source's moments gives every layer's
+    output the mean and spread it has on the source; mapping onto N(0, 1) does not."""
+    source = toy_images(48, classes=3, size=32).inputs.float() / 255
+    target = 0.25 * source + 0.1
+    torch.manual_seed(0)  # the random init (any seed does: 10 tried)
+    model = _model()
+    noise = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    domain.adabn(model, [(noise,)], model)  # the "pretrained" statistics, then frozen
+    frozen = {k: v.clone() for k, v in model.state_dict().items()}
+    want = _bn_outputs(model, source)
+    assert min(_gaps(_bn_outputs(model, target), want)) > 0.25  # the shift, unadapted
+
+    # Every layer taken as frozen: all map onto the source's moments.
+    domain.adabn(model, [(target,)], model, domain.moments(model, [(source,)], model))
+    gaps = _gaps(_bn_outputs(model, target), want)
+    # Exact after the stem (a per-channel affine change); deeper, zero padding is not
+    # dimmed with the image, so the borders differ a little.
+    assert gaps[0] < 1e-3 and max(gaps) < 0.1, gaps
+    model.load_state_dict(frozen)
+    domain.adabn(model, [(target,)], model)  # classic AdaBN: onto N(0, 1)
+    assert min(_gaps(_bn_outputs(model, target), want)) > 0.4
+
+
+def test_adabn_relative_to_statistics_trained_on_the_source_is_classic_adabn():
+    """Where every layer's statistics are the training data's, mapping the target onto
+    the source's moments is AdaBN as published: the target's mean and variance (to
+    within BatchNorm's eps, 1e-5 against variances of 0.01 and more)."""
+    source = toy_images(48, classes=3, size=32).inputs.float() / 255
+    target = _target(48, seed=4).float() / 255  # inverted contrast
+    torch.manual_seed(0)
+    model = _model()
+    for layer in domain._bn_layers(model):  # each layer's statistics: its source inputs'
+        mean, var = domain.moments(model, [(source,)], model)[layer]
+        layer.running_mean.copy_(mean)
+        layer.running_var.copy_(var)
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    domain.adabn(model, [(target,)], model, domain.moments(model, [(source,)], model))
+    relative = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(trained)
+    domain.adabn(model, [(target,)], model)
+    stats = [k for k in trained if k.endswith(("running_mean", "running_var"))]
+    assert all(not torch.allclose(trained[k], relative[k], rtol=0.1) for k in stats)
+    for k in stats:
+        assert torch.allclose(relative[k], model.state_dict()[k], rtol=5e-3, atol=5e-4), k
+
+
+def test_the_adabn_technique_maps_frozen_layers_onto_the_training_inputs():
+    """The plugin reads the source's moments from the trial's training inputs
+    (``Trial.data``) for the frozen layers (in eval mode as the model trains); the
+    layers in training mode, and every layer of a trial without them, get classic AdaBN."""
+    strategy = at.Strategy("tiny_cnn", frozen_groups=1, adabn=True)
+    data = prepare(strategy, toy_images(48, classes=3, size=32), toy_images(6, classes=3,
+                   size=32), "classification")
+    model = _model()
+    pre = data.preprocessing
+
+    def forward(x):
+        return model(pre.normalize(x))
+
+    unlabeled = at.data.Dataset(_target(), [0] * 48)
+    technique = plugins.technique_registry()["adabn"]
+    stats = [k for k in model.state_dict() if k.endswith(("running_mean", "running_var"))]
+    inside = []
+    for with_data in (data, None):
+        trial = Trial(strategy, model, unlabeled=unlabeled, preprocessing=pre,
+                      forward=forward, data=with_data)
+        with technique.start(trial).validation(model, strategy):
+            inside.append({k: model.state_dict()[k].clone() for k in stats})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    frozen = [m for m in domain._bn_layers(model) if not m.training]
+    assert 0 < len(frozen) < len(domain._bn_layers(model))  # the first group's
+    target = domain.target_batches(trial, 256)
+    domain.adabn(model, target, forward, domain.moments(
+        model, pipeline.loader(data, "train", 256), forward, layers=frozen))
+    assert all(torch.allclose(inside[0][k], model.state_dict()[k], atol=1e-5) for k in stats)
+    model.load_state_dict(before)
+    domain.adabn(model, target, forward)
+    assert all(torch.equal(inside[1][k], model.state_dict()[k]) for k in stats)
+    assert any(not torch.allclose(inside[0][k], inside[1][k], rtol=0.1) for k in stats)
 
 
 def test_target_statistics_are_put_back_after_validation():

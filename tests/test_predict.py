@@ -1,5 +1,7 @@
 """Predictions on anything a user holds: one input gives one answer, many give one each."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -161,6 +163,62 @@ def test_a_dataset_gives_one_answer_per_item(image_model):
     assert image_model.predict(ds).tolist() == image_model.predict(list(ds.inputs)).tolist()
     with pytest.raises(at.ModalityError, match="takes image inputs, but the dataset holds text"):
         image_model.predict(at.data.from_arrays(["a", "b"], [0, 1]))
+
+
+# --- rows tied to their inputs ---
+
+def test_predictions_on_files_are_indexed_by_their_paths(image_model, tmp_path):
+    folder = tmp_path / "new_photos"
+    (folder / "b").mkdir(parents=True)
+    for i, (name, c) in enumerate([("z.png", "cat"), ("a.png", "owl"), ("b/m.png", "dog")]):
+        _photo(30 + i, 28, c, i).save(folder / name)
+    files = sorted(str(f) for f in folder.rglob("*.png"))
+    one_by_one = [image_model.predict(f) for f in files]
+    pred = image_model.predict(folder)
+    assert isinstance(pred, pd.Series) and pred.name == "prediction"
+    assert pred.index.name == "path" and pred.index.tolist() == files
+    assert pred.to_dict() == dict(zip(files, one_by_one))  # each row is its file's answer
+    proba = image_model.predict_proba(str(folder))
+    assert proba.index.tolist() == files and proba.columns.tolist() == CLASSES
+    assert proba.idxmax(axis=1).to_dict() == pred.to_dict()
+    given = [Path(files[2]), files[0]]  # a list keeps its order; Path objects become strings
+    listed = image_model.predict(given)
+    assert listed.index.tolist() == [files[2], files[0]]
+    assert listed.tolist() == [one_by_one[2], one_by_one[0]]
+    assert image_model.predict_proba(given).index.tolist() == [files[2], files[0]]
+    bare = image_model.predict(folder, as_pandas=False)
+    assert isinstance(bare, np.ndarray) and bare.tolist() == one_by_one
+    assert image_model.predict(files[1]) == one_by_one[1]  # one file: one answer, as before
+
+
+def test_predictions_on_a_dataframe_or_series_keep_its_index(image_model, text_model, tmp_path):
+    paths = []
+    for i, c in enumerate(CLASSES):
+        paths.append(str(tmp_path / f"{c}.png"))
+        _photo(40, 30, c, i).save(paths[-1])
+    df = pd.DataFrame({"file": paths, "id": [7, 8, 9]}, index=pd.Index([30, 10, 20], name="row"))
+    want = image_model.predict(paths).tolist()
+    pred = image_model.predict(df, column="file")
+    assert pred.index.tolist() == [30, 10, 20] and pred.index.name == "row"
+    assert pred.tolist() == want
+    series = df.set_index("id")["file"]
+    assert image_model.predict(series).index.tolist() == [7, 8, 9]
+    assert image_model.predict_proba(series).index.tolist() == [7, 8, 9]
+    reviews = pd.DataFrame({"review": ["great fun", "a waste"]}, index=["r1", "r2"])
+    texts = text_model.predict(reviews)
+    assert texts.index.tolist() == ["r1", "r2"]
+    assert texts.tolist() == text_model.predict(["great fun", "a waste"]).tolist()
+    assert text_model.predict_proba(reviews).index.tolist() == ["r1", "r2"]
+
+
+def test_inputs_without_names_give_the_array_and_numbered_rows(image_model, text_model, photo):
+    batch = np.stack([np.asarray(_photo(41, 27, c, i)) for i, c in enumerate(CLASSES)])
+    pred = image_model.predict(batch)
+    assert isinstance(pred, np.ndarray) and pred.shape == (3,)
+    assert isinstance(image_model.predict([photo, batch[0]]), np.ndarray)
+    assert isinstance(text_model.predict(["great fun", "a waste"]), np.ndarray)
+    proba = image_model.predict_proba(batch)
+    assert isinstance(proba.index, pd.RangeIndex) and proba.index.tolist() == [0, 1, 2]
 
 
 # --- probabilities ---

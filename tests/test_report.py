@@ -8,10 +8,13 @@ are broken on purpose prove that these checks can fail.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import html
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from collections import Counter
@@ -24,15 +27,19 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.offline
 import pytest
+import torch
 
 import autotransfer as at
 from autotransfer import plugins
 from autotransfer import storage as st
+from autotransfer.report import plots as figures
 from autotransfer.report.page import write_report
 from autotransfer.report.plots import Facts, learning_curves
+from autotransfer.study import summary
 from autotransfer.testing import toy_images
 
-FIGURES = {"fig-best-clock", "fig-best-trial", "fig-freezing", "fig-curves", "fig-importance"}
+# The toy study searches 3 trials beside its 6 baselines: too few for importances.
+FIGURES = {"fig-best-clock", "fig-best-trial", "fig-freezing", "fig-curves"}
 
 # ---------------------------------------------------------------- the browser harness
 
@@ -190,13 +197,23 @@ def test_the_report_renders_every_figure_without_errors(report, tmp_path):
         assert len(im.convert("RGB").getcolors(maxcolors=1 << 20)) > 50  # not a blank page
 
 
-def test_the_page_is_offline_with_plotly_inlined_once(report):
+def test_the_page_is_offline_with_plotly_inlined_once_compressed(report):
+    """plotly.js is in the page once, gzipped: unpacked it is exactly plotly's own file.
+    The page was 4.9 MB with plotly.js inlined as text (4.8 MB of it); now it is 2.0 MB."""
     page = report.read_text(encoding="utf-8")
+    packed = re.findall(r'<script type="application/octet-stream" id="plotly-js-gz">'
+                        r"([A-Za-z0-9+/=]+)</script>", page)
+    assert len(packed) == 1
     library = plotly.offline.get_plotlyjs()
-    assert page.count(library) == 1
-    ours = page.replace(library, "")
+    assert gzip.decompress(base64.b64decode(packed[0])).decode("utf-8") == library
+    assert library[:2000] not in page  # not inlined as text as well
+    ours = page.replace(packed[0], "")
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", ours)
-    assert ours.count("Plotly.newPlot(") == len(FIGURES)
+    assert len(re.findall(r'<script type="application/json" class="plotly-figure"', ours)) \
+        == len(FIGURES)
+    assert ours.count('"template"') == 0  # the shared template is stored once, by itself
+    assert len(page.encode()) < len(library) / 2  # the old page was larger than plotly.js
+    assert len(ours.encode()) < 120_000  # the figures and the tables
 
 
 def test_the_leaderboard_table_lists_every_trial_best_first(study, report):
@@ -269,7 +286,8 @@ def test_a_study_with_no_completed_trial_still_gets_a_page(tmp_path):
     page = path.read_text(encoding="utf-8")
     assert "has completed with a validation score yet" in page
     assert "nan loss" in page and page.count('<tr class="state-failed">') == 2
-    assert "plotly-graph-div" not in page
+    assert "plotly-graph-div" not in page and "plotly-js-gz" not in page  # no figure: no plotly
+    assert len(page.encode()) < 30_000
     plots, console, _ = render(path, tmp_path)
     assert console == [] and plots == {}
 
@@ -284,9 +302,243 @@ def test_a_one_trial_study_explains_the_figures_it_cannot_draw(tmp_path):
         value=0.4, params={"lr": 1e-3}, distributions=dist, intermediate_values={1: 0.2, 2: 0.4})])
     path = write_report(study, tmp_path / "report.html")
     page = path.read_text(encoding="utf-8")
-    assert "Parameter importances are not available" in page
+    assert ("Parameter importances are not shown: they need at least 10 searched trials "
+            "that completed, and this study has 1 (of 1 completed;") in page
     assert "No finished trial records how many layer groups it froze." in page
     assert problems(path, tmp_path) == []
+
+
+def test_ties_with_the_best_go_to_the_lower_validation_loss_and_are_flagged(tmp_path):
+    """Where trials record a validation loss (``val_loss``: a head may; the runner does
+    not yet, so this study is written with Optuna directly) it decides ties before the
+    seconds do; a score that differs by float noise only is a tie."""
+    study = _raw_study(tmp_path / "ties.db", [
+        dict(value=0.76, user_attrs={"duration_s": 1.0, "val_loss": 0.6}),
+        dict(value=0.76, user_attrs={"duration_s": 9.0, "val_loss": 0.4}),
+        dict(value=0.76 + 1e-12, user_attrs={"duration_s": 0.5}),
+        dict(value=0.72, user_attrs={"duration_s": 0.1, "val_loss": 0.1})])
+    study.set_system_attr(st.META, {"metric": "accuracy", "n_valid": 25})
+    lb = study.leaderboard()
+    assert lb["trial"].tolist() == [1, 0, 2, 3]
+    assert lb["tied"].tolist() == [True, True, True, False]
+    assert study.best_trial.number == 1
+    assert lb.attrs["n_valid"] == 25 and lb.attrs["resolution"] == pytest.approx(0.04)
+    page = write_report(study, tmp_path / "ties.html").read_text(encoding="utf-8")
+    assert ("Validation: 25 examples, so one example = 0.04 accuracy. Trials 1, 0, 2 tie "
+            "with the best (accuracy 0.76); ties on the validation score go to the lower "
+            "validation loss") in page
+    table = page[page.index('id="leaderboard"'):page.index("</table>")]
+    rows = re.findall(r'<tr class="([^"]*)">', table)
+    assert ["tied" in c.split() for c in rows] == [True, True, True, False]
+
+
+# ---------------------------------------------------------------- what the page leads on to
+
+
+def _pre(page: str, pre_id: str) -> str:
+    """The text of ``<pre id=...>`` as a reader copies it."""
+    return html.unescape(re.search(rf'<pre class="copy" id="{pre_id}">(.*?)</pre>', page,
+                                   re.S).group(1))
+
+
+def _save_png(image: torch.Tensor, path: Path) -> Path:
+    from PIL import Image
+
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
+    return path
+
+
+def test_use_this_model_leads_with_the_commands_the_cli_prints_and_they_run(
+        study, report, tmp_path, capsys, monkeypatch):
+    from autotransfer.cli import main
+
+    page = report.read_text(encoding="utf-8")
+    assert page.index('<section id="use">') < page.index('<section id="leaderboard">')
+    model = study.model_path()
+    assert f"is the file <code>{html.escape(str(model))}</code>" in page
+    storage = str(study.spec.path)  # under the temporary folder, not the working one
+    cli = _pre(page, "use-cli").splitlines()
+    assert cli == [f"autotransfer best {storage}", f"autotransfer predict {storage} IMAGES...",
+                   f"autotransfer evaluate {storage} LABELLED_FOLDER",
+                   f"autotransfer export {storage} --format onnx"]
+    said = summary.use_lines(study)  # what `autotransfer run` ends with: the same lines
+    assert said[0] == f"best model: {model}" and [x.strip() for x in said[1:-1]] == cli
+    assert "Paths are relative to" not in page  # every path is absolute here
+
+    # The commands run as written: `best` prints the file, `predict` predicts with it.
+    assert main(shlex.split(cli[0])[1:]) == 0
+    assert capsys.readouterr().out.strip() == str(model)
+    image = _save_png(toy_images(1, classes=3, size=16, seed=4).inputs[0], tmp_path / "x.png")
+    assert main(shlex.split(cli[1].replace("IMAGES...", str(image)))[1:]) == 0
+    assert str(image) in capsys.readouterr().out
+    # So does the Python block, with a real image for 'photo.jpg'.
+    python = _pre(page, "use-python")
+    assert f"model = at.Study.load({storage!r}, name='toy').load_best()" in python
+    assert f"at.Study.load({storage!r}, name='toy').load_best()" in said[-1]
+    monkeypatch.chdir(tmp_path)  # model.onnx is written here
+    scope: dict = {}
+    exec(python.replace("photo.jpg", str(image)), scope)
+    assert scope["model"].strategy == at.load(model).strategy
+    assert (tmp_path / "model.onnx").is_file()
+
+    # Written from the study's folder, the paths are relative to it and the page says so.
+    monkeypatch.chdir(study.spec.path.parent)
+    here = write_report(study, tmp_path / "here.html").read_text(encoding="utf-8")
+    assert _pre(here, "use-cli").splitlines()[0] == "autotransfer best s.db"
+    assert (f"Paths are relative to <code>{html.escape(str(study.spec.path.parent))}</code>"
+            in here)
+
+
+def test_the_ranking_section_lists_the_backbones_best_first(study, report):
+    page = report.read_text(encoding="utf-8")
+    ranked = study.ranking()
+    assert len(ranked) == 2  # two tiny backbones, ranked before the search
+    table = page[page.index('id="ranking"'):]
+    table = table[:table.index("</table>")]
+    rows = re.findall(r'<tr class="[^"]*">(.*?)</tr>', table)
+    shown = [re.findall(r'data-v="([^"]*)"', r)[1] for r in rows]  # rank, then backbone
+    assert shown == ranked["backbone"].tolist()
+    assert "held-out accuracy of a cross-validated linear probe" in page
+    assert page.index('id="leaderboard"') < page.index('id="ranking"') < page.index(
+        'id="progress"')
+
+
+EVIL = 'x</script><script>console.log("injected")</script>&\'"'
+
+
+def test_what_users_and_plugins_supplied_is_escaped_everywhere(study, tmp_path):
+    """A study name, a backbone name, a ranking's reason and a model's folder holding
+    HTML, quotes and ``</script>`` are shown as text: nothing runs, every figure draws,
+    and the commands shown still name them exactly."""
+    folder = tmp_path / 'm<b>&"\''
+    folder.mkdir()
+    model = folder / "best.safetensors"
+    shutil.copy(study.model_path(), model)
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
+    path = tmp_path / "evil.db"
+    raw = optuna.create_study(storage=f"sqlite:///{path}", study_name=EVIL,
+                              direction="maximize")
+    optuna.create_study(storage=f"sqlite:///{path}", study_name="other")  # --name needed
+    for i, value in enumerate([0.5, 0.7, 0.6]):
+        raw.add_trial(optuna.trial.create_trial(
+            value=value, params={"lr": 10 ** -(i + 2)}, distributions=dist,
+            intermediate_values={1: value / 2, 2: value},
+            user_attrs={"backbone": EVIL, "baseline": "", "duration_s": 1.0 + i},
+            system_attrs={st.CHECKPOINT: str(model)}))
+    evil = at.Study.load(path, EVIL)
+    evil.set_system_attr(st.META, {"metric": "accuracy"})
+    common = {"score_se": 0.01, "logme": 1.0, "seconds": 1.0, "feature_dim": 8, "n": 10}
+    evil.set_system_attr(st.RANKING, {
+        "flat": {**common, "score": 0.9, "degenerate": True, "reason": EVIL, "rank": 2},
+        EVIL: {**common, "score": 0.6, "degenerate": False, "reason": "", "rank": 1}})
+    page_path = write_report(evil, tmp_path / "evil.html")
+    page = page_path.read_text(encoding="utf-8")
+    assert '<script>console.log("injected")' not in page
+    assert page.count(html.escape(EVIL)) >= 4  # title, best line, leaderboard, ranking
+    cli = _pre(page, "use-cli").splitlines()
+    assert shlex.split(cli[0]) == ["autotransfer", "best", str(path), "--name", EVIL]
+    assert f"at.Study.load({str(path)!r}, name={EVIL!r}).load_best()" in _pre(page,
+                                                                             "use-python")
+    assert html.escape(str(model)) in page
+    ranking = page[page.index('id="ranking"'):]
+    rows = re.findall(r'<tr class="([^"]*)"><td data-v="(\d)"', ranking[:ranking.index(
+        "</table>")])
+    assert rows == [("", "1"), ("degenerate", "2")]  # the degenerate backbone last, greyed
+    plots, console, _ = render(page_path, tmp_path)
+    assert console == []
+    assert {"fig-best-clock", "fig-best-trial", "fig-curves"} <= set(plots)
+    assert all(c["svg"] and c["traces"] and c["marks"] for c in plots.values()), plots
+
+
+def _searched_study(path: Path, searched: int) -> at.Study:
+    """A stored study: three baselines and ``searched`` searched trials, two parameters."""
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
+            "dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}
+    rng = np.random.default_rng(0)
+    trials = [dict(value=0.2, params={"lr": 1e-3, "dropout": 0.0}, distributions=dist,
+                   user_attrs={"baseline": kind, "backbone": "b"})
+              for kind in ("scratch", "linear_probe", "default_finetune")]
+    for _ in range(searched):
+        lr, dropout = 10 ** rng.uniform(-4, -1), rng.uniform(0, 0.5)
+        trials.append(dict(value=float(0.9 - abs(np.log10(lr) + 2.5) / 5 + dropout / 50),
+                           params={"lr": lr, "dropout": dropout}, distributions=dist,
+                           user_attrs={"baseline": "", "backbone": "b"},
+                           intermediate_values={1: 0.1}))
+    study = _raw_study(path, trials)
+    study.set_system_attr(st.META, {"metric": "accuracy"})
+    return study
+
+
+def test_importances_need_ten_searched_trials_and_leave_the_baselines_out(tmp_path):
+    assert figures.MIN_SEARCHED == 10
+    few = _searched_study(tmp_path / "few.db", 9)
+    facts = Facts(lb=few.leaderboard(), trials={t.number: t for t in few.trials()},
+                  metric="accuracy", maximize=True)
+    said = figures.importances(few.optuna, facts)
+    assert isinstance(said, str) and "need at least 10 searched trials that completed, and " \
+        "this study has 9 (of 12 completed; baselines are fixed reference strategies" in said
+
+    enough = _searched_study(tmp_path / "enough.db", 10)
+    assert [t.number for t in figures.searched_trials(enough.optuna)] == list(range(3, 13))
+    path = write_report(enough, tmp_path / "enough.html")
+    page = path.read_text(encoding="utf-8")
+    fig = _figures(page)["fig-importance"]
+    assert fig["layout"]["title"]["text"] == ("Parameter importances for validation accuracy "
+                                              "(fANOVA over the 10 searched trials, baselines "
+                                              "left out)")
+    assert fig["layout"]["xaxis"]["title"]["text"] == ("importance: share of the variance of "
+                                                       "validation accuracy")
+    assert sorted(fig["data"][0]["y"]) == ["dropout", "lr"]
+    assert problems(path, tmp_path) == []
+
+
+def _figures(page: str) -> dict[str, dict]:
+    """Every figure's JSON on the page, by its div's id."""
+    return {m.group(1): json.loads(m.group(2)) for m in re.finditer(
+        r'<script type="application/json" class="plotly-figure" data-div="([^"]+)"[^>]*>'
+        r"(.*?)</script>", page, re.S)}
+
+
+class WithTwoTestMetrics(WithTestScores):
+    """Test scores for two metrics, as a classification study stores them."""
+
+    def leaderboard(self):
+        lb = super().leaderboard()
+        lb["test_accuracy_se"] = lb["test_accuracy"].notna() * 0.02  # primary metric only
+        lb["test_macro_f1"] = lb["test_accuracy"] / 2
+        return lb
+
+
+def test_every_score_axis_and_bar_names_its_split_and_metric(study, tmp_path):
+    assert "macro_f1" in study.leaderboard()  # the validation macro-F1 beside accuracy
+    page = write_report(WithTwoTestMetrics(study), tmp_path / "two.html").read_text(
+        encoding="utf-8")
+    figs = _figures(page)
+
+    def title(axis: dict) -> str:
+        return axis["title"]["text"]
+
+    test = figs["fig-test"]
+    by_panel = {}
+    for trace in test["data"]:
+        by_panel.setdefault(trace.get("yaxis", "y"), []).append(trace["name"])
+    assert by_panel == {"y": ["validation accuracy", "test accuracy (± bootstrap SE)"],
+                        "y2": ["validation macro_f1", "test macro_f1"]}
+    assert all(t.get("showlegend") is not False for t in test["data"])  # all in the legend
+    assert [("error_y" in t) for t in test["data"]] == [False, True, False, False]
+    assert [a["text"] for a in test["layout"]["annotations"]] == [
+        "accuracy: validation and test", "macro_f1: validation and test"]
+    assert title(test["layout"]["yaxis"]) == "accuracy"
+    assert title(test["layout"]["yaxis2"]) == "macro_f1"
+    for name in ("fig-best-clock", "fig-best-trial", "fig-curves"):
+        assert title(figs[name]["layout"]["yaxis"]) == "validation accuracy", name
+    freezing = figs["fig-freezing"]
+    assert title(freezing["layout"]["yaxis2"]) == "validation accuracy"
+    assert freezing["data"][0]["colorbar"]["title"]["text"] == "validation<br>accuracy"
+    assert [a["text"] for a in freezing["layout"]["annotations"]] == [
+        "best validation accuracy per cell", "validation accuracy of every finished trial"]
+    assert [t["name"] for t in figs["fig-best-trial"]["data"]] == [
+        "validation accuracy", "best validation accuracy so far"]
 
 
 # ---------------------------------------------------------------- the checks can fail

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -165,6 +166,93 @@ def test_cli_leaderboard_fits_120_columns_and_shows_test_scores(tested, capsys):
     assert max(map(len, capsys.readouterr().out.splitlines())) > 120
 
 
+@pytest.fixture(scope="module")
+def tied(tmp_path_factory):
+    """A searched study whose trials all tie, and whose space searches LoRA: its validation
+    set is one image four times, labelled 0, 0, 1, 1, so every model scores 0.5 accuracy."""
+    from conftest import first_party_host
+
+    host = first_party_host()
+    host.add_backbone(at.TimmBackbone("tiny_vit", timm_name="test_vit", image_size=32,
+                                      img_size=32))
+    image = toy_images(1, classes=2, size=32, seed=5).inputs
+    valid = at.data.Dataset(image.repeat(4, 1, 1, 1), [0, 0, 1, 1], "image")
+    path = tmp_path_factory.mktemp("tied") / "t.db"
+    with plugins.use(host):
+        at.search(toy_images(24, classes=2, size=32), valid=valid, backbones=["tiny_vit"],
+                  n_trials=5, storage=path, name="tied", progress=False, baselines=False,
+                  warm_start=False, rank=False, keep_checkpoints=2,
+                  space=at.SearchSpace(epochs=1, image_size=32, adapter=["none", "lora"],
+                                       lora_rank=[4, 16]))
+    return path
+
+
+def test_a_field_that_does_not_apply_to_a_trial_is_blank(tied):
+    study = at.Study.load(tied)
+    lb = study.leaderboard()
+    lora = lb["adapter"] == "lora"
+    assert lora.any() and (~lora).any()  # the search tried LoRA and plain fine-tuning
+    assert lb.loc[~lora, "lora_rank"].isna().all()  # not the default rank 8
+    ranks = {t.number: t.params["lora_rank"] for t in study.trials() if "lora_rank" in t.params}
+    assert dict(zip(lb.loc[lora, "trial"], lb.loc[lora, "lora_rank"])) == ranks
+    # Python users keep every column, constant ones too
+    assert {"optimizer", "batch_size", "total_params", "device"} <= set(lb.columns)
+
+
+def test_the_cli_table_shows_the_same_columns_whatever_top(tied, capsys):
+    assert main(["leaderboard", str(tied)]) == 0
+    full = capsys.readouterr().out.splitlines()
+    header = full[0].split()
+    assert {"adapter", "lora_rank", "lr", "frozen_groups", "accuracy"} <= set(header)
+    assert not {"optimizer", "batch_size"} & set(header)  # one value, never searched
+    for top in ("1", "2"):
+        assert main(["leaderboard", str(tied), "--top", top]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].split() == header
+        assert [line.split()[1] for line in lines[1:1 + int(top)]] == \
+            [line.split()[1] for line in full[1:1 + int(top)]]
+
+
+def test_the_cli_leaderboard_columns_option(tied, capsys):
+    assert main(["leaderboard", str(tied), "--columns", "trial,adapter,lora_rank"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["trial", "adapter", "lora_rank"]
+    assert main(["leaderboard", str(tied), "--columns", "trial, lora_rank", "--format",
+                 "csv", "--top", "3"]) == 0
+    printed = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    assert list(printed.columns) == ["trial", "lora_rank"] and len(printed) == 3
+    assert main(["leaderboard", str(tied), "--columns", "trial,lora_rnk"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown leaderboard column 'lora_rnk' (close: lora_rank" in err
+    assert "available: rank, trial, state, " in err and "adapter" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["leaderboard", str(tied), "--columns", "trial", "--all-columns"])
+    assert exc.value.code == 2
+
+
+def test_ties_are_ranked_by_a_stated_rule_and_flagged(tied, capsys):
+    study = at.Study.load(tied)
+    lb = study.leaderboard()
+    assert (lb["state"] == "complete").all() and (lb["accuracy"] == 0.5).all()
+    assert lb["tied"].all()
+    order = list(zip(lb["val_loss"], lb["duration_s"], lb["trial"]))
+    assert order == sorted(order)  # the lower validation loss, the cheaper, the lower number
+    best = int(lb["trial"].iloc[0])
+    assert study.best_trial.number == best
+    assert lb.attrs["n_valid"] == 4 and lb.attrs["resolution"] == 0.25
+    kept = [n for n in lb["trial"]
+            if Path(study.optuna.trials[n].system_attrs.get(st.CHECKPOINT, "-")).is_file()]
+    assert study.model_path() == Path(study.optuna.trials[kept[0]].system_attrs[st.CHECKPOINT])
+    assert main(["leaderboard", str(tied)]) == 0
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 120
+    words = " ".join(out.split())
+    assert "validation: 4 examples, so one example = 0.25 accuracy." in words
+    assert "tie with the best (accuracy 0.5); ties on the validation score go to the lower " \
+           "validation loss (where recorded), then the fewer seconds, then the lower trial " \
+           f"number, so trial {best} ranks first." in words
+
+
 def test_cli_version_and_exit_codes(tmp_path, capsys):
     out = subprocess.run([sys.executable, "-m", "autotransfer.cli", "--version"],
                          capture_output=True, text=True)
@@ -284,3 +372,105 @@ def test_the_cli_loads_a_model_whose_backbone_comes_from_a_plugin_module(tested,
     out = subprocess.run(cmd + plugins_, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[1].split()[0] == str(tmp_path / "x.png")
+
+
+def _labelled_files(data, folder: Path) -> tuple[Path, Path]:
+    """``data`` as PNG files: a folder of class subfolders, and a CSV listing them in
+    ``data``'s order (paths relative to the CSV's folder)."""
+    from PIL import Image
+
+    rows = []
+    for i, (x, y) in enumerate(zip(data.inputs, data.labels)):
+        (folder / "classes" / str(y)).mkdir(parents=True, exist_ok=True)
+        name = f"classes/{y}/{i:03d}.png"
+        Image.fromarray(x.permute(1, 2, 0).numpy()).save(folder / name)
+        rows.append(f"{name},{y}\n")
+    (folder / "labels.csv").write_text("file,digit\n" + "".join(rows))
+    return folder / "classes", folder / "labels.csv"
+
+
+def test_cli_evaluate_scores_a_study_s_best_or_a_trial_s_model_on_a_folder_or_a_csv(
+        tested, tmp_path, capsys):
+    import json
+
+    from autotransfer.study.results import score
+
+    study = at.Study.load(tested)
+    data = toy_images(30, classes=3, size=16, seed=11)
+    folder, table = _labelled_files(data, tmp_path)
+    best = at.load(study.model_path())
+    metrics, se = score(best, data)  # what the CLI must print, from the same images
+
+    csv_args = [str(table), "--image", "file", "--label", "digit", "--format", "json"]
+    assert main(["evaluate", str(tested), *csv_args]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {"model": str(study.model_path()), "n": 30, **metrics, "accuracy_se": se}
+    assert 0 < se < 0.2 and set(metrics) >= {"accuracy", "macro_f1"}
+    # The model file itself gives the same scores as the study's storage.
+    assert main(["evaluate", str(study.model_path()), *csv_args]) == 0
+    assert json.loads(capsys.readouterr().out) == out
+
+    # A folder: its names ("0", "1", "2") read as the model's classes (0, 1, 2).
+    assert main(["evaluate", str(tested), str(folder), "--format", "csv"]) == 0
+    printed = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    assert list(printed.columns) == ["model", "n", *metrics, "accuracy_se"]
+    assert printed.loc[0, "accuracy"] == pytest.approx(metrics["accuracy"])
+    assert printed.loc[0, "macro_f1"] == pytest.approx(metrics["macro_f1"])
+
+    # --trial K scores that trial's kept model; the table names the metric, value and SE.
+    lb = study.leaderboard()
+    other = int(lb[lb["test_accuracy"].notna()]["trial"].iloc[1])
+    expected, expected_se = score(at.load(study.model_path(other)), data)
+    assert main(["evaluate", str(tested), str(table), "--image", "file", "--label", "digit",
+                 "--trial", str(other)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"model: {study.model_path(other)}"
+    assert lines[2].split() == ["metric", "value", "se"]
+    assert lines[3].split() == ["accuracy", f"{expected['accuracy']:.4g}", f"{expected_se:.4g}"]
+    assert lines[4].split() == ["macro_f1", f"{expected['macro_f1']:.4g}", "-"]
+
+
+def test_cli_evaluate_mistakes_exit_2_naming_the_value_and_what_is_accepted(tested, tmp_path,
+                                                                           capsys):
+    folder, table = _labelled_files(toy_images(6, classes=3, size=16), tmp_path)
+    csv = [str(table), "--image", "file", "--label", "digit"]
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "zebra" / "zebra").mkdir(parents=True)
+    import shutil
+
+    shutil.copy(next(folder.glob("0/*.png")), tmp_path / "zebra" / "zebra" / "a.png")
+    cases = [
+        ([str(tmp_path / "missing")], "DATA '" + str(tmp_path / "missing") + "' does not "
+         "exist; give a folder with one subfolder of examples per class, or a .csv file"),
+        ([str(tmp_path / "notes.txt")], "is neither a folder nor a .csv file"),
+        ([str(table), "--label", "digit"], "is a CSV file: it needs --label COLUMN and "
+         "exactly one of --image COLUMN or --text COLUMN, but got --label."),
+        ([str(table), "--image", "path", "--label", "digit"],
+         "Column 'path' is not in the data frame; columns: ['file', 'digit']."),
+        ([str(table), "--image", "file", "--label", "stars"], "Column 'stars' is not in"),
+        ([str(folder), "--label", "digit"], "--label names a CSV file's columns, but DATA"),
+        ([str(tmp_path / "zebra")], "Label 'zebra' is not among the training classes"),
+        ([*csv, "--trial", "99"], "has no completed trial 99; completed: ["),
+    ]
+    for args, message in cases:
+        assert main(["evaluate", str(tested), *args]) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err, (args, err)
+    model = at.Study.load(tested).model_path()
+    assert main(["evaluate", str(model), *csv, "--trial", "0"]) == 2
+    assert "--name and --trial choose a model from a study's storage" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # argparse: --image and --text together
+        main(["evaluate", str(tested), *csv, "--text", "file"])
+    assert exc.value.code == 2
+
+
+def test_the_cli_summary_ends_with_the_commands_that_use_the_best_model(tested):
+    from autotransfer.study import summary
+
+    study = at.Study.load(tested)
+    assert summary.use_lines(study) == [
+        f"best model: {study.model_path()}", f"  autotransfer best {tested}",
+        f"  autotransfer predict {tested} IMAGES...",
+        f"  autotransfer evaluate {tested} LABELLED_FOLDER",
+        f"  autotransfer export {tested} --format onnx",
+        f"  python: at.Study.load({str(tested)!r}, name='toy').load_best()"]

@@ -15,7 +15,7 @@ from .. import plugins
 from .. import storage as st
 from ..data import Dataset
 from ..storage import FINISHED
-from ..strategy.baselines import BASELINES, baseline_strategy
+from ..strategy.baselines import baseline_strategy, planned
 from ..strategy.space import SearchSpace
 from ..strategy.strategy import Strategy
 from ..techniques import domain
@@ -121,15 +121,21 @@ class TrialContext:
             domain=self.domain(b.name))
 
     def baseline_trials(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        """(params, user_attrs) to enqueue for each baseline of each backbone."""
+        """(params, user_attrs) to enqueue for each reference trial the budget plans
+        (:func:`~autotransfer.strategy.baselines.planned`)."""
         out = []
-        for name in self.job.backbones:
-            for kind in BASELINES:
-                s = baseline_strategy(kind, self.job.space, name, self.n_groups(name))
-                params = {} if kind == "scratch" else {
-                    "backbone": name, **self.params_for(name, s.to_dict())}
-                out.append((params, {"baseline": kind, "backbone": name}))
+        for kind, name in self.reference_plan():
+            s = baseline_strategy(kind, self.job.space, name, self.n_groups(name))
+            params = {} if kind == "scratch" else {
+                "backbone": name, **self.params_for(name, s.to_dict())}
+            out.append((params, {"baseline": kind, "backbone": name}))
         return out
+
+    def reference_plan(self) -> list[tuple[str, str]]:
+        """(kind, backbone) of this job's reference trials, best-ranked backbone first."""
+        if not self.job.baselines:
+            return []
+        return planned(self.job.race or self.job.backbones, self.job.n_trials)
 
     def define(self, trial: optuna.Trial) -> tuple[Strategy, str]:
         """The trial's strategy, define-by-run; baselines keep their fixed definition."""
@@ -172,4 +178,4 @@ class TrialContext:
         return TrialSetup(task=self.job.task, device=device, report=report,
                           patience=self.job.patience, seed=seed,
                           prepared=self.prepared(strategy), cache=self.cache, timings=timings,
-                          unlabeled=self.job.unlabeled)
+                          unlabeled=self.job.unlabeled, deadline=self.job.deadline)

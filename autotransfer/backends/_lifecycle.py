@@ -114,6 +114,7 @@ def result_attrs(result: TrialResult) -> dict[str, Any]:
         "total_params": result.total_params, "duration_s": round(result.duration_s, 2),
         "compute_s": round(result.compute_s, 2), "cached": result.cache_source,
         "first_step_s": round(result.first_step_s, 2),
+        **({"cut": result.cut} if result.cut else {}),
     }
 
 
@@ -123,15 +124,17 @@ def fail_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _top(study: optuna.Study, k: int, extra: tuple[int, float] | None = None) -> set[int]:
-    """Numbers of the k best completed trials (plus a candidate not yet told)."""
-    scored = [(t.number, t.value) for t in
-              study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+def _top(study: optuna.Study, k: int,
+         extra: tuple[float, Any, Any, int] | None = None) -> set[int]:
+    """Numbers of the k best completed trials (plus a candidate not yet told:
+    ``(value, val_loss, seconds, number)``), ranked as the leaderboard ranks them."""
+    scored = [(t.value, t.user_attrs.get("val_loss"), t.user_attrs.get("duration_s"), t.number)
+              for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
               if t.value is not None]
     if extra is not None:
         scored.append(extra)
-    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
-    return {n for n, v in sorted(scored, key=lambda nv: (sign * nv[1], nv[0]))[:k]}
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return {s[3] for s in sorted(scored, key=lambda s: st.rank_key(s[0], maximize, *s[1:]))[:k]}
 
 
 def _save_if_top(record: TrialRecord, result: TrialResult) -> None:
@@ -139,7 +142,8 @@ def _save_if_top(record: TrialRecord, result: TrialResult) -> None:
     job = record.job
     study = optuna.load_study(study_name=job.study_name, storage=record.storage)
     k = job.keep_checkpoints
-    if k <= 0 or record.number not in _top(study, k, (record.number, result.value)):
+    if k <= 0 or record.number not in _top(study, k, (result.value, result.metrics.get("val_loss"),
+                                                     round(result.duration_s, 2), record.number)):
         return
     path = record.workdir / "checkpoints" / f"trial_{record.number}{SUFFIX}"
     path.parent.mkdir(parents=True, exist_ok=True)

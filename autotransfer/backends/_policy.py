@@ -19,7 +19,7 @@ from ..errors import ConfigError, check_choice
 from ._job import SearchJob
 
 PRUNERS = ("hyperband", "median", "none")
-SAMPLERS = ("tpe", "random")
+SAMPLERS = ("tpe", "gp", "random")
 
 
 def check(pruner: Any, sampler: Any) -> None:
@@ -56,9 +56,16 @@ def _base_sampler(job: SearchJob, worker: int) -> optuna.samplers.BaseSampler:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # multivariate + group: TPE models each conditional sub-space (per backbone,
         # with/without mixup) jointly; constant_liar keeps parallel workers apart.
-        return optuna.samplers.TPESampler(
+        tpe = optuna.samplers.TPESampler(
             n_startup_trials=startup, seed=job.sampler_seed(worker), multivariate=True,
             group=True, constant_liar=True)
+        if job.sampler == "tpe":
+            return tpe
+        # "gp": a Gaussian process over the fields every trial has; the conditional ones
+        # (a backbone's groups, mixup's alpha when on) go to TPE.
+        return optuna.samplers.GPSampler(
+            seed=job.sampler_seed(worker), n_startup_trials=startup, independent_sampler=tpe,
+            warn_independent_sampling=False)
 
 
 def max_epochs(job: SearchJob) -> int:

@@ -8,6 +8,9 @@ import optuna
 
 from ._job import SearchJob, counted_trials
 
+# With a timeout, the trials bar shows the time left in place of an ETA from n_trials.
+TIMED = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+
 
 class Bars:
     """tqdm bars: trials of the study, and epochs of the running trial."""
@@ -15,11 +18,19 @@ class Bars:
     def __init__(self, job: SearchJob, study: optuna.Study) -> None:
         from tqdm import tqdm
 
-        self._tqdm = tqdm
+        self._tqdm, self.deadline = tqdm, job.deadline
         self.trials = tqdm(total=job.n_trials, initial=counted_trials(study), desc="trials",
-                           unit="trial", position=0, dynamic_ncols=True)
+                           unit="trial", position=0, dynamic_ncols=True,
+                           bar_format=TIMED if job.deadline else None)
         self.epochs = None
         self.started = time.time()
+        self.left()
+
+    def left(self) -> None:
+        """Say the time left in the budget on the trials bar."""
+        if self.deadline is not None:
+            s = max(0, int(self.deadline - time.time()))
+            self.trials.set_postfix_str(f"{s // 60}:{s % 60:02d} left", refresh=True)
 
     def start_trial(self, number: int, epochs: int, kind: str) -> None:
         label = f"trial {number}" + (f" ({kind})" if kind else "")
@@ -30,12 +41,14 @@ class Bars:
         if self.epochs is not None:
             self.epochs.set_postfix(val=f"{value:.4f}")
             self.epochs.update(1)
+        self.left()
 
     def end_trial(self) -> None:
         if self.epochs is not None:
             self.epochs.close()
             self.epochs = None
         self.trials.update(1)
+        self.left()
 
     def close(self) -> None:
         if self.epochs is not None:
@@ -49,4 +62,5 @@ def trials_bar(job: SearchJob, initial: int):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=job.n_trials, initial=initial, desc="trials", unit="trial")
+    return tqdm(total=job.n_trials, initial=initial, desc="trials", unit="trial",
+                bar_format=TIMED if job.deadline else None)

@@ -22,7 +22,7 @@ from ._interrupt import shielded
 from ._job import SearchJob, TrialContext, counted_trials
 from ._lifecycle import TrialRecord, prune_checkpoints
 from ._policy import make_sampler, ray_scheduler
-from ._ray_parts import init, resources, search_alg, stopper
+from ._ray_parts import init, quiet, resources, search_alg, stopper
 
 
 class RayBackend(Backend):
@@ -66,9 +66,10 @@ class RayBackend(Backend):
     def run(self, job: SearchJob, train: Any, valid: Any) -> None:
         import ray
 
-        started = init(ray, self.address)
+        started = init(ray, self.address, job.progress)
         try:
-            self._fit(job, train, valid)
+            with quiet(job.progress):
+                self._fit(job, train, valid)
         finally:
             if started:
                 ray.shutdown()
@@ -84,7 +85,10 @@ class RayBackend(Backend):
         concurrency, per_trial = resources(ray, self)
         trainable = tune.with_resources(
             tune.with_parameters(ray_trial, job=job, train=train, valid=valid), per_trial)
-        time_budget = None if job.deadline is None else max(1.0, job.deadline - time.time())
+        # Trials stop themselves at the deadline, keeping their best epoch; Ray's own
+        # budget, a little later, only stops one that cannot (a hung worker).
+        time_budget = (None if job.deadline is None
+                       else max(1.0, job.deadline - time.time()) + RAY_GRACE_S)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -101,6 +105,9 @@ class RayBackend(Backend):
         )
         tuner.fit()
         prune_checkpoints(study, Path(job.workdir), job.keep_checkpoints)
+
+
+RAY_GRACE_S = 15.0  # after the deadline, for a cut trial to record its best epoch
 
 
 def ray_trial(config: dict, job: SearchJob | None = None, train: Any = None,

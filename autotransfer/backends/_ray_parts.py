@@ -3,10 +3,13 @@ that tells the study what happened, and the stopper that ends a run whose trials
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import numbers
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +23,16 @@ from ._job import SearchJob, TrialContext
 from ._lifecycle import TrialRecord, failing, prune_checkpoints
 
 
-def init(ray: Any, address: str | None) -> bool:
-    """Join ``address`` or start a local Ray; True if this call started it."""
+def init(ray: Any, address: str | None, progress: bool = True) -> bool:
+    """Join ``address`` or start a local Ray; True if this call started it. Without
+    ``progress`` Ray logs errors only (not its token notice or "Started a local Ray")."""
     if ray.is_initialized():
         return False
     env = {k: os.environ[k] for k in ("AUTOTRANSFER_DISABLE_PLUGIN_AUTOLOAD", "HF_HUB_OFFLINE")
            if k in os.environ}
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
-                                  runtime_env={"env_vars": env} if env else None)
+                                  runtime_env={"env_vars": env} if env else None,
+                                  logging_level=logging.INFO if progress else logging.ERROR)
     if not address:  # local workers import what this process can (plugin objects' modules)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
         kwargs["runtime_env"] = {"env_vars": env}
@@ -52,6 +57,32 @@ def init(ray: Any, address: str | None) -> bool:
     except Exception as exc:
         raise unreachable(f"{type(exc).__name__}: {exc}") from exc
     return True
+
+
+# Without progress, Tune's legacy reporter at verbose=0 prints nothing; the newer one prints
+# its configuration box and a TensorBoard hint whatever the verbosity.
+_SILENT_ENV = {"RAY_AIR_NEW_OUTPUT": "0"}
+
+
+@contextlib.contextmanager
+def quiet(progress: bool):
+    """Ray Tune as quiet as the search around it (``progress``), restored after."""
+    env = {} if progress else _SILENT_ENV
+    saved = {k: os.environ.get(k) for k in env}
+    tune_log = logging.getLogger("ray.tune")
+    level = tune_log.level
+    os.environ.update(env)
+    if not progress:
+        tune_log.setLevel(logging.WARNING)  # "Wrote the latest version of all result files"
+    try:
+        yield
+    finally:
+        tune_log.setLevel(level)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def resources(ray: Any, backend: Any, *, check_only: bool = False) -> Any:
@@ -116,6 +147,8 @@ def _study_search_class() -> type:
             self._job, self._study_storage, self._ctx = job, study_storage, ctx
 
         def suggest(self, trial_id: str):
+            if self._job.deadline is not None and time.time() >= self._job.deadline:
+                return self.FINISHED  # the time budget is spent: start nothing more
             with st.lock(self._job.storage, self._job.study_name):  # due baselines first
                 enqueue_due_baselines(self._ot_study, self._ctx)
             return super().suggest(trial_id)

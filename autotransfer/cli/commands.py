@@ -101,7 +101,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from ..study.study import Study
 
     study = Study.load(args.storage, args.name)
-    print_leaderboard(study, top=args.top, fmt=args.format, all_columns=args.all_columns)
+    print_leaderboard(study, top=args.top, fmt=args.format, all_columns=args.all_columns,
+                      columns=args.columns)
     return 0
 
 
@@ -199,9 +200,15 @@ def _input_names(inputs: list[str], modality: str) -> list[str]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            names += sorted(str(f) for f in path.rglob("*") if f.is_file()
-                            and f.suffix.lower() in IMAGE_SUFFIXES
-                            and not f.name.startswith("."))
+            found = sorted(str(f) for f in path.rglob("*") if f.is_file()
+                           and f.suffix.lower() in IMAGE_SUFFIXES
+                           and not f.name.startswith("."))
+            if not found:
+                from ..errors import DataError
+
+                raise DataError(f"No image files ({', '.join(IMAGE_SUFFIXES)}) under "
+                                f"{item!r}; give image files or folders holding them.")
+            names += found
         else:
             names.append(item)
     return names

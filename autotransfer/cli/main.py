@@ -25,6 +25,7 @@ from .commands import (
     cmd_report,
     cmd_run,
 )
+from .evaluate import cmd_evaluate
 
 # The work failed (exit 1); every other AutotransferError is a mistake in the input (exit 2).
 WORK_FAILURES = (SearchFailed, TrialFailed, ExportError)
@@ -34,7 +35,21 @@ class _Parser(argparse.ArgumentParser):
     """Usage mistakes print ``error: ...`` (what is wrong and what is accepted), exit 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        if "not allowed with argument" in message:  # two options that exclude each other
+            message += " (give one of them, not both)"
         self.exit(EXIT_USAGE, f"error: {message}; see `{self.prog} --help`.\n")
+
+
+def _trial_number(text: str) -> int:
+    """A trial number for --trial: an integer >= 0, as the leaderboard's trial column."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a trial number (an integer >= 0, as in the "
+                                         f"leaderboard's trial column), but got {text!r}")
+    return value
 
 
 def _count(text: str) -> int:
@@ -83,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="study name (needed when the storage holds several)")
     p.add_argument("--top", type=_count, default=None, help="only the best K rows")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    p.add_argument("--all-columns", action="store_true", help="every column in table format")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--all-columns", action="store_true", help="every column in table format")
+    shown.add_argument("--columns", metavar="A,B,C",
+                       help="these columns, in this order (any format), e.g. "
+                            "trial,accuracy,adapter,lora_rank")
     p.set_defaults(func=cmd_leaderboard)
     _results_commands(sub)
     return parser
@@ -113,6 +132,8 @@ def _results_commands(sub) -> None:
     _plugin_option(p)
     p.set_defaults(func=cmd_predict)
 
+    _evaluate_command(sub)
+
     p = sub.add_parser("export", help="export a saved model: onnx, torchscript, timm, "
                                       "transformers")
     p.add_argument("model", help=MODEL_HELP)
@@ -124,13 +145,33 @@ def _results_commands(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def _evaluate_command(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a saved model, or a study's best, on labelled "
+                                        "data: a folder of class subfolders or a CSV")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("data", help="a folder with one subfolder of examples per class, or a "
+                                ".csv file (then --label, and --image or --text)")
+    p.add_argument("--label", metavar="COLUMN", help="the CSV's label column (several, "
+                                                     "comma-separated, for a multi-task model)")
+    given = p.add_mutually_exclusive_group()
+    given.add_argument("--image", metavar="COLUMN",
+                       help="the CSV's column of image paths (relative to the CSV's folder)")
+    given.add_argument("--text", metavar="COLUMN", help="the CSV's text column")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--batch-size", type=_count, default=64)
+    _trial_options(p)
+    _plugin_option(p)
+    p.set_defaults(func=cmd_evaluate)
+
+
 MODEL_HELP = ("a model file (Predictor.save, or a study's checkpoint), or a study's storage "
               "(.db/.log file or URL): its best trial's model, or --trial K's")
 
 
 def _trial_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="study name (needed when the storage holds several)")
-    p.add_argument("--trial", type=int, help="this trial's model instead of the best")
+    p.add_argument("--trial", type=_trial_number,
+                   help="this trial's model instead of the best")
 
 
 def _plugin_option(p: argparse.ArgumentParser) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ..errors import UnknownNameError
+import difflib
+import textwrap
+
+from ..errors import ConfigError, UnknownNameError
 
 WIDTH = 120  # the leaderboard table fits a 120-column terminal unless --all-columns
 
@@ -26,26 +29,17 @@ def _cell(v, cut: int | None) -> str:
 
 
 def _fit(rows: list[dict], columns: list[str], keep: list[str], width: int) -> list[str]:
-    """The columns that fit ``width``: taken in ``keep``'s order while the table still fits
-    (a column with one value in every row, such as the only backbone, comes last; one
-    empty in every row never), shown in ``columns``' order."""
-    def used(c: str) -> bool:
-        return any(r.get(c) not in (None, "") for r in rows)
-
-    def constant(c: str) -> bool:  # the first five (rank .. test score) always lead
-        return c not in keep[:5] and len({r.get(c) for r in rows}) == 1 and len(rows) > 1
-
+    """The columns that fit ``width``, taken in ``keep``'s order while the table still
+    fits, shown in ``columns``' order."""
     chosen: list[str] = []
-    for c in sorted((c for c in keep if c in columns and used(c)), key=constant):
+    for c in (c for c in keep if c in columns):
         if max(map(len, text_table(rows, chosen + [c]).splitlines())) <= width:
             chosen.append(c)
     return [c for c in columns if c in chosen]
 
 
-SUMMARY_COLUMNS = ["rank", "trial", "state", "baseline", "prior", "backbone", "transferability",
-                   "frozen_groups",
-                   "n_groups", "lr", "layer_decay", "weight_decay", "dropout", "augment", "mixup",
-                   "cutmix", "l2sp", "adapter", "lora_rank", "epochs_run", "cached"]
+SUMMARY_HEAD = ["rank", "trial", "state", "baseline", "prior", "backbone", "transferability"]
+SUMMARY_AFTER = ["n_groups", "epochs_run", "cached"]  # after the strategy fields
 
 
 SUMMARY_TAIL = ["transfer_gain", "negative_transfer", "trainable_params", "duration_s",
@@ -53,13 +47,26 @@ SUMMARY_TAIL = ["transfer_gain", "negative_transfer", "trainable_params", "durat
 
 
 def _priority(metric: str) -> list[str]:
-    """Columns in the order they are kept when the table must fit: the first matter most."""
+    """Columns in the order they are kept when the table must fit: the first matter most
+    (what was chosen structurally, backbone, freezing and adapter, before the finer knobs)."""
     return ["rank", "trial", "state", metric, f"test_{metric}", "backbone", "transferability",
-            "baseline", "prior",
-            "frozen_groups", "lr", "reason", "epochs_run", "transfer_gain", "n_groups",
-            "layer_decay", "augment", "mixup", "weight_decay", "cutmix", "dropout", "l2sp",
-            "adapter", "trainable_params", "lora_rank", "duration_s", f"test_{metric}_se",
-            "cached", "negative_transfer"]
+            "baseline", "prior", "frozen_groups", "lr", "adapter", "lora_rank", "reason",
+            "epochs_run", "transfer_gain", "n_groups", "layer_decay", "augment", "mixup",
+            "weight_decay", "cutmix", "dropout", "l2sp", "adabn", "dann", "trainable_params",
+            "duration_s", f"test_{metric}_se", "cached", "negative_transfer"]
+
+
+def _candidates(metric: str, tasks: list[str]) -> list[str]:
+    """Every column the summary table may show, in the order it shows them: who, the
+    strategy fields of the field table (technique plugins' too), the scores, the rest."""
+    from ..strategy import fields
+    from ..strategy.strategy import Strategy
+
+    return (SUMMARY_HEAD + fields.columns(Strategy) + SUMMARY_AFTER
+            + [metric, f"test_{metric}", f"test_{metric}_se"] + tasks + SUMMARY_TAIL)
+
+
+LEAD = 5  # rank, trial, state, the metric and its test score: always shown
 
 
 def shown(v) -> str | None:
@@ -73,26 +80,78 @@ def shown(v) -> str | None:
 
 
 def print_leaderboard(study, *, top: int | None = None, fmt: str = "table",
-                      all_columns: bool = False) -> None:
-    df = study.leaderboard()
-    if top:
-        df = df.head(top)
+                      all_columns: bool = False, columns: str | None = None) -> None:
+    """The study's leaderboard, best first (``top``: its first rows). The table's columns
+    are chosen from the whole study, so ``top`` shows the same ones; ``columns`` (a
+    comma-separated list) chooses them, in every format."""
+    full = study.leaderboard()
+    chosen = pick_columns(full, columns) if columns is not None else None
+    df = full.head(top) if top else full
+    if chosen and fmt != "table":
+        df = df[chosen]
     if fmt == "csv":
         print(df.to_csv(index=False), end="")
         return
     if fmt == "json":
         print(df.to_json(orient="records", indent=1))
         return
+    hidden: list[str] = []
+    if chosen:
+        cols = chosen
+    elif all_columns:
+        cols = list(full.columns)
+    else:
+        cols, hidden = summary_columns(study, full)
+    rows = [{c: shown(r[c]) for c in cols} for r in df.to_dict("records")]
+    print(text_table(rows, cols))
+    note = full.attrs.get("note")
+    if note and not df.empty:
+        print(textwrap.fill(note, WIDTH))
+    if hidden:
+        print(textwrap.fill(f"not shown, to fit {WIDTH} columns: {', '.join(hidden)} "
+                            f"(--columns a,b,c or --all-columns)", WIDTH))
+
+
+def summary_columns(study, full) -> tuple[list[str], list[str]]:
+    """``(shown, hidden)``: the table's columns, chosen from every trial of the study: the
+    rank, trial, state and scores, then each column that varies across the trials or was
+    searched, as many as fit :data:`WIDTH` (most important first); ``hidden``: those that
+    did not fit."""
     m = study.metric
     tasks = _task_columns(study.task)  # a multi-task study: each task's metric, weights
-    cols = list(df.columns) if all_columns else [
-        c for c in SUMMARY_COLUMNS + [m, f"test_{m}", f"test_{m}_se"] + tasks + SUMMARY_TAIL
-        if c in df.columns]
-    rows = [{c: shown(r[c]) for c in cols} for r in df.to_dict("records")]
-    if not all_columns:
-        priority = _priority(m)
-        cols = _fit(rows, cols, priority[:5] + tasks + priority[5:], WIDTH)
-    print(text_table(rows, cols))
+    order = [c for c in dict.fromkeys(_candidates(m, tasks)) if c in full.columns]
+    priority = _priority(m)
+    priority = priority[:LEAD] + tasks + priority[LEAD:]
+    priority += [c for c in order if c not in priority]  # a technique plugin's fields
+    searched = _searched(study)
+    rows = [{c: shown(r[c]) for c in order} for r in full.to_dict("records")]
+    wanted = [c for c in order if c in priority[:LEAD] or c in tasks
+              or (any(r[c] is not None for r in rows)
+                  and (c in searched or len({r[c] for r in rows}) > 1))]
+    cols = _fit(rows, wanted, [c for c in priority if c in wanted], WIDTH)
+    return cols, [c for c in priority if c in wanted and c not in cols]
+
+
+def _searched(study) -> set[str]:
+    """The fields some trial sampled from more than one value (Optuna's params)."""
+    return {name for t in study.trials() for name, dist in t.distributions.items()
+            if not dist.single()}
+
+
+def pick_columns(df, columns: str) -> list[str]:
+    """The columns ``--columns a,b,c`` names, each checked against the leaderboard's."""
+    names = [c.strip() for c in columns.split(",") if c.strip()]
+    available = [str(c) for c in df.columns]
+    if not names:
+        raise ConfigError(f"--columns needs column names separated by commas, but got "
+                          f"{columns!r}; available: {', '.join(available)}.")
+    for name in names:
+        if name not in available:
+            close = difflib.get_close_matches(name, available, n=3)
+            hint = f" (close: {', '.join(close)})" if close else ""
+            raise ConfigError(f"Unknown leaderboard column {name!r}{hint}; available: "
+                              f"{', '.join(available)}.")
+    return names
 
 
 def _task_columns(task: object) -> list[str]:

@@ -48,6 +48,11 @@ class Head(ABC):
     def metrics(self, outputs: torch.Tensor, targets: torch.Tensor, info: dict) -> dict[str, float]:
         """Validation metrics over the whole validation set; includes ``self.metric``."""
 
+    def metric_value(self, outputs: torch.Tensor, targets: torch.Tensor, info: dict) -> float:
+        """``self.metric`` alone: a test score's bootstrap computes it hundreds of times, so
+        a head whose :meth:`metrics` computes more may override this with the cheap part."""
+        return self.metrics(outputs, targets, info)[self.metric]
+
     @abstractmethod
     def decode(self, outputs: torch.Tensor, info: dict) -> np.ndarray:
         """Model outputs -> predictions in the user's label space."""

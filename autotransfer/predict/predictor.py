@@ -6,12 +6,14 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from .. import plugins
+from .. import checks, plugins
 from ..data import Dataset, pipeline
 from ..data import batch as _batch
 from ..data._inputs import as_dataset
+from ..data._sources import ImageFiles
 from ..data.preprocessing import Preprocessing
 from ..errors import DataError, StorageError
 from ..files import check_target
@@ -49,45 +51,61 @@ class Predictor:
     @torch.no_grad()
     def _outputs(self, inputs: Any, batch_size: int,
                  column: str | None) -> tuple[torch.Tensor, bool, Any]:
-        """Model outputs for the inputs, whether one input was given, and a row index."""
+        """Model outputs for the inputs, whether one input was given, and the inputs' own
+        row labels (:func:`row_index`; None where they have none)."""
         from ..checks import integer
 
         integer("batch_size", batch_size, low=1)
         ds, single = as_dataset(inputs, self.preprocessing.modality, column=column)
-        index = inputs.index if hasattr(inputs, "columns") and hasattr(inputs, "index") \
-            else None
         device = next(self.model.parameters()).device
         outs = []
         for xb in pipeline.inference_batches(self.preprocessing, ds, batch_size):
             xb = _batch.to(xb, device)
             outs.append(self.model(self.preprocessing.normalize(xb)).float().cpu())
-        return torch.cat(outs), single, index
+        return torch.cat(outs), single, row_index(inputs, ds)
 
-    def predict(self, inputs: Any, *, batch_size: int = 64, column: str | None = None) -> Any:
+    def predict(self, inputs: Any, *, batch_size: int = 64, column: str | None = None,
+                as_pandas: bool = True) -> Any:
         """Predictions in the label space of the training data (class names, numbers).
 
         ``inputs``: one image (PIL image, array, file path) or string, which gives one
         prediction; or many: a list (images of varied sizes too), a batch array, a folder,
         a DataFrame (``column=`` names the input column when it has several) or a Dataset.
-        A multi-task model gives a DataFrame with a column per task (a Series for one input).
+
+        Many inputs that name their rows give a pandas Series named ``prediction``
+        (several regression targets: a DataFrame with a column per target), indexed by
+        them: a folder or a list of image files by each file's path (the index is named
+        ``path``), a DataFrame or Series by its own index. Inputs without names (in-memory
+        images, arrays, tensors, texts, a Dataset) give the array, one answer per input in
+        order. A multi-task model gives a DataFrame with a column per task, indexed the
+        same way (else numbered from 0; a Series for one input). ``as_pandas=False`` gives
+        the array (a multi-task model: ``{task column: array}``).
         """
+        checks.flag("as_pandas", as_pandas)
         out, single, index = self._outputs(inputs, batch_size, column)
         pred = self.head.decode(out, self.info)
+        if single:
+            return pred.iloc[0] if hasattr(pred, "iloc") else pred[0]
         if hasattr(pred, "iloc"):  # a column per task
+            if not as_pandas:
+                return {col: pred[col].to_numpy() for col in pred.columns}
             if index is not None:
                 pred.index = index
-            return pred.iloc[0] if single else pred
-        return pred[0] if single else pred
+            return pred
+        return pred if index is None or not as_pandas else _labelled(pred, index)
 
     def predict_proba(self, inputs: Any, *, batch_size: int = 64, column: str | None = None,
                       as_pandas: bool = True) -> Any:
         """Class probabilities: a DataFrame with one column per class (a Series for one input).
 
         Classification: softmax; multilabel: a sigmoid per label. Columns are the class
-        names, as in AutoGluon and scikit-learn's ``classes_`` order; ``as_pandas=False``
-        gives the array (columns in :attr:`classes` order). A multi-task model gives a dict:
-        label column -> that, for each classification and multilabel task.
+        names, as in AutoGluon and scikit-learn's ``classes_`` order. Rows are indexed as
+        :meth:`predict` indexes them (file paths, the DataFrame's index), else numbered
+        from 0. ``as_pandas=False`` gives the array (columns in :attr:`classes` order). A
+        multi-task model gives a dict: label column -> that, for each classification and
+        multilabel task.
         """
+        checks.flag("as_pandas", as_pandas)
         out, single, index = self._outputs(inputs, batch_size, column)
         if not isinstance(self.task, dict):
             return _proba(self.task, out, self.classes, single, index, as_pandas)
@@ -162,6 +180,31 @@ class Predictor:
 
 
 PROBA_TASKS = ("classification", "multilabel")
+
+
+def row_index(inputs: Any, ds: Dataset) -> Any:
+    """The inputs' own row labels: a DataFrame's or Series' index; the file paths of a
+    folder or a list of image files (a pandas Index named ``path``); None for inputs whose
+    rows have no names (in-memory images, arrays, texts, a Dataset)."""
+    import pandas as pd
+
+    if hasattr(inputs, "index") and hasattr(inputs, "iloc"):
+        return inputs.index
+    if not isinstance(inputs, Dataset) and isinstance(ds.source, ImageFiles):
+        return pd.Index([str(p) for p in ds.source.paths], name="path")
+    return None
+
+
+def _labelled(pred: Any, index: Any) -> Any:
+    """Predictions with their row labels: a Series named ``prediction`` (a multilabel
+    model's label lists as its cells), or a DataFrame with a column per regression target."""
+    import pandas as pd
+
+    if isinstance(pred, np.ndarray) and pred.ndim == 2:
+        return pd.DataFrame(pred, index=index)
+    if isinstance(pred, np.ndarray):
+        return pd.Series(pred, index=index, name="prediction")
+    return pd.Series(list(pred), index=index, name="prediction", dtype=object)
 
 
 def _proba(task: str, out: torch.Tensor, classes: list | None, single: bool, index: Any,

@@ -1,7 +1,10 @@
-"""A study as one self-contained HTML page: a sortable leaderboard and Plotly figures.
+"""A study as one self-contained HTML page: how to use the best model, a sortable
+leaderboard, the transferability ranking and Plotly figures.
 
-The page works offline: plotly.js is inlined once, every figure only calls it. The figures
-themselves are built in :mod:`autotransfer.report.plots`.
+The page works offline: plotly.js is inlined once, compressed, and every figure is compact
+JSON (:mod:`autotransfer.report.embed`). The figures themselves are built in
+:mod:`autotransfer.report.plots`, the sections that lead on in
+:mod:`autotransfer.report.sections`.
 """
 
 from __future__ import annotations
@@ -12,14 +15,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import files
 from ..errors import StorageError
-from . import plots
+from . import plots, sections
+from .cells import blank, cell, flag, fmt, head, note, slug
+from .embed import Figures
 
 GENERATOR = '<meta name="generator" content="autotransfer">'  # marks a page as ours
-_PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 _LEAD_COLUMNS = ("rank", "trial", "state", "baseline", "backbone", "frozen_groups", "n_groups")
 _GAIN_COLUMNS = ("transfer_gain", "negative_transfer")
 
@@ -40,7 +42,11 @@ table.sortable th[data-dir=asc]::after { content: " \\25B2"; }
 table.sortable th[data-dir=desc]::after { content: " \\25BC"; }
 th.test, td.test { background: #e3f8ff; }
 tr.negative td { color: #ab091e; } tr.best td { font-weight: 600; }
-tr.state-failed td, tr.state-pruned td { color: #9aa5b1; }
+tr.tied td { background: #fffbea; }
+tr.state-failed td, tr.state-interrupted td, tr.state-pruned td, tr.degenerate td {
+       color: #9aa5b1; }
+pre.copy { background: #f0f4f8; padding: 10px 14px; overflow-x: auto; }
+code { background: #f0f4f8; padding: 0 3px; }
 """
 
 # Click a header to sort by it; click again to reverse. Blanks always go last.
@@ -69,11 +75,14 @@ document.querySelectorAll("table.sortable th").forEach((th, i) => {
 def write_report(study: Any, path: str | os.PathLike) -> Path:
     """Write ``study`` as one HTML page that opens offline in any browser.
 
-    The page holds the leaderboard (click a header to sort), the best score so far by
-    wall clock and by trial, the score by backbone and number of frozen layer groups,
-    the learning curves of the best trials and the baselines (negative transfer dashed),
-    Optuna's parameter importances, and validation against test scores when a test set
-    was scored. The file is replaced atomically: a reader never sees half a page.
+    The page holds how to use the best model (its file, the CLI and Python lines), the
+    leaderboard (click a header to sort), the transferability ranking (when the backbones
+    were ranked), the best score so far by wall clock and by trial, the score by backbone
+    and number of frozen layer groups, the learning curves of the best trials and the
+    baselines (negative transfer dashed), Optuna's parameter importances over the searched
+    trials (from :data:`~autotransfer.report.plots.MIN_SEARCHED` of them), and validation
+    against test scores when a test set was scored. The file is replaced atomically: a
+    reader never sees half a page.
 
     Args:
         study: A :class:`~autotransfer.study.study.Study` (``at.search(...)`` or ``Study.load``).
@@ -143,55 +152,57 @@ def _write_atomic(target: Path, text: str) -> None:
 
 
 def _page(study: Any, facts: plots.Facts) -> str:
-    import plotly.offline
-
     title = f"autotransfer study {study.name}"
-    sections = [("leaderboard", "Leaderboard", _leaderboard(facts))]
-    if facts.scored.empty:
-        sections.append(("plots", "Plots", _note(
-            "No trial of this study has completed with a validation score yet, so there is "
-            "nothing to plot. Run the search longer, or see the reason column above.")))
-    else:
-        sections += _plot_sections(study, facts)
-    nav = " ".join(f'<a href="#{sid}">{html.escape(name)}</a>' for sid, name, _ in sections)
+    figures = Figures()
+    sections_ = _sections(study, facts, figures)
+    nav = " ".join(f'<a href="#{sid}">{html.escape(name)}</a>' for sid, name, _ in sections_)
     body = "\n".join(f'<section id="{sid}"><h2>{html.escape(name)}</h2>\n{content}</section>'
-                     for sid, name, content in sections)
+                     for sid, name, content in sections_)
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"{GENERATOR}\n"
-        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n"
-        f"<script>window.PlotlyConfig = {{MathJaxConfig: 'local'}};</script>\n"
-        f'<script charset="utf-8">{plotly.offline.get_plotlyjs()}</script>\n</head>\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
         f"<body>\n<h1>{html.escape(title)}</h1>\n{_summary(study, facts)}\n"
-        f"<nav>{nav}</nav>\n{body}\n<script>{_SORT_JS}</script>\n</body></html>\n"
+        f"<nav>{nav}</nav>\n{body}\n{figures.scripts()}<script>{_SORT_JS}</script>\n"
+        f"</body></html>\n"
     )
 
 
-def _plot_sections(study: Any, facts: plots.Facts) -> list[tuple[str, str, str]]:
-    sections = [
-        ("progress", "Best so far", _figure(plots.best_by_clock(facts), "best-clock")
-         + _figure(plots.best_by_trial(study.optuna, facts), "best-trial")),
-        ("freezing", "How much to freeze", _figure(plots.freezing(facts), "freezing")),
-        ("curves", "Learning curves", _figure(plots.learning_curves(facts), "curves")),
+def _sections(study: Any, facts: plots.Facts, figures: Figures) -> list[tuple[str, str, str]]:
+    """(id, title, HTML) of each section, in page order: what to do next leads."""
+    out = []
+    if not facts.scored.empty:
+        out.append(("use", "Use this model", sections.use_this_model(study, facts.lb)))
+    out.append(("leaderboard", "Leaderboard", _leaderboard(facts)))
+    ranked = sections.ranking(study)
+    if ranked is not None:
+        out.append(("ranking", "Transferability ranking", ranked))
+    if facts.scored.empty:
+        out.append(("plots", "Plots", note(
+            "No trial of this study has completed with a validation score yet, so there is "
+            "nothing to plot. Run the search longer, or see the reason column above.")))
+    else:
+        out += _plot_sections(study, facts, figures)
+    return out
+
+
+def _plot_sections(study: Any, facts: plots.Facts,
+                   figures: Figures) -> list[tuple[str, str, str]]:
+    def figure(fig: Any, div_id: str) -> str:  # a figure, or the note explaining its absence
+        return note(fig) if isinstance(fig, str) else figures.html(fig, f"fig-{div_id}")
+
+    sections_ = [
+        ("progress", "Best so far", figure(plots.best_by_clock(facts), "best-clock")
+         + figure(plots.best_by_trial(study.optuna, facts), "best-trial")),
+        ("freezing", "How much to freeze", figure(plots.freezing(facts), "freezing")),
+        ("curves", "Learning curves", figure(plots.learning_curves(facts), "curves")),
         ("importance", "Parameter importances",
-         _figure(plots.importances(study.optuna), "importance")),
+         figure(plots.importances(study.optuna, facts), "importance")),
     ]
     if plots.test_columns(facts.lb):
-        sections.append(("test", "Test scores", _figure(plots.test_scores(facts), "test")))
-    return sections
-
-
-def _figure(fig: Any, div_id: str) -> str:
-    """A figure's div and its ``Plotly.newPlot`` call, or the note explaining its absence."""
-    if isinstance(fig, str):
-        return _note(fig)
-    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{div_id}",
-                       config=_PLOT_CONFIG)
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{html.escape(text)}</p>'
+        sections_.append(("test", "Test scores", figure(plots.test_scores(facts), "test")))
+    return sections_
 
 
 def _summary(study: Any, facts: plots.Facts) -> str:
@@ -206,13 +217,17 @@ def _summary(study: Any, facts: plots.Facts) -> str:
         best = facts.scored.iloc[0]
         frozen = best.get("frozen_groups")
         groups = best.get("n_groups")
-        freeze = "" if _blank(frozen) else (
-            f", {int(frozen)}" + ("" if _blank(groups) else f" of {int(groups)}")
+        freeze = "" if blank(frozen) else (
+            f", {int(frozen)}" + ("" if blank(groups) else f" of {int(groups)}")
             + " layer groups frozen")
         backbone = plots._text(best.get("backbone")) or "?"
         lines.append(f"Best: trial #{int(best['trial'])}, {html.escape(backbone)}"
-                     f"{html.escape(freeze)}: {facts.metric} = "
-                     f"<b>{_fmt(best[facts.metric])}</b>.")
+                     f"{html.escape(freeze)}: {html.escape(facts.score)} = "
+                     f"<b>{fmt(best[facts.metric])}</b> "
+                     f'(<a href="#use">use this model</a>).')
+    ties = lb.attrs.get("note")  # the validation set's resolution and the ties, in words
+    if ties:
+        lines.append(f'<span class="ties">{html.escape(ties[0].upper() + ties[1:])}</span>')
     stamp = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     lines.append(f'<span class="muted">Written {html.escape(stamp)}.</span>')
     return "".join(f"<p>{line}</p>" for line in lines)
@@ -221,7 +236,7 @@ def _summary(study: Any, facts: plots.Facts) -> str:
 def _table_columns(lb: Any, metric: str) -> list[str]:
     """Who and what first, then the scores (validation, test, gain), then the rest."""
     tests = [c for c in lb.columns if str(c).startswith("test_")]
-    lead = [*_LEAD_COLUMNS, metric, *tests, *_GAIN_COLUMNS]
+    lead = [*_LEAD_COLUMNS, metric, "tied", *tests, *_GAIN_COLUMNS]
     first = [c for c in lead if c in lb.columns]
     return first + [c for c in lb.columns if c not in first]
 
@@ -229,60 +244,25 @@ def _table_columns(lb: Any, metric: str) -> list[str]:
 def _leaderboard(facts: plots.Facts) -> str:
     lb = facts.lb
     if lb.empty:
-        return _note("The study has no trials yet.")
+        return note("The study has no trials yet.")
     columns = _table_columns(lb, facts.metric)
     best = None if facts.scored.empty else facts.scored.index[0]
-    head = "".join(f'<th{_test_class(c)} title="click to sort">{html.escape(str(c))}</th>'
-                   for c in columns)
+    heads = "".join(head(c) for c in columns)
     rows = []
     for index, row in lb.iterrows():
-        classes = [f"state-{_slug(row.get('state'))}"]
-        if _flag(row.get("negative_transfer")):
+        classes = [f"state-{slug(row.get('state'))}"]
+        if flag(row.get("negative_transfer")):
             classes.append("negative")
         if index == best:
             classes.append("best")
-        cells = "".join(_cell(row[c], c) for c in columns)
+        if flag(row.get("tied")):
+            classes.append("tied")
+        cells = "".join(cell(row[c], c) for c in columns)
         rows.append(f'<tr class="{" ".join(classes)}">{cells}</tr>')
-    return (f'<p class="muted">Best first. Click a header to sort; test-set columns are '
-            f'shaded; red rows did worse than training the same backbone from scratch.</p>\n'
-            f'<div class="scroll"><table class="sortable" id="leaderboard"><thead><tr>{head}'
+    return (f'<p class="muted">Best first. Click a header to sort. '
+            f'<code>{html.escape(facts.metric)}</code> is the validation score; test-set '
+            f'columns (<code>test_*</code>) are shaded; red rows did worse than training the '
+            f'same backbone from scratch; yellow rows tie with the best on the validation '
+            f'score.</p>\n'
+            f'<div class="scroll"><table class="sortable" id="leaderboard"><thead><tr>{heads}'
             f'</tr></thead>\n<tbody>\n' + "\n".join(rows) + "\n</tbody></table></div>\n")
-
-
-def _cell(value: Any, column: str) -> str:
-    """A table cell showing a short form, sorting on the exact value (``data-v``)."""
-    if _blank(value):
-        shown, key = "", ""
-    elif isinstance(value, (bool, np.bool_)):
-        shown = key = "yes" if value else "no"
-    elif isinstance(value, (float, np.floating)):
-        shown, key = _fmt(value), repr(float(value))
-    else:
-        shown = key = str(value)
-    return (f'<td{_test_class(column)} data-v="{html.escape(key)}">'
-            f"{html.escape(shown)}</td>")
-
-
-def _test_class(column: Any) -> str:
-    return ' class="test"' if str(column).startswith("test_") else ""
-
-
-def _fmt(value: Any) -> str:
-    return "" if _blank(value) else f"{float(value):.4g}"
-
-
-def _blank(value: Any) -> bool:
-    import pandas as pd
-
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):  # a list or an array in a cell: not blank
-        return False
-
-
-def _flag(value: Any) -> bool:
-    return isinstance(value, (bool, np.bool_)) and bool(value)
-
-
-def _slug(value: Any) -> str:
-    return "".join(ch if ch.isalnum() else "-" for ch in str(value).lower())

@@ -4,6 +4,8 @@ figure, or a sentence saying why there is nothing to plot.
 They read one :class:`Facts` (the leaderboard plus the Optuna trials by number), so a
 leaderboard with columns or row states this module has not seen (``test_*`` scores,
 ``refit`` rows without a validation score) is plotted where it fits and skipped elsewhere.
+Every axis, colour bar and trace that shows a score names its split and metric
+("validation accuracy", "test macro_f1").
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ from plotly.subplots import make_subplots
 from .. import storage as st
 
 TOP_CURVES = 5
+# Importances need this many searched trials (completed, not a baseline). fANOVA fits a
+# random forest from the sampled values to the score; with fewer points than this (also
+# the number of trials Optuna's TPE samples at random before it models anything) one trial
+# more or less reorders the bars, so the page says why they are missing instead.
+MIN_SEARCHED = 10
 _PALETTE = qualitative.Plotly + qualitative.D3
 _BASELINE_SYMBOL = {"scratch": "x", "linear_probe": "square", "default_finetune": "diamond"}
 
@@ -44,6 +51,11 @@ class Facts:
     @property
     def direction(self) -> str:
         return "higher is better" if self.maximize else "lower is better"
+
+    @property
+    def score(self) -> str:
+        """What the leaderboard's metric column holds: ``"validation accuracy"``."""
+        return f"validation {self.metric}"
 
 
 def _layout(fig: go.Figure, title: str, **kw: Any) -> go.Figure:
@@ -79,12 +91,12 @@ def best_by_clock(facts: Facts) -> go.Figure | str:
     best = (np.maximum if facts.maximize else np.minimum).accumulate(values)
     hover = [_label(r) for _, r in rows.iterrows()]
     fig = go.Figure()
-    fig.add_scatter(x=rows["x"], y=values, mode="markers", name="trial", text=hover,
-                    marker=dict(color="#9aa5b1", size=8))
-    fig.add_scatter(x=rows["x"], y=best, mode="lines", name="best so far", text=hover,
-                    line=dict(shape="hv", width=3, color=_PALETTE[0]))
-    return _layout(fig, f"Best {facts.metric} so far by wall clock ({facts.direction})",
-                   xaxis_title="finished at (wall clock)", yaxis_title=facts.metric)
+    fig.add_scatter(x=rows["x"], y=values, mode="markers", name=f"a trial's {facts.score}",
+                    text=hover, marker=dict(color="#9aa5b1", size=8))
+    fig.add_scatter(x=rows["x"], y=best, mode="lines", name=f"best {facts.score} so far",
+                    text=hover, line=dict(shape="hv", width=3, color=_PALETTE[0]))
+    return _layout(fig, f"Best {facts.score} so far by wall clock ({facts.direction})",
+                   xaxis_title="finished at (wall clock)", yaxis_title=facts.score)
 
 
 def best_by_trial(study: Any, facts: Facts) -> go.Figure | str:
@@ -94,11 +106,15 @@ def best_by_trial(study: Any, facts: Facts) -> go.Figure | str:
 
     if facts.scored.empty:
         return NO_SCORE
-    fig = plot_optimization_history(study, target_name=facts.metric)
+    fig = plot_optimization_history(study, target_name=facts.score)
     labels = {int(r["trial"]): _label(r) for _, r in facts.scored.iterrows()}
     fig.data[0].text = [labels.get(int(n), f"#{n}") for n in fig.data[0].x]  # hover names
-    return _layout(fig, f"Best {facts.metric} so far by trial number ({facts.direction})",
-                   xaxis_title="trial number", yaxis_title=facts.metric)
+    fig.data = [t for t in fig.data if t.x is not None and len(t.x)]  # no empty "Infeasible"
+    for trace in fig.data[1:]:  # Optuna's "Best Value" line
+        if trace.name == "Best Value":
+            trace.name = f"best {facts.score} so far"
+    return _layout(fig, f"Best {facts.score} so far by trial number ({facts.direction})",
+                   xaxis_title="trial number", yaxis_title=facts.score)
 
 
 def freezing(facts: Facts) -> go.Figure | str:
@@ -118,11 +134,12 @@ def freezing(facts: Facts) -> go.Figure | str:
     text = [[("" if c != c else f"{v:.3g}<br>n={int(c)}") for v, c in zip(vr, cr)]
             for vr, cr in zip(grid.to_numpy(), count.to_numpy())]
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12, subplot_titles=(
-        f"best {facts.metric} per cell", "every finished trial"))
+        f"best {facts.score} per cell", f"{facts.score} of every finished trial"))
     fig.add_heatmap(z=grid.to_numpy(), x=[str(c) for c in grid.columns],
                     y=list(grid.index), text=text, texttemplate="%{text}",
                     colorscale="Viridis", reversescale=not facts.maximize,
-                    colorbar=dict(title=facts.metric, x=0.44), hoverongaps=False,
+                    colorbar=dict(title=facts.score.replace(" ", "<br>"), x=0.44),
+                    hoverongaps=False,
                     row=1, col=1)
     for i, (name, group) in enumerate(rows.groupby("backbone", sort=True)):
         # Spread backbones sideways a little so trials at one setting do not hide each other.
@@ -134,7 +151,7 @@ def freezing(facts: Facts) -> go.Figure | str:
                      row=1, col=1)
     fig.update_xaxes(title_text="frozen layer groups (input side)", dtick=1, row=1, col=2)
     fig.update_yaxes(title_text="backbone", row=1, col=1)
-    fig.update_yaxes(title_text=facts.metric, row=1, col=2)
+    fig.update_yaxes(title_text=facts.score, row=1, col=2)
     return _layout(fig, f"How much to freeze ({facts.direction})", height=460)
 
 
@@ -180,45 +197,64 @@ def learning_curves(facts: Facts) -> go.Figure | str:
                       dash="dash" if negative else "solid"),
             marker=dict(symbol=_BASELINE_SYMBOL.get(baseline, "circle"), size=7),
             meta={"trial": int(row["trial"]), "negative_transfer": negative},
-            hovertemplate=f"{name}<br>epoch %{{x}}: %{{y:.4g}}<extra></extra>")
+            hovertemplate=f"{name}<br>epoch %{{x}}: {facts.score} %{{y:.4g}}<extra></extra>")
     if not fig.data:
         return "No trial has recorded a score per epoch yet."
     title = (f"Learning curves: top {TOP_CURVES} trials and the baselines "
              f"(dashed: worse than training from scratch)")
-    return _layout(fig, title, xaxis_title="epoch", yaxis_title=f"validation {facts.metric}",
+    return _layout(fig, title, xaxis_title="epoch", yaxis_title=facts.score,
                    xaxis=dict(dtick=1), height=480)
 
 
-def importances(study: Any) -> go.Figure | str:
-    """Optuna's parameter importances (fANOVA) as bars, or why they cannot be computed."""
+def searched_trials(study: Any) -> list[FrozenTrial]:
+    """The completed trials with a finite score that are not baselines: samples of the
+    search space (the sampler's, the warm-start portfolio's, a prior study's), not the
+    fixed reference strategies every study also runs."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if not t.user_attrs.get("baseline") and t.value is not None
+            and np.isfinite(t.value)]
+
+
+def importances(study: Any, facts: Facts) -> go.Figure | str:
+    """Optuna's parameter importances (fANOVA) over the searched trials, as bars, or why
+    they are not drawn (fewer than :data:`MIN_SEARCHED` searched trials, a failed fit)."""
     import optuna
     from optuna.visualization import plot_param_importances
 
+    searched = searched_trials(study)
+    if len(searched) < MIN_SEARCHED:
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        return (f"Parameter importances are not shown: they need at least {MIN_SEARCHED} "
+                f"searched trials that completed, and this study has {len(searched)} (of "
+                f"{done} completed; baselines are fixed reference strategies, not samples "
+                f"of the search space, so they never count). With fewer, one trial more or "
+                f"less reorders the bars. Run the search longer to see them.")
     try:
         fig = plot_param_importances(
-            _comparable(study), evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
-            target_name=(study.metric_names or ["value"])[0])
-    except Exception as exc:  # too few trials, a constant target, a failed fit
+            _comparable(searched, study.directions),
+            evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+            target_name=facts.score)
+    except Exception as exc:  # a constant target, a failed fit
         return f"Parameter importances are not available: {type(exc).__name__}: {exc}"
     if not fig.data:
         return "Parameter importances are not available: no parameter varied across trials."
     fig.update_traces(marker_color=_PALETTE[0])
-    return _layout(fig, "Parameter importances (fANOVA, share of the variance explained)",
-                   xaxis_title="importance", yaxis_title=None,
-                   height=max(300, 60 + 28 * len(fig.data[0].y)))
+    return _layout(fig, f"Parameter importances for {facts.score} (fANOVA over the "
+                        f"{len(searched)} searched trials, baselines left out)",
+                   xaxis_title=f"importance: share of the variance of {facts.score}",
+                   yaxis_title=None, height=max(300, 60 + 28 * len(fig.data[0].y)))
 
 
-def _comparable(study: Any) -> Any:
-    """An in-memory copy of the finished trials that Optuna's importances accept.
+def _comparable(done: list[FrozenTrial], directions: Any) -> Any:
+    """An in-memory study of the trials ``done`` that Optuna's importances accept.
 
-    Optuna compares only parameters every trial shares with one distribution. Here the
-    scratch baseline samples nothing and ``frozen_groups`` ranges differ per backbone, so
-    the copy keeps the trials that sampled parameters and widens each one's range.
+    Optuna compares only parameters every trial shares with one distribution. Here
+    ``frozen_groups`` ranges differ per backbone, so the copy keeps the parameters every
+    trial sampled and widens each one's range.
     """
     import optuna
 
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.params and t.value is not None and np.isfinite(t.value)]
+    done = [t for t in done if t.params]
     if len(done) < 2:
         raise ValueError(f"they need 2 finished trials that sampled parameters, "
                          f"this study has {len(done)}")
@@ -228,7 +264,7 @@ def _comparable(study: Any) -> Any:
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line
     try:
-        copy = optuna.create_study(directions=study.directions)
+        copy = optuna.create_study(directions=directions)
     finally:
         optuna.logging.set_verbosity(verbosity)
     copy.add_trials([optuna.trial.create_trial(
@@ -265,21 +301,25 @@ def test_columns(lb: Any) -> list[str]:
 
 
 def test_scores(facts: Facts) -> go.Figure | str:
-    """Validation against test score for every trial that was scored on the test set."""
+    """Validation against test score for every trial that was scored on the test set: one
+    panel per metric, each bar named by its split and metric."""
     columns = test_columns(facts.lb)
     if not columns:
         return "No trial was scored on a test set."
-    fig = make_subplots(rows=1, cols=len(columns), subplot_titles=columns)
-    for col, test in enumerate(columns, start=1):
+    metrics = [test[len("test_"):] for test in columns]
+    fig = make_subplots(rows=1, cols=len(columns), subplot_titles=[
+        f"{m}: validation and test" for m in metrics])
+    for col, (test, metric) in enumerate(zip(columns, metrics), start=1):
         rows = facts.lb[facts.lb[test].notna()]
         labels = [f"{_label(r)} ({r['state']})" for _, r in rows.iterrows()]
-        valid = test[len("test_"):]
-        if valid in rows.columns:
-            fig.add_bar(x=labels, y=rows[valid], name=f"validation {valid}", row=1, col=col,
-                        marker_color=_PALETTE[0], showlegend=col == 1)
+        if metric in rows.columns:  # refits have no validation score: no bar
+            fig.add_bar(x=labels, y=rows[metric], name=f"validation {metric}", row=1, col=col,
+                        marker_color=_PALETTE[0], legendgroup=f"validation {metric}")
         se = rows.get(f"{test}_se")  # the primary metric's bootstrap standard error
-        fig.add_bar(x=labels, y=rows[test], name="test", row=1, col=col,
-                    marker_color=_PALETTE[1], showlegend=col == 1,
+        fig.add_bar(x=labels, y=rows[test], name=f"test {metric}" + (
+                        " (± bootstrap SE)" if se is not None else ""), row=1, col=col,
+                    marker_color=_PALETTE[1], legendgroup=f"test {metric}",
                     error_y=None if se is None else {"type": "data", "array": se.tolist()})
+        fig.update_yaxes(title_text=metric, row=1, col=col)
     fig.update_layout(barmode="group")
-    return _layout(fig, "Validation and test scores of the kept trials", height=460)
+    return _layout(fig, "Validation and test scores of the kept models", height=460)

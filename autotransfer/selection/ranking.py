@@ -35,11 +35,14 @@ COLUMNS = ["backbone", "score", "score_se", "degenerate", "logme", "seconds", "f
            "n", "reason"]
 
 
+NOT_RANKED = "not ranked: the time budget ended first"
+
+
 def rank_backbones(data: Dataset, *, backbones: Sequence[str] | str | None = None,
                    task: str | dict = "classification", max_examples: int = MAX_EXAMPLES,
                    image_size: int | None = None, batch_size: int = 64, device: str = "cpu",
                    cache: FeatureCache | None = None, seed: int = 0,
-                   errors: str = "raise") -> Any:
+                   errors: str = "raise", until: float | None = None) -> Any:
     """How well each backbone's frozen features fit the labels, best first.
 
     Returns a DataFrame: backbone, score (the held-out accuracy of a cross-validated linear
@@ -53,7 +56,9 @@ def rank_backbones(data: Dataset, *, backbones: Sequence[str] | str | None = Non
     score and its reason, instead of stopping the ranking (what ``search`` does: such a
     backbone's trials then fail on their own). Mistakes in the arguments, and a backbone
     of the wrong modality, raise either way; with ``errors="raise"`` a backbone whose
-    pretrained weights are not here raises before any is ranked.
+    pretrained weights are not here raises before any is ranked. ``until``
+    (``time.time()``, a search's budget): backbones not begun by then get no score and
+    the reason ``NOT_RANKED``.
 
     Example:
         >>> at.rank_backbones(train, backbones=["efficientnet_lite*"])   # doctest: +SKIP
@@ -79,7 +84,10 @@ def rank_backbones(data: Dataset, *, backbones: Sequence[str] | str | None = Non
                         f"examples for {len(info['classes'])} classes; give more labelled "
                         f"data (or max_examples >= {len(info['classes'])}).")
     rows = [_score(name, sample, targets.numpy(), regression, errors, image_size=image_size,
-                   batch_size=batch_size, device=device, cache=cache) for name in names]
+                   batch_size=batch_size, device=device, cache=cache)
+            if until is None or time.time() < until else
+            {"backbone": name, "score": None, "n": len(sample), "reason": NOT_RANKED}
+            for name in names]
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["_last"] = df["degenerate"].fillna(True).astype(bool)  # degenerate or unscored
     df = df.sort_values(["_last", "score"], ascending=[True, False], kind="stable")

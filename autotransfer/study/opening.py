@@ -18,7 +18,8 @@ from ..backends._job import counted_trials
 from ..backends._lifecycle import fail_stale_trials
 from ..errors import ConfigError
 from ..log import get_logger
-from ..selection.ranking import as_records, order, rank_backbones
+from ..selection.ranking import NOT_RANKED, as_records, order, rank_backbones
+from ..strategy.baselines import split
 from ..training.cache import FeatureCache
 from . import identity, prior
 
@@ -49,6 +50,8 @@ def open_search(job: SearchJob, ctx: TrialContext, warm_start: bool | str | Path
         done = counted_trials(study)
     if done:  # said with or without progress bars: a rerun continues, it does not restart
         logger.info(f"resuming study {job.study_name!r}: {done} trial(s) already recorded")
+    elif job.progress:
+        logger.info(split(ctx.reference_plan(), job.n_trials))
     return study
 
 
@@ -65,12 +68,13 @@ def _ranking(study: optuna.Study, ctx: TrialContext) -> dict[str, dict]:
     df = rank_backbones(ctx.train, backbones=job.backbones, task=job.task,
                         image_size=job.space.base_strategy(job.backbones[0]).image_size,
                         cache=ctx.cache if isinstance(ctx.cache, FeatureCache) else None,
-                        seed=job.seed, errors="skip")
+                        seed=job.seed, errors="skip", until=job.deadline)
     for row in df[df["reason"] != ""].to_dict("records"):
         logger.warning(f"could not rank {row['backbone']!r} ({row['reason']}); its trials run "
                        f"as usual")
     ranking = as_records(df)
-    st.set_study_attr(study, st.RANKING, ranking)
+    if not (df["reason"] == NOT_RANKED).any():  # a cut ranking is done again on resume
+        st.set_study_attr(study, st.RANKING, ranking)
     return ranking
 
 

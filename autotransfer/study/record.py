@@ -3,6 +3,7 @@ strategy and model, and a leaderboard. :class:`autotransfer.Study` adds what act
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,23 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import storage as st
+from ..backbones import ADAPTERS
 from ..errors import StorageError
 from ..predict.predictor import Predictor
+from ..storage import TIE_RULE, VAL_LOSS, rank_key
 from ..strategy import fields
+from ..strategy.fields import Where
 from ..strategy.strategy import Strategy
 
-_STATE_ORDER = {"complete": 0, "refit": 1, "pruned": 2, "running": 3, "failed": 4}
+_STATE_ORDER = {"complete": 0, "soup": 1, "refit": 1, "pruned": 2, "running": 3,
+                "interrupted": 4, "failed": 5}
+PER_EXAMPLE = ("accuracy",)  # metrics that move by exactly 1/n_valid per validation example
+def _seconds(t: FrozenTrial) -> float | None:
+    """A trial's recorded duration, else its start-to-end wall time, else None."""
+    duration = t.user_attrs.get("duration_s")
+    if duration is None and t.datetime_start and t.datetime_complete:
+        duration = round((t.datetime_complete - t.datetime_start).total_seconds(), 2)
+    return duration
 
 
 def _strategy_columns() -> list[str]:
@@ -92,7 +104,9 @@ class StudyRecord:
         complete = [t for t in self.trials() if t.state == TrialState.COMPLETE]
         if not complete:
             raise StorageError(f"Study {self.name!r} has no completed trial yet.")
-        return max(complete, key=lambda t: (t.value if self.maximize else -t.value, -t.number))
+        return min(complete, key=lambda t: rank_key(t.value, self.maximize,
+                                                    t.user_attrs.get(VAL_LOSS), _seconds(t),
+                                                    t.number))
 
     @property
     def best_strategy(self) -> Strategy:
@@ -110,19 +124,23 @@ class StudyRecord:
         ``autotransfer predict`` and ``export`` take, and ``at.load`` loads."""
         ranked = self.leaderboard()
         done = [int(n) for n in ranked.loc[ranked["state"] == "complete", "trial"]]
+        def kept(number: int) -> bool:
+            path = self.optuna.trials[number].system_attrs.get(st.CHECKPOINT)
+            return bool(path) and Path(path).is_file()
+
         if trial is not None:
             if trial not in done:
                 raise StorageError(f"Study {self.name!r} has no completed trial {trial!r}; "
                                    f"completed: {sorted(done)[:20] or 'none'}.")
+            if not kept(trial):
+                raise StorageError(
+                    f"Trial {trial} of study {self.name!r} kept no model file (only the top "
+                    f"keep_checkpoints trials do); trials that kept one: "
+                    f"{sorted(n for n in done if kept(n))[:20] or 'none'}.")
             done = [trial]
         for number in done:
-            path = self.optuna.trials[number].system_attrs.get(st.CHECKPOINT)
-            if path and Path(path).is_file():
-                return Path(path)
-        if trial is not None:
-            raise StorageError(f"Trial {trial} of study {self.name!r} kept no model file "
-                               f"(only the top keep_checkpoints trials do); the best that "
-                               f"kept one: autotransfer best without --trial.")
+            if kept(number):
+                return Path(self.optuna.trials[number].system_attrs[st.CHECKPOINT])
         raise StorageError(
             f"Study {self.name!r} kept no checkpoint of a completed trial "
             f"(keep_checkpoints=0, or the files under {self.workdir} were removed); use "
@@ -131,13 +149,22 @@ class StudyRecord:
 
     def leaderboard(self) -> Any:
         """A pandas DataFrame, best first: one row per trial, with the transfer gain; test
-        scores (``test_<metric>``) and refits when the study has them."""
+        scores (``test_<metric>``) and refits when the study has them.
+
+        Ties on the validation score are ranked by :data:`TIE_RULE`; ``tied`` marks the
+        trials tied with the best (when there are several). A strategy field that does not
+        apply to a trial (``lora_rank`` without LoRA, ``augment`` on texts) is blank.
+        ``df.attrs`` holds ``n_valid`` (validation examples), ``resolution`` (what one
+        example moves the metric, for accuracy) and ``note`` (those in words).
+        """
         import pandas as pd
 
-
-        rows = [self._row(t) for t in self.trials() if t.state != TrialState.WAITING]
         attrs = self.system_attrs()  # one read for refits, test scores and the ranking
-        rows += [self._refit_row(int(n), r) for n, r in attrs.get(st.REFIT, {}).items()]
+        where = self._where(attrs.get(st.META, {}))
+        rows = [self._row(t, where) for t in self.trials() if t.state != TrialState.WAITING]
+        rows += [self._refit_row(int(n), r, where) for n, r in attrs.get(st.REFIT, {}).items()]
+        if st.SOUP in attrs:
+            rows.append(self._soup_row(attrs[st.SOUP], where))
         metric = self.metric
         df = pd.DataFrame(rows)
         if df.empty:
@@ -151,10 +178,7 @@ class StudyRecord:
         df["transfer_gain"] = (sign * (df[metric] - base)).where(done)
         pretrained = (df["baseline"] != "scratch") & done & base.notna()
         df["negative_transfer"] = pretrained & (df["transfer_gain"] < 0)
-        df["_order"] = df["state"].map(_STATE_ORDER)
-        df["_value"] = -sign * df[metric]
-        df = df.sort_values(["_order", "_value", "trial"], na_position="last")
-        df = df.drop(columns=["_order", "_value"]).reset_index(drop=True)
+        df = self._ranked(df, metric)
         df.insert(0, "rank", range(1, len(df) + 1))
         _add_test_scores(df, attrs.get(st.TEST, {}), metric)
         _add_loss_weights(df, attrs.get(st.META, {}).get("task"))
@@ -162,7 +186,27 @@ class StudyRecord:
         if ranking:
             df["transferability"] = df["backbone"].map(
                 {b: r["score"] for b, r in ranking.items()})
-        return df[_column_order(df, metric)]
+        df = df[_column_order(df, metric)]
+        n_valid = attrs.get(st.META, {}).get("n_valid")
+        df.attrs.update(n_valid=n_valid, resolution=_resolution(metric, n_valid))
+        df.attrs["note"] = validation_note(df, metric)
+        return df
+
+    def _ranked(self, df: Any, metric: str) -> Any:
+        """The rows in :func:`rank_key` order (complete trials, refits, then the rest), with
+        ``tied``: the complete trials whose score ties the best's, when there are several."""
+        cells = df.get(VAL_LOSS, [None] * len(df))
+        keys = [(_STATE_ORDER[state], rank_key(v, self.maximize, loss, sec, n))
+                for state, v, loss, sec, n in zip(df["state"], df[metric], cells,
+                                                  df["duration_s"], df["trial"])]
+        order = sorted(range(len(df)), key=keys.__getitem__)
+        df = df.iloc[order].reset_index(drop=True)
+        scores = [keys[i][1][0] for i in order]
+        complete = (df["state"] == "complete").tolist()
+        best = scores[0] if complete[0] else None
+        tied = [c and s == best for c, s in zip(complete, scores)]
+        df["tied"] = tied if sum(tied) > 1 else [False] * len(df)
+        return df
 
     def ranking(self) -> Any:
         """The backbones' transferability (a held-out linear probe on frozen features,
@@ -177,10 +221,20 @@ class StudyRecord:
         df = pd.DataFrame(rows, columns=["backbone", *COLUMNS[1:], "rank"])
         return df.sort_values("rank").reset_index(drop=True)
 
-    def _refit_row(self, number: int, record: dict) -> dict[str, Any]:
+    def _soup_row(self, record: dict, where: Where) -> dict[str, Any]:
+        """The weight soup: the best member's strategy, the soup's validation score (greedy:
+        it chose on that set, so the test score is the one to trust)."""
+        row = self._row(self.optuna.trials[int(record["best"])], where)
+        members = ", ".join(map(str, record["members"]))
+        row.update({"state": "soup", self.metric: record.get("valid"), "baseline": "",
+                    "duration_s": record.get("duration_s"), "device": None, "worker": None,
+                    "cached": None, "reason": f"{record['method']} soup of trials {members}"})
+        return row
+
+    def _refit_row(self, number: int, record: dict, where: Where) -> dict[str, Any]:
         """A refit: the trial's strategy retrained on all labelled data, no validation."""
         t = self.optuna.trials[number]
-        row = self._row(t)
+        row = self._row(t, where)
         row.update({"state": "refit", self.metric: None, "epochs": record["epochs"],
                     "epochs_run": record["epochs"], "duration_s": record["duration_s"],
                     "trainable_params": record.get("trainable_params"),
@@ -190,11 +244,25 @@ class StudyRecord:
                 row[k] = None
         return row
 
-    def _row(self, t: FrozenTrial) -> dict[str, Any]:
+    def _where(self, meta: dict[str, Any]) -> Where:
+        """What the record knows of where its trials ran, for the field table's ``when``:
+        the data's modality and task, and whether target inputs made domain adaptation
+        available. What depends on a backbone (drop path, adapters) is taken to apply: a
+        field is blank only where the study's data or the trial's other values rule it out."""
+        every = tuple(f.name for f in fields.every(Strategy))
+        unlabeled = meta.get("n_unlabeled")
+        return Where(modality=meta.get("modality", "image"),
+                     task=meta.get("task", "classification"),
+                     supports_drop_path=True, adapters=ADAPTERS,
+                     domain=every if unlabeled is None or unlabeled else ())
+
+    def _row(self, t: FrozenTrial, where: Where) -> dict[str, Any]:
         s = t.system_attrs.get(st.STRATEGY, {})
         ua = t.user_attrs
         state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
                  TrialState.FAIL: "failed", TrialState.RUNNING: "running"}[t.state]
+        if t.state == TrialState.FAIL and t.system_attrs.get(st.INTERRUPTED):
+            state = "interrupted"  # Ctrl-C or a killed process: the rerun runs it again
         if t.state == TrialState.COMPLETE:
             value = t.value
         elif t.intermediate_values:
@@ -211,6 +279,9 @@ class StudyRecord:
         plugin = fields.plugin_fields()  # a trial recorded before a technique's plugin
         row.update({k: s.get(k, fields.off_value(Strategy, k) if k in plugin else None)
                     for k in _strategy_columns()})  # was installed ran with it off
+        trial_where = dataclasses.replace(where, values=s)
+        row.update({k: None for k in _strategy_columns()  # blank: it did not apply
+                    if not fields.applies(Strategy, k, trial_where)})
         row.update({f"loss_weight.{k}": w for k, w in (s.get("loss_weights") or {}).items()})
         row["n_groups"] = ua.get("n_groups")
         row["epochs"] = s.get("epochs")
@@ -221,11 +292,8 @@ class StudyRecord:
                 row[k] = v
         for k in ("trainable_params", "total_params", "device", "worker", "cached"):
             row[k] = ua.get(k)
-        duration = ua.get("duration_s")
-        if duration is None and t.datetime_start and t.datetime_complete:
-            duration = round((t.datetime_complete - t.datetime_start).total_seconds(), 2)
-        row["duration_s"] = duration
-        row["reason"] = ua.get("fail_reason", "")
+        row["duration_s"] = _seconds(t)
+        row["reason"] = ua.get("fail_reason") or ua.get("cut", "")
         return row
 
     def __repr__(self) -> str:
@@ -241,7 +309,8 @@ def _add_test_scores(df: Any, scores: dict[str, dict], metric: str) -> None:
     """``test_<metric>`` columns from the recorded test scores (trials and refits)."""
     if not scores:
         return
-    keys = [f"refit:{t}" if s == "refit" else str(t) for t, s in zip(df["trial"], df["state"])]
+    keys = [f"refit:{t}" if s == "refit" else "soup" if s == "soup" else str(t)
+            for t, s in zip(df["trial"], df["state"])]
     names = sorted({k for v in scores.values() for k in v if k not in ("se", "n")},
                    key=lambda k: (k != metric, k))
     for name in names:
@@ -259,7 +328,7 @@ def _add_loss_weights(df: Any, task: Any) -> None:
 
 
 _NOT_PREFIXES = ("strategy.", "history.")
-_NOT_METRICS = {"baseline", "prior", "backbone", "fail_reason", "epochs_run", "best_epoch",
+_NOT_METRICS = {"baseline", "prior", "backbone", "fail_reason", "cut", "epochs_run", "best_epoch",
                 "n_groups", "trainable_params", "total_params", "duration_s", "compute_s",
                 "device", "worker", "cached"}
 
@@ -268,8 +337,33 @@ def _column_order(df: Any, metric: str) -> list[str]:
     first = ["rank", "trial", "state", "baseline", "prior", "backbone", "transferability",
              "pretrained", *_strategy_columns(),
              *[c for c in df.columns if c.startswith("loss_weight.")],
-             "n_groups", "epochs", "epochs_run", metric, f"test_{metric}", f"test_{metric}_se"]
+             "n_groups", "epochs", "epochs_run", metric, "tied", f"test_{metric}",
+             f"test_{metric}_se"]
     last = ["transfer_gain", "negative_transfer", "trainable_params", "total_params",
             "duration_s", "device", "worker", "cached", "reason"]
     middle = [c for c in df.columns if c not in first and c not in last]
     return [c for c in first + middle + last if c in df.columns]
+
+
+def _resolution(metric: str, n_valid: Any) -> float | None:
+    """What one validation example moves ``metric`` by (accuracy: 1/n), else None."""
+    return 1 / n_valid if n_valid and metric in PER_EXAMPLE else None
+
+
+def validation_note(lb: Any, metric: str) -> str:
+    """The validation set's size and resolution, and the trials tied with the best, in
+    words (the CLI's footer line and the report's summary)."""
+    n_valid, step = lb.attrs.get("n_valid"), lb.attrs.get("resolution")
+    if n_valid:
+        note = f"validation: {n_valid} examples"
+        note += f", so one example = {step:.3g} {metric}" if step else ""
+    else:
+        note = "validation: its size was not recorded in this study"
+    tied = lb.loc[lb["tied"], "trial"].tolist() if "tied" in lb and metric in lb else []
+    if tied:
+        best = lb[metric].iloc[0]
+        names = ", ".join(str(n) for n in tied[:10]) + (
+            f" and {len(tied) - 10} more" if len(tied) > 10 else "")
+        note += (f". Trials {names} tie with the best ({metric} "
+                 f"{best:.4g}); {TIE_RULE}, so trial {tied[0]} ranks first")
+    return note + "."

@@ -44,14 +44,21 @@ class KeptModel:
 
 
 def kept_models(study: StudyRecord) -> list[KeptModel]:
-    """The completed trials whose checkpoint is on disk, then the refits."""
+    """The completed trials whose checkpoint is on disk, best first (as the leaderboard
+    ranks them), then the refits, then the weight soup."""
+    kept = sorted((t for t in study.trials()
+                   if t.state == TrialState.COMPLETE and st.CHECKPOINT in t.system_attrs
+                   and Path(t.system_attrs[st.CHECKPOINT]).is_file()),
+                  key=lambda t: st.rank_key(t.value, study.maximize, t.user_attrs.get(st.VAL_LOSS),
+                                            t.user_attrs.get("duration_s"), t.number))
     out = [KeptModel(str(t.number), t.number, "trial", Path(t.system_attrs[st.CHECKPOINT]))
-           for t in study.trials()
-           if t.state == TrialState.COMPLETE and st.CHECKPOINT in t.system_attrs
-           and Path(t.system_attrs[st.CHECKPOINT]).is_file()]
+           for t in kept]
     for number, r in sorted(refits(study).items(), key=lambda kv: int(kv[0])):
         if Path(r["path"]).is_file():
             out.append(KeptModel(f"refit:{number}", int(number), "refit", Path(r["path"])))
+    made = study.system_attrs().get(st.SOUP)
+    if made and Path(made["path"]).is_file():
+        out.append(KeptModel("soup", int(made["best"]), "soup", Path(made["path"])))
     return out
 
 
@@ -65,11 +72,12 @@ def test_scores(study: StudyRecord) -> dict[str, dict]:
 
 
 def evaluate(study: StudyRecord, data: Dataset, *, record: bool = False,
-             batch_size: int = 64) -> Any:
+             batch_size: int = 64, until: float | None = None) -> Any:
     """Score every kept model on labelled ``data``: a DataFrame, best first.
 
     ``record=True`` stores the scores as the study's test scores (the leaderboard's
-    ``test_<metric>`` columns, the report).
+    ``test_<metric>`` columns, the report). ``until`` (``time.time()``): score the best
+    model, then the others while one more fits (the rows say which were scored).
     """
     import pandas as pd
 
@@ -84,9 +92,14 @@ def evaluate(study: StudyRecord, data: Dataset, *, record: bool = False,
     data = inputs.held_out("data", data, study.task, study.meta.get("modality", "image"),
                            first.info)
     rows, scores = [], {}
+    took = 0.0  # the last model's scoring: another starts only if one more would fit
     for m in models:
+        if until is not None and rows and time.time() + took > until:
+            break
+        started = time.time()
         model = first if m is models[0] else Predictor.load(m.path, study=study.uid)
         metrics, se = score(model, data, batch_size)
+        took = time.time() - started
         scores[m.key] = {**metrics, "se": se, "n": len(data)}
         rows.append({"model": m.key, "trial": m.trial, "kind": m.kind,
                      "backbone": model.strategy.backbone, **metrics,
@@ -107,7 +120,7 @@ def score(model: Predictor, data: Dataset, batch_size: int = 64) -> tuple[dict, 
 
     def primary(idx: np.ndarray) -> float:  # the primary metric on resampled examples
         i = torch.as_tensor(idx)
-        return float(model.head.metrics(out[i], targets[i], model.info)[model.head.metric])
+        return float(model.head.metric_value(out[i], targets[i], model.info))
 
     n = len(targets)
     se = 0.0  # one example: nothing to resample

@@ -12,6 +12,7 @@ from ..report.page import write_report
 from .distill import distill
 from .record import StudyRecord
 from .results import evaluate, refit
+from .soup import soup
 
 
 class Study(StudyRecord):
@@ -40,6 +41,15 @@ class Study(StudyRecord):
         """
         return refit(self, train, valid, trial=trial, epochs=epochs, device=device, seed=seed,
                      unlabeled=unlabeled)
+
+    def soup(self, k: int | None = None, *, valid: Any = None, method: str = "greedy",
+             device: str = "cpu") -> Predictor:
+        """Average the weights of the best ``k`` kept trials of the best one's backbone into
+        one model (a model soup, Wortsman et al. 2022): ``"greedy"`` keeps each trial,
+        best first, whose addition does not lower the score on ``valid``; ``"uniform"``
+        averages them all. Kept in the study (a ``soup`` row; scored by :meth:`evaluate`);
+        see :mod:`autotransfer.study.soup`."""
+        return soup(self, k, valid=valid, method=method, device=device)
 
     def distill(self, student: Any, data: Any, unlabeled: Any = None, *, valid: Any = None,
                 test: Any = None, top_k: int = 1, n_trials: int = 8, name: str | None = None,

@@ -7,11 +7,10 @@ between the two parts); ``search()`` logs it, ranking included, unless ``progres
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
-from ..errors import StorageError
 from ..log import get_logger
+from ..report.usage import text_lines, usage
 from .results import optimism
 
 logger = get_logger(__name__)  # search() logs the summary here; the CLI prints it instead
@@ -42,16 +41,9 @@ def result_lines(study: Any) -> list[str]:
 
 
 def use_lines(study: Any) -> list[str]:
-    """Where the best model is, and the commands that use it."""
-    storage = relative(study.spec.path) if study.spec.path else str(study.spec.url)
-    try:
-        path = study.model_path()
-    except StorageError as exc:
-        return [f"no model file: {exc}"]
-    return [f"best model: {relative(path)}",
-            f"  autotransfer predict {storage} IMAGES_OR_TEXTS...   (or the file above)",
-            f"  autotransfer export {storage} --format onnx",
-            f"  python: at.Study.load({storage!r}, name={study.name!r}).load_best()"]
+    """Where the best model is, and the commands that use it (the same the report's "Use
+    this model" section shows: both read :func:`autotransfer.report.usage.usage`)."""
+    return text_lines(usage(study))
 
 
 RANKING_TITLE = ("transferability before the search (held-out accuracy of a linear probe on "
@@ -63,14 +55,6 @@ def lines(study: Any) -> list[str]:
     ranked = study.ranking()
     table = [] if ranked.empty else [RANKING_TITLE, *ranked.to_string(index=False).splitlines()]
     return result_lines(study) + table + use_lines(study)
-
-
-def relative(path: Any) -> str:
-    """``path`` relative to the working directory when it lies under it."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def _known(v: Any) -> bool:

@@ -37,6 +37,8 @@ class Trial:
         generator: The trial's seeded random generator (shuffling).
         inputs: A raw batch (as a loader yields it) made model inputs on the device.
         forward: The whole model's forward on such a raw batch, under the trial's autocast.
+        data: The trial's readied data (:class:`~autotransfer.data.pipeline.Prepared`):
+            its training inputs are the source domain (AdaBN's source statistics), or None.
     """
 
     strategy: Any
@@ -51,6 +53,7 @@ class Trial:
     generator: Any = None
     inputs: Callable[[Any], Any] | None = None
     forward: Callable[[Any], Any] | None = None
+    data: Any = None
 
 
 def active(strategy: Any) -> list[Technique]:

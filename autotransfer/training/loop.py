@@ -15,7 +15,7 @@ import torch
 from ..data import batch as _batch
 from ..data import pipeline
 from ..data.pipeline import Prepared
-from ..errors import TrialFailed
+from ..errors import TrialCut, TrialFailed
 from ..strategy.strategy import Strategy
 from ..techniques import Started
 from ..techniques.adapters import merged_state
@@ -95,6 +95,8 @@ class Loop:
     dev: Device
     criterion: Loss  # the training loss, after the techniques' criterion hooks
     info: dict
+    deadline: float | None = None  # time.time() when the search's budget ends
+    cut: str = ""  # why the budget stopped it, once it has
 
     @property
     def techniques(self) -> Started:
@@ -105,10 +107,15 @@ class Loop:
         history: list[dict[str, float]] = []
         for epoch in range(1, self.strategy.epochs + 1):
             t0 = time.perf_counter()
-            loss = self.epoch(epoch, timings)
+            try:
+                loss = self.epoch(epoch, timings)
+            except _Deadline:
+                self._cut(epoch, best)
+                break
             with self.techniques.validation(self.model):
                 outputs, targets = predict(self.model, self.feed.valid, self.dev, self.feed)
-                metrics = {**self.head.metrics(outputs, targets, self.info), "train_loss": loss}
+                metrics = {**self.head.metrics(outputs, targets, self.info), "train_loss": loss,
+                           "val_loss": float(self.head.loss(outputs, targets))}  # breaks ties
                 best.update(epoch, metrics[self.head.metric], metrics, self.model)
             timings["compute_s"] += time.perf_counter() - t0
             history.append({"epoch": epoch, **metrics})
@@ -116,13 +123,29 @@ class Loop:
                 report(metrics[self.head.metric], epoch)  # may raise optuna.TrialPruned
             if patience is not None and best.stale >= patience:
                 break
+            if self._late() and epoch < self.strategy.epochs:
+                self._cut(epoch + 1, best)
+                break
         return history
+
+    def _late(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
+
+    def _cut(self, epoch: int, best: Best) -> None:
+        """The budget ended during ``epoch``: keep the best validated epoch, or fail."""
+        if not best.epoch:
+            raise TrialCut(f"cut by the time budget during epoch {epoch} of "
+                           f"{self.strategy.epochs}, before any epoch was validated")
+        self.cut = (f"cut by the time budget during epoch {epoch} of {self.strategy.epochs} "
+                    f"(best epoch {best.epoch} kept)")
 
     def epoch(self, epoch: int, timings: dict[str, float]) -> float:
         model, feed, techniques, dev = self.model, self.feed, self.techniques, self.dev
         model.train()
         total, steps = 0.0, 0
         for xb, yb in feed.train:
+            if self._late():
+                raise _Deadline
             xb, yb = dev.batch(xb), yb.to(dev.device, non_blocking=True)
             extra: Any = 0.0
             with dev.autocast():
@@ -142,6 +165,10 @@ class Loop:
             total, steps = total + loss.item(), steps + 1
         techniques.epoch_end(model, epoch)
         return total / max(1, steps)
+
+
+class _Deadline(Exception):
+    """The search's time budget ended inside an epoch."""
 
 
 def step(model, loss, applied, dev, grad_clip: float) -> None:

@@ -62,6 +62,7 @@ class TrialResult:
     preprocessing: Preprocessing
     state_dict: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
     first_step_s: float = 0.0  # from the call to the first optimizer step
+    cut: str = ""  # why the time budget stopped it before its epochs ran out
 
 
 def prepare(strategy: Strategy, train: Dataset, valid: Dataset, task: str) -> Prepared:
@@ -114,6 +115,8 @@ class TrialSetup:
             uses the head's metrics.
         unlabeled: Target-domain inputs for ``adabn`` / ``dann``
             (:mod:`autotransfer.techniques.domain`).
+        deadline: ``time.time()`` at which to stop: the best validated epoch is kept and
+            the result says it was cut (:class:`TrialCut` if none was validated yet).
     """
 
     task: Any = "classification"
@@ -127,6 +130,7 @@ class TrialSetup:
     keep: str = "best"
     loss: Loss | None = None
     unlabeled: Dataset | None = None
+    deadline: float | None = None
 
 
 def run_trial(strategy: Strategy, train: Dataset, valid: Dataset,
@@ -149,14 +153,14 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset,
     steps = max(1, len(data.y_train) // batch_size)
     techniques = _start(chosen, Trial(strategy, model, head, data.info, dev.device,
                                       strategy.epochs * steps, batch_size, setup.unlabeled,
-                                      data.preprocessing, gen), dev)
+                                      data.preprocessing, gen, data=data), dev)
     applied = optim.apply(strategy, model, steps, techniques)
     # Frozen-prefix outputs kept as first read (or cached) unless a technique needs inputs.
     feed = feed_for(model, data, strategy, dev, setup.cache, gen, batch_size, techniques.live())
     timings = setup.timings if setup.timings is not None else {}
     timings.update(compute_s=0.0, started=started)
     loop = Loop(model, feed, head, strategy, applied, dev,
-                techniques.criterion(setup.loss or head.loss), data.info)
+                techniques.criterion(setup.loss or head.loss), data.info, setup.deadline)
     best = Best(head.direction, last=setup.keep == "last")
     try:
         history = loop.run(best, setup.report, setup.patience, timings)
@@ -171,7 +175,7 @@ def run_trial(strategy: Strategy, train: Dataset, valid: Dataset,
         trainable_params=trainable, total_params=total, n_groups=model.n_groups,
         cached=feed.cached(), cache_source=feed.source(), device=str(dev.device), info=data.info,
         preprocessing=data.preprocessing, state_dict=best.state,
-        first_step_s=timings.get("first_step_s", 0.0))
+        first_step_s=timings.get("first_step_s", 0.0), cut=loop.cut)
 
 
 def _setup(setup: Any, options: dict[str, Any]) -> TrialSetup:

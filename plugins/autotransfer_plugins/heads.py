@@ -75,6 +75,9 @@ class ClassificationHead(at.Head):
             "macro_f1": float(f1_score(true, pred, average="macro", zero_division=0)),
         }
 
+    def metric_value(self, outputs, targets, info):
+        return float((outputs.argmax(1) == targets).float().mean())
+
     def decode(self, outputs, info):
         return np.asarray(info["classes"])[outputs.argmax(1).cpu().numpy()]
 

@@ -15,6 +15,7 @@ import autotransfer as at
 from autotransfer.techniques import Technique, adapters, domain
 
 EVAL_BATCH = 256  # target inputs read per batch for AdaBN's statistics
+SOURCE_INPUTS = 2048  # training inputs AdaBN reads for the source's (a random sample)
 
 
 class Adapters(Technique):
@@ -104,14 +105,18 @@ class Mixing(Technique):
 
 class AdaBN(Technique):
     """BatchNorm statistics re-estimated on the target inputs for every validation and
-    in the kept weights (``adabn``; :mod:`autotransfer.techniques.domain`)."""
+    in the kept weights; frozen layers map the target's moments onto the training
+    inputs' (``adabn``; :mod:`autotransfer.techniques.domain`)."""
 
     name = "adabn"
+    relative = True  # False: frozen layers too map the target onto N(0, 1) (classic AdaBN)
 
     def start(self, trial):
         domain.check(trial.strategy, trial.model, trial.unlabeled)
         adabn = self.copy()
         adabn.batches = domain.target_batches(trial, EVAL_BATCH)
+        # Without the trial's training inputs (or relative off): classic AdaBN.
+        adabn.source = domain.source_batches(trial, EVAL_BATCH) if self.relative else None
         adabn.forward = trial.forward
         return adabn
 
@@ -119,7 +124,8 @@ class AdaBN(Technique):
         return "no (domain adaptation)"  # target inputs pass through the whole body
 
     def validation(self, model, strategy):
-        return domain.target_statistics(model, self.batches, self.forward)
+        return domain.target_statistics(model, self.batches, self.forward, self.source,
+                                        SOURCE_INPUTS)
 
 
 class DANN(Technique):

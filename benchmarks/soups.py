@@ -1,0 +1,66 @@
+"""Model soups against the best single trial, on the quickstart's task.
+
+    .venv/bin/python benchmarks/soups.py [--seeds 0 1] [--keep 8]
+
+For each seed: the quickstart's search (studies/quickstart.toml: three EfficientNet-Lites,
+20 trials, 200 digits at 32 px) keeping ``--keep`` checkpoints, then a uniform soup of
+the kept trials of the best trial's backbone and a greedy soup chosen on the validation
+set. Prints each model's validation score (the soup's is the greedy walk's, chosen on
+that set) and test accuracy with its bootstrap standard error; docs/benchmarks.md
+("Model soups") holds the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import autotransfer as at  # noqa: E402
+from autotransfer.config import load_study_file  # noqa: E402
+from autotransfer.errors import ConfigError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(seed: int, keep: int, folder: Path) -> None:
+    kwargs, train, valid = load_study_file(ROOT / "studies" / "quickstart.toml")
+    test = kwargs.pop("test")
+    study = at.search(train, valid=valid, **{**kwargs, "seed": seed, "keep_checkpoints": keep,
+                                             "storage": folder / "soups.db"}, progress=False)
+    rows = []
+    for method in ("uniform", "greedy"):
+        try:
+            study.soup(method=method, valid=valid if method == "greedy" else None)
+        except ConfigError as exc:
+            print(f"seed {seed}: no {method} soup: {exc}")
+            continue
+        scores = study.evaluate(test).set_index("model")
+        made = study.system_attrs()["autotransfer:soup"]
+        rows.append((f"{method} soup of {made['members']}", made["valid"],
+                     scores.loc["soup", "accuracy"], scores.loc["soup", "accuracy_se"]))
+    best = study.best_trial
+    scores = study.evaluate(test).set_index("model")
+    rows.insert(0, (f"best trial {best.number} ({best.user_attrs['backbone']})", best.value,
+                    scores.loc[str(best.number), "accuracy"],
+                    scores.loc[str(best.number), "accuracy_se"]))
+    for name, val, acc, se in rows:
+        shown = "-" if val is None else f"{val:.4f}"
+        print(f"seed {seed}  {name:48s} valid {shown}  test {acc:.4f} ± {se:.4f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--keep", type=int, default=8)
+    args = p.parse_args()
+    for seed in args.seeds:
+        with tempfile.TemporaryDirectory() as folder:
+            run(seed, args.keep, Path(folder))
+
+
+if __name__ == "__main__":
+    main()
