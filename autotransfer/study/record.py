@@ -135,7 +135,7 @@ class StudyRecord:
             if not kept(trial):
                 raise StorageError(
                     f"Trial {trial} of study {self.name!r} kept no model file (only the top "
-                    f"keep_checkpoints trials do); trials that kept one: "
+                    f"keep_checkpoints trials do); give one that kept one: "
                     f"{sorted(n for n in done if kept(n))[:20] or 'none'}.")
             done = [trial]
         for number in done:
