@@ -167,6 +167,11 @@ def test_full_training_baselines_wait_for_searched_trials(tmp_path):
 
 
 def test_baselines_run_at_once_when_the_budget_only_fits_them(tmp_path):
-    ctx, study = _context(tmp_path, n_trials=3), optuna.create_study(direction="maximize")
+    # 4 trials plan 2 references (half: the probe, the default fine-tune); after 2 searched
+    # trials (fewer than DEFER_AFTER) the 2 left only fit them: both are due at once
+    ctx, study = _context(tmp_path, n_trials=4), optuna.create_study(direction="maximize")
+    for value in (0.6, 0.7):
+        study.tell(study.ask({"backbone": optuna.distributions.CategoricalDistribution(
+            ["tiny_cnn"])}), value)
     enqueue_due_baselines(study, ctx)
-    assert _waiting(study) == ["default_finetune", "linear_probe", "scratch"]
+    assert _waiting(study) == ["default_finetune", "linear_probe"]

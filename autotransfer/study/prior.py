@@ -172,13 +172,15 @@ def record(study: optuna.Study, ctx: TrialContext) -> dict[str, Any]:
 def best_per_backbone(study: optuna.Study, maximize: bool) -> dict[str, dict[str, Any]]:
     """Backbone -> the value, trial number and strategy of its best completed trial."""
     best: dict[str, dict[str, Any]] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    ranked = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                    key=lambda t: st.rank_key(t.value, maximize, t.user_attrs.get(st.VAL_LOSS),
+                                              t.user_attrs.get("duration_s"), t.number))
+    for t in ranked:  # best first, ties as the leaderboard breaks them
         strategy = t.system_attrs.get(st.STRATEGY)
         if t.value is None or not strategy or not strategy.get("pretrained", True):
             continue  # a scratch trial says nothing about transferring this backbone
-        b, held = strategy["backbone"], best.get(strategy["backbone"])
-        if held is None or (t.value > held["value"] if maximize else t.value < held["value"]):
-            best[b] = {"value": t.value, "trial": t.number, "strategy": strategy}
+        best.setdefault(strategy["backbone"],
+                        {"value": t.value, "trial": t.number, "strategy": strategy})
     return best
 
 
