@@ -28,7 +28,8 @@ else:  # pragma: no cover
 
 # search()'s keyword arguments, but those a study file gives another way: the data and the
 # [data] table's splits, the [space] table, the CLI's --no-progress, its own folder as root.
-NOT_TOP_LEVEL = ("data", "space", "valid", "test", "unlabeled", "progress", "root")
+# callbacks are Python objects: a study file cannot hold one
+NOT_TOP_LEVEL = ("data", "space", "valid", "test", "unlabeled", "progress", "root", "callbacks")
 SEARCH_KEYS = tuple(p.name for p in inspect.signature(search).parameters.values()
                     if p.kind is p.KEYWORD_ONLY and p.name not in NOT_TOP_LEVEL)
 BACKEND_KEYS = ("devices", "trials_per_device", "address", "max_retries", "resources")

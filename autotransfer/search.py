@@ -19,7 +19,8 @@ from .backends._job import SearchJob, TrialContext
 from .backends._lifecycle import close_run
 from .backends._policy import check as check_policy
 from .data import Dataset
-from .errors import ConfigError, OptimisticValidation, UnknownNameError
+from .errors import (AutotransferError, ConfigError, OptimisticValidation, UnknownNameError,
+                     check_choice)
 from .heads.multitask import resolve_task
 from .log import get_logger
 from .strategy.space import SearchSpace, check_frozen_range
@@ -42,12 +43,11 @@ def search(data: Dataset, *, task: str | dict[str, str] = "classification",
            baselines: bool = True, warm_start: bool | str | os.PathLike = True,
            rank: bool = True, pruner: str | optuna.pruners.BasePruner = "hyperband",
            sampler: str | optuna.samplers.BaseSampler = "tpe", patience: int | None = 5,
-           keep_checkpoints: int = 3, feature_cache: bool | int = True, progress: bool = True,
-           root: str | os.PathLike | None = None, callbacks: list | None = None,
-           **unknown: Any) -> Study:
-    """Search backbones x transfer strategies; return the stored, resumable :class:`Study`
-    (:class:`SearchFailed` if every trial of this call failed), every argument and the data
-    checked against the task and backbones first.
+           keep_checkpoints: int = 3, final: str = "best", feature_cache: bool | int = True,
+           progress: bool = True, root: str | os.PathLike | None = None,
+           callbacks: list | None = None, **unknown: Any) -> Study:
+    """Search backbones x transfer strategies, every argument and the data checked first;
+    return the stored, resumable :class:`Study` (:class:`SearchFailed`: every trial failed).
 
     Args:
         data: Training data, a lazy :class:`~autotransfer.data.Dataset` (``at.data.from_*``).
@@ -75,7 +75,8 @@ def search(data: Dataset, *, task: str | dict[str, str] = "classification",
         pruner, sampler: "hyperband", "median", "none" or an Optuna pruner; "tpe", "gp"
             (Gaussian process; TPE for conditional fields), "random" or an Optuna sampler.
         patience: Early-stop a trial after this many epochs without improvement (None: off).
-        keep_checkpoints: Keep the best k trials' weights (the others are deleted).
+        keep_checkpoints, final: Keep the best k trials' weights; the study's model: the
+            "best" trial, or a greedy "ensemble" or "soup" of the kept ones (on ``valid``).
         feature_cache: Share frozen-prefix outputs: True, False, or bytes per worker.
         progress, root: Show progress bars; the folder holding ``studies/`` (default cwd).
         callbacks: Optuna callbacks ``cb(study, trial)`` (``MLflowCallback``, ...) called
@@ -84,7 +85,7 @@ def search(data: Dataset, *, task: str | dict[str, str] = "classification",
     _refuse(unknown)
     name = _study_name(name)
     budget = Budget.checked(n_trials, timeout, patience, keep_checkpoints, time.time())
-    backend, seed, warm_start = _checked(backend, seed, warm_start, pruner, sampler,
+    backend, seed, warm_start = _checked(backend, seed, warm_start, pruner, sampler, final,
                                          baselines=baselines, rank=rank, progress=progress)
     given = _inputs(data, task, backbones, space, valid=valid, test=test, unlabeled=unlabeled,
                     valid_fraction=valid_fraction, seed=seed, progress=progress)
@@ -92,7 +93,7 @@ def search(data: Dataset, *, task: str | dict[str, str] = "classification",
                     name, seed=seed, pruner=pruner, sampler=sampler, baselines=baselines,
                     feature_cache=feature_cache, progress=progress)
     study = _run(backend, job, ctx, warm_start, rank, trackers.checked(callbacks))
-    return _finish(study, given.test, job.progress, budget.ends(given.test is not None)[1])
+    return _finish(study, given, job.progress, budget.ends(given.test is not None)[1], final)
 
 
 def _run(backend: Backend, job: SearchJob, ctx: TrialContext, warm_start: bool | str | Path,
@@ -108,8 +109,9 @@ def _run(backend: Backend, job: SearchJob, ctx: TrialContext, warm_start: bool |
     return Study(study, job.storage, Path(job.workdir))
 
 
-def _checked(backend: Any, seed: Any, warm_start: Any, pruner: Any, sampler: Any, *,
-             baselines: Any, rank: Any, progress: Any) -> tuple[Backend, int, bool | str | Path]:
+def _checked(backend: Any, seed: Any, warm_start: Any, pruner: Any, sampler: Any,
+             final: Any, *, baselines: Any, rank: Any,
+             progress: Any) -> tuple[Backend, int, bool | str | Path]:
     """The backend, the seed and the warm start as search() uses them, once the flags and
     the pruner and sampler are known to be sound."""
     (backend := as_backend(backend)).check()
@@ -118,20 +120,45 @@ def _checked(backend: Any, seed: Any, warm_start: Any, pruner: Any, sampler: Any
     for flag, value in (("baselines", baselines), ("rank", rank), ("progress", progress)):
         checks.flag(flag, value)
     check_policy(pruner, sampler)
+    check_choice("final", final, FINALS)
     return backend, seed, warm_start
 
 
-def _finish(study: Study, test: Dataset | None, progress: bool, until: float | None) -> Study:
-    """Score the test set (until the budget ends); then, with ``progress``, log the
-    summary ``autotransfer run`` prints (its optimism warning is a Python warning)."""
+def _finish(study: Study, given: Inputs, progress: bool, until: float | None,
+            final: str) -> Study:
+    """Make the ``final`` model, score the test set (until the budget ends); then, with
+    ``progress``, log the summary ``autotransfer run`` prints (its optimism warning is a
+    Python warning)."""
     from .study import summary
 
-    study = _score_test(study, test, until)
+    _make_final(study, final, given.valid, until)
+    study = _score_test(study, given.test, until)
     if progress:
         for line in summary.lines(study):
             if not line.startswith("warning: "):
                 summary.logger.info(line)
     return study
+
+
+FINALS = ("best", "ensemble", "soup")
+
+
+def _make_final(study: Study, final: str, valid: Dataset, until: float | None) -> None:
+    """The greedy ensemble or soup of the kept trials, chosen on ``valid``, as the study's
+    model, when the budget has time left (else, or when it cannot be made, the best trial
+    stays the study's model, and the log says why)."""
+    if final == "best":
+        return
+    if until is not None and time.time() >= until:
+        logger.info(f"final={final!r}: the time budget ended before the {final} was made; "
+                    f"study.{final}(valid=...) makes it. The best trial is the study's model.")
+        return
+    try:
+        getattr(study, final)(valid=valid)
+    except AutotransferError as exc:
+        logger.info(f"final={final!r}: no {final}: {exc} The best trial is the study's model.")
+        return
+    study.set_system_attr(st.FINAL, final)
 
 
 def _score_test(study: Study, test: Dataset | None, until: float | None) -> Study:

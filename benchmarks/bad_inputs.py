@@ -643,6 +643,8 @@ SEARCH_ROWS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("search-pruner-int", dict(pruner=5), ("5",)),
     ("search-sampler-grid", dict(sampler="grid"), ("'grid'",)),
     ("search-sampler-gpp", dict(sampler="gpp"), ("'gpp'",)),
+    ("search-final-stack", dict(final="stack"), ("'stack'", "ensemble")),
+    ("search-final-bool", dict(final=True), ("True",)),
     ("search-time_limit", dict(time_limit=60), ("timeout=",)),  # must point to timeout=
     ("search-callbacks-not-callable", dict(callbacks=[5]), ("5",)),
     ("search-callbacks-one-callable-not-in-a-list", dict(callbacks=log_trial),
@@ -1371,6 +1373,31 @@ def _(tmp):
 @api("study.load_best-device-tpu", "'tpu'", "tpu")
 def _(tmp):
     return fixture("study").load_best(device="tpu")
+
+
+@api("study.ensemble-method-stacked", "'stacked'", "greedy")
+def _(tmp):
+    return fixture("own_study").ensemble(method="stacked")
+
+
+@api("study.ensemble-greedy-without-valid", "valid=", "uniform")
+def _(tmp):
+    return fixture("own_study").ensemble()
+
+
+@api("study.ensemble-k-1", "k=1", "[2, 32]")
+def _(tmp):
+    return fixture("own_study").ensemble(1, method="uniform")
+
+
+@api("study.soup-method-average", "'average'", "greedy")
+def _(tmp):
+    return fixture("own_study").soup(method="average")
+
+
+@api("study.soup-greedy-without-valid", "valid=", "uniform")
+def _(tmp):
+    return fixture("own_study").soup()
 
 
 @api("at.load-non-model-file", "notes.pt")

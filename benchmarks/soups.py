@@ -1,13 +1,14 @@
-"""Model soups against the best single trial, on the quickstart's task.
+"""Model soups and ensembles against the best single trial, on the quickstart's task.
 
     .venv/bin/python benchmarks/soups.py [--seeds 0 1] [--keep 8]
 
 For each seed: the quickstart's search (studies/quickstart.toml: three EfficientNet-Lites,
 20 trials, 200 digits at 32 px) keeping ``--keep`` checkpoints, then a uniform soup of
 the kept trials of the best trial's backbone and a greedy soup chosen on the validation
-set. Prints each model's validation score (the soup's is the greedy walk's, chosen on
-that set) and test accuracy with its bootstrap standard error; docs/benchmarks.md
-("Model soups") holds the figures.
+set, then the same two ensembles (predictions averaged, any backbone). Prints each
+model's validation score (a greedy one's is the walk's, chosen on that set) and test
+accuracy with its bootstrap standard error; docs/benchmarks.md ("Model soups and
+ensembles") holds the figures.
 """
 
 from __future__ import annotations
@@ -32,16 +33,17 @@ def run(seed: int, keep: int, folder: Path) -> None:
     study = at.search(train, valid=valid, **{**kwargs, "seed": seed, "keep_checkpoints": keep,
                                              "storage": folder / "soups.db"}, progress=False)
     rows = []
-    for method in ("uniform", "greedy"):
-        try:
-            study.soup(method=method, valid=valid if method == "greedy" else None)
-        except ConfigError as exc:
-            print(f"seed {seed}: no {method} soup: {exc}")
-            continue
-        scores = study.evaluate(test).set_index("model")
-        made = study.system_attrs()["autotransfer:soup"]
-        rows.append((f"{method} soup of {made['members']}", made["valid"],
-                     scores.loc["soup", "accuracy"], scores.loc["soup", "accuracy_se"]))
+    for kind in ("soup", "ensemble"):
+        for method in ("uniform", "greedy"):
+            try:
+                getattr(study, kind)(method=method, valid=valid if method == "greedy" else None)
+            except ConfigError as exc:
+                print(f"seed {seed}: no {method} {kind}: {exc}")
+                continue
+            scores = study.evaluate(test).set_index("model")
+            made = study.system_attrs()[f"autotransfer:{kind}"]
+            rows.append((f"{method} {kind} of {made['members']}", made["valid"],
+                         scores.loc[kind, "accuracy"], scores.loc[kind, "accuracy_se"]))
     best = study.best_trial
     scores = study.evaluate(test).set_index("model")
     rows.insert(0, (f"best trial {best.number} ({best.user_attrs['backbone']})", best.value,
@@ -49,7 +51,7 @@ def run(seed: int, keep: int, folder: Path) -> None:
                     scores.loc[str(best.number), "accuracy_se"]))
     for name, val, acc, se in rows:
         shown = "-" if val is None else f"{val:.4f}"
-        print(f"seed {seed}  {name:48s} valid {shown}  test {acc:.4f} ± {se:.4f}")
+        print(f"seed {seed}  {name:48s} valid {shown}  test {acc:.4f} ± {se:.4f}", flush=True)
 
 
 def main() -> None:

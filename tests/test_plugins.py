@@ -175,3 +175,13 @@ def test_a_plugin_whose_hook_raises_is_reported_and_the_rest_load():
         names = at.list_backbones()
     assert "efficientnet_lite0" in names
     assert any(p.name == "buggy" and "KeyError" in p.error for p in at.list_plugins())
+
+
+def test_a_study_names_the_plugins_a_new_process_must_register_to_use_its_model():
+    """Modules registered by hand (not installed entry points, which every process loads)
+    are what `autotransfer predict ... --plugin M` must name."""
+    assert plugins.modules_for(["efficientnet_lite0"], "classification") == []
+    assert plugins.modules_for(["tiny_cnn", "efficientnet_lite0"], "classification") == \
+        ["autotransfer.testing"]
+    assert plugins.modules_for(["tiny_bert"], {"a": "regression", "b": "multilabel"}) == \
+        ["autotransfer.testing"]

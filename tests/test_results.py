@@ -468,9 +468,11 @@ def test_the_cli_summary_ends_with_the_commands_that_use_the_best_model(tested):
     from autotransfer.study import summary
 
     study = at.Study.load(tested)
+    loads = f"{tested} --plugin autotransfer.testing"  # tiny_cnn's plugin, registered by hand
     assert summary.use_lines(study) == [
         f"best model: {study.model_path()}", f"  autotransfer best {tested}",
-        f"  autotransfer predict {tested} IMAGES...",
-        f"  autotransfer evaluate {tested} LABELLED_FOLDER",
-        f"  autotransfer export {tested} --format onnx",
-        f"  python: at.Study.load({str(tested)!r}, name='toy').load_best()"]
+        f"  autotransfer predict {loads} IMAGES...",
+        f"  autotransfer evaluate {loads} LABELLED_FOLDER",
+        f"  autotransfer export {loads} --format onnx",
+        f"  python: at.register_plugin('autotransfer.testing'); "
+        f"at.Study.load({str(tested)!r}, name='toy').load_best()"]

@@ -71,8 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore", OptimisticValidation)
             study = search(train, valid=valid, progress=not args.no_progress, **kwargs)
     except KeyboardInterrupt:
-        print("\ninterrupted: the running trial is marked failed; rerun the same command "
-              "to resume.", file=sys.stderr)
+        print("\ninterrupted: the running trial is recorded as interrupted; rerun the same "
+              "command to resume.", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         summary.logger.setLevel(level)

@@ -53,6 +53,12 @@ class Head(ABC):
         a head whose :meth:`metrics` computes more may override this with the cheap part."""
         return self.metrics(outputs, targets, info)[self.metric]
 
+    def combine(self, outputs: list[torch.Tensor], info: dict) -> torch.Tensor:
+        """Several models' outputs on the same inputs as one model's (an ensemble's): the
+        mean here (regression's standardized targets); heads whose outputs are logits
+        average what the logits mean (probabilities) and return logits of that mean."""
+        return torch.stack(outputs).mean(0)
+
     @abstractmethod
     def decode(self, outputs: torch.Tensor, info: dict) -> np.ndarray:
         """Model outputs -> predictions in the user's label space."""

@@ -148,6 +148,12 @@ class MultiTaskHead(Head):
             out.update({f"{col}_{k}": v for k, v in self.heads[col].metrics(o, y, sub).items()})
         return out
 
+    def combine(self, outputs: list[torch.Tensor], info: dict) -> torch.Tensor:
+        """Each task's block combined by its own head."""
+        parts = zip(*[[o for _, o, _ in self.blocks(out, None, info)] for out in outputs])
+        return torch.cat([self.heads[col].combine(list(block), info["tasks"][col]["info"])
+                          for col, block in zip(info["tasks"], parts)], 1)
+
     def decode(self, outputs: torch.Tensor, info: dict) -> Any:
         """A DataFrame with one column of predictions per task."""
         import pandas as pd

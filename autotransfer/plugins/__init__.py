@@ -17,6 +17,7 @@ from .lookup import (
     head_registry,
     list_backbones,
     list_plugins,
+    modules_for,
     no_match,
     register_plugin,
     reset,
@@ -29,6 +30,7 @@ from .lookup import (
 
 __all__ = ["DISABLE_AUTOLOAD_ENV", "ENTRY_POINT_GROUP", "OBJECTS", "PluginHost", "PluginInfo",
            "backbone_registry", "create_backbone", "current", "get_backbone", "get_head",
-           "head_registry", "list_backbones", "list_plugins", "no_match", "register_plugin",
+           "head_registry", "list_backbones", "list_plugins", "modules_for", "no_match",
+           "register_plugin",
            "reset", "resolve_backbones", "set_current", "technique_registry",
            "unregister_plugin", "use"]

@@ -141,6 +141,18 @@ class PluginHost:
         return [(("module", p.__name__) if isinstance(p, types.ModuleType) else ("object", p),
                  name) for name, p in self._plugins()]
 
+    def modules_for(self, provided: list[str]) -> list[str]:
+        """The plugin modules another process must register by name (``--plugin``) to
+        have ``provided`` (``"backbone:<name>"``, ``"head:<name>"``): the modules that
+        provide them here, but for the installed entry points (every process loads those)."""
+        self._collect()
+        plugins = dict(self._plugins())
+        installed = {ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+        owners = {self.provided_by.get(key) for key in provided} - {None}
+        modules = {plugins[o].__name__ for o in owners
+                   if isinstance(plugins.get(o), types.ModuleType)}
+        return sorted(modules - installed)
+
     @classmethod
     def from_portable(cls, items: list[Any]) -> PluginHost:
         """The host :meth:`portable` describes (no autoload: it lists what was loaded)."""

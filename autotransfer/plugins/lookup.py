@@ -63,6 +63,14 @@ def unregister_plugin(name: str) -> None:
     current().unregister(name)
 
 
+def modules_for(backbones: list[str], task: str | Mapping[str, str]) -> list[str]:
+    """The plugin modules, registered by hand here, that provide ``backbones`` and the
+    task's heads: what a command in a fresh process names with ``--plugin``."""
+    heads = list(task.values()) if isinstance(task, Mapping) else [task]
+    return current().modules_for([f"backbone:{b}" for b in backbones]
+                                 + [f"head:{h}" for h in heads])
+
+
 def list_plugins() -> list[PluginInfo]:
     """Every plugin, with what it registered, and the ones that were skipped."""
     return current().list_plugins()

@@ -11,6 +11,8 @@ after its real build instead, still before any weight is read or loaded.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -22,40 +24,66 @@ from .. import plugins
 from ..errors import AutotransferError, PluginError, StorageError, StrategyError, UnknownNameError
 from ..training.model import TransferModel
 from . import modelfile
+from .ensemble import EnsembleModel, Members
 from .modelconfig import ModelConfig, damaged
 
 Shapes = dict[str, tuple[tuple[int, ...], str]]  # tensor name -> (shape, dtype kind)
 SHOWN = 3  # mismatching tensors named in a message
 
 
-def build_checked(path: Path, cfg: ModelConfig, header: modelfile.Header) -> TransferModel:
-    """The model of the file at ``path``, its weights loaded, once they fit its architecture.
+def build_checked(path: Path, cfg: ModelConfig, header: modelfile.Header) -> nn.Module:
+    """The model of the file at ``path``, its weights loaded, once they fit its architecture
+    (an ensemble's: every member's, each under ``body.members.<i>.``).
 
     Raises:
-        PluginError: the backbone or task is not registered here.
+        PluginError: a backbone or task is not registered here.
         StorageError: the weights do not fit the architecture the config names (the first
             mismatching tensors are named), or the config's labels do not fit its task.
     """
-    from ..training.model import build_model
-
-    backbone, head = _registered(path, cfg)
-    expected = _on_meta(path, cfg, backbone, head)
-    _check_decodes(path, cfg, head)
-    if expected is not None:
-        compare(path, cfg, _kinds(header.tensors), expected)
-    try:  # architecture only: the saved state replaces every weight
-        model = build_model(cfg.strategy.replace(pretrained=False, l2sp=0.0), cfg.task,
-                            cfg.info)
-        model.freeze(cfg.strategy.frozen_groups)
-    except StrategyError as exc:
-        raise damaged(path, f"strategy: {exc}") from exc
-    if expected is None:
-        compare(path, cfg, _kinds(header.tensors), _state_shapes(model))
+    parts = [dataclasses.replace(cfg, strategy=s, preprocessing=p, members=())
+             for s, p in cfg.members] or [cfg]
+    prefixes = [f"body.members.{i}." for i in range(len(parts))] if cfg.members else [""]
+    expected = [_expected(path, part) for part in parts]
+    got = _kinds(header.tensors)
+    if all(e is not None for e in expected):
+        compare(path, cfg, got, _prefixed(expected, prefixes))
+    models = [_built(path, part) for part in parts]
+    if not all(e is not None for e in expected):
+        compare(path, cfg, got, _prefixed([_state_shapes(m) for m in models], prefixes))
+    model = models[0] if not cfg.members else EnsembleModel(Members(
+        models, [p.preprocessing for p in parts],
+        functools.partial(plugins.get_head(cfg.task).combine, info=cfg.info)))
     try:
         model.load_state_dict(modelfile.read_state(path))
     except RuntimeError as exc:  # the file changed on disk since its header was checked
         raise damaged(path, f"its weights do not load: {str(exc)[:300]}") from exc
     return model
+
+
+def _expected(path: Path, cfg: ModelConfig) -> Shapes | None:
+    """The state's shapes of one model's architecture (None: known only once built),
+    after its backbone, task and labels are found to fit."""
+    backbone, head = _registered(path, cfg)
+    expected = _on_meta(path, cfg, backbone, head)
+    _check_decodes(path, cfg, head)
+    return expected
+
+
+def _built(path: Path, cfg: ModelConfig) -> TransferModel:
+    """The architecture only: the saved state replaces every weight."""
+    from ..training.model import build_model
+
+    try:
+        model = build_model(cfg.strategy.replace(pretrained=False, l2sp=0.0), cfg.task,
+                            cfg.info)
+        model.freeze(cfg.strategy.frozen_groups)
+    except StrategyError as exc:
+        raise damaged(path, f"strategy: {exc}") from exc
+    return model
+
+
+def _prefixed(shapes: list[Shapes], prefixes: list[str]) -> Shapes:
+    return {prefix + k: v for prefix, part in zip(prefixes, shapes) for k, v in part.items()}
 
 
 def _registered(path: Path, cfg: ModelConfig) -> tuple[Any, Any]:

@@ -17,9 +17,10 @@ from typing import Any
 from ..data.preprocessing import ImagePreprocessing, Preprocessing, TextPreprocessing
 from ..errors import AutotransferError, StorageError
 from ..strategy.strategy import MAX_IMAGE_SIZE, Strategy
+from .ensemble import MAX_MEMBERS, mismatch
 
 REQUIRED = ("strategy", "task", "info", "preprocessing")
-KNOWN = REQUIRED + ("study",)
+KNOWN = REQUIRED + ("study", "members")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "box", "hamming", "lanczos")
 MAX_RESIZE = 2 * MAX_IMAGE_SIZE  # the shorter side before the crop: size / crop_pct
 _PREPROCESSING = {"image": ImagePreprocessing, "text": TextPreprocessing}
@@ -34,6 +35,7 @@ class ModelConfig:
     info: dict[str, Any]
     preprocessing: Preprocessing
     study: str = ""
+    members: tuple[tuple[Strategy, Preprocessing], ...] = ()  # an ensemble's, first = above
 
 
 class Bad(Exception):
@@ -49,9 +51,13 @@ def parse(path: Path, config: Any) -> ModelConfig:
     """
     try:
         fields = _fields(config)
-        return ModelConfig(_strategy(fields["strategy"]), _task(fields["task"]),
-                           fields["info"], _preprocessing(fields["preprocessing"]),
-                           _study(fields.get("study", "")))
+        cfg = ModelConfig(_strategy(fields["strategy"]), _task(fields["task"]),
+                          fields["info"], _preprocessing(fields["preprocessing"]),
+                          _study(fields.get("study", "")), _members(fields.get("members")))
+        if cfg.members and cfg.members[0] != (cfg.strategy, cfg.preprocessing):
+            raise Bad("ensemble member 0 must be the model's own 'strategy' and "
+                      "'preprocessing' (the best member's)")
+        return cfg
     except Bad as exc:
         raise damaged(path, str(exc)) from None
 
@@ -124,6 +130,26 @@ def _study(study: Any) -> str:
     if not isinstance(study, str):
         raise Bad(f"'study' must be a study id (a string), but got {study!r:.80}")
     return study
+
+
+def _members(values: Any) -> tuple[tuple[Strategy, Preprocessing], ...]:
+    """An ensemble's members: 2 to MAX_MEMBERS ``{strategy, preprocessing}`` objects whose
+    inputs are prepared alike (:func:`.ensemble.mismatch`)."""
+    if values is None:
+        return ()
+    if not isinstance(values, list) or not 2 <= len(values) <= MAX_MEMBERS:
+        raise Bad(f"'members' must be a list of 2 to {MAX_MEMBERS} ensemble members, but got "
+                  f"{values!r:.80}")
+    members = []
+    for i, member in enumerate(values):
+        if not isinstance(member, dict) or set(member) != {"strategy", "preprocessing"}:
+            raise Bad(f"ensemble member {i} must be an object with keys 'strategy' and "
+                      f"'preprocessing', but got {member!r:.80}")
+        members.append((_strategy(member["strategy"]), _preprocessing(member["preprocessing"])))
+    for i, (_, pre) in enumerate(members[1:], 1):
+        if (why := mismatch(members[0][1], pre)) is not None:
+            raise Bad(f"ensemble member {i} cannot share the first one's inputs: {why}")
+    return tuple(members)
 
 
 def _preprocessing(values: Any) -> Preprocessing:

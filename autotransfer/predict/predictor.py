@@ -43,6 +43,8 @@ class Predictor:
         self.preprocessing = preprocessing
         self.head = plugins.get_head(task)
         self.study = ""  # the id of the study it came from, when it did
+        # an ensemble's (strategy, preprocessing) per member, the first being the above
+        self.members: tuple[tuple[Strategy, Preprocessing], ...] = ()
 
     @property
     def classes(self) -> list | None:
@@ -144,7 +146,8 @@ class Predictor:
         check_target(path, what="the model file", ours=modelfile.is_ours)  # before mkdir
         path.parent.mkdir(parents=True, exist_ok=True)
         return save_checkpoint(path, merged_state(self.model), self.strategy, self.task,
-                               self.info, self.preprocessing, study=self.study)
+                               self.info, self.preprocessing, study=self.study,
+                               members=self.members)
 
     def export(self, path: str | Path, *, format: str) -> dict:
         """Write the model for another runtime: ``"onnx"``, ``"torchscript"``, ``"timm"``
@@ -172,10 +175,13 @@ class Predictor:
                                f"{cfg.study!r}, not {study!r}); it was not used.")
         model = build_checked(path, cfg, header)
         predictor = cls(model.to(device), cfg.strategy, cfg.task, cfg.info, cfg.preprocessing)
-        predictor.study = cfg.study
+        predictor.study, predictor.members = cfg.study, cfg.members
         return predictor
 
     def __repr__(self) -> str:
+        if self.members:
+            names = ", ".join(s.backbone for s, _ in self.members)
+            return f"Predictor(task={self.task!r}, ensemble of {len(self.members)}: {names})"
         return f"Predictor(task={self.task!r}, strategy={self.strategy!r})"
 
 
@@ -223,11 +229,16 @@ def _proba(task: str, out: torch.Tensor, classes: list | None, single: bool, ind
 
 
 def save_checkpoint(path: Path, state_dict: dict, strategy: Strategy, task: str, info: dict,
-                    preprocessing: Preprocessing, *, study: str = "") -> Path:
-    """Write a model file; ``study`` is the id of the study whose trial it is."""
-    return modelfile.write(path, state_dict, {
-        "study": study, "strategy": strategy.to_dict(), "task": task, "info": info,
-        "preprocessing": dataclasses.asdict(preprocessing)})
+                    preprocessing: Preprocessing, *, study: str = "",
+                    members: tuple[tuple[Strategy, Preprocessing], ...] = ()) -> Path:
+    """Write a model file; ``study`` is the id of the study whose trial it is, ``members``
+    an ensemble's (strategy, preprocessing) per member."""
+    config = {"study": study, "strategy": strategy.to_dict(), "task": task, "info": info,
+              "preprocessing": dataclasses.asdict(preprocessing)}
+    if members:
+        config["members"] = [{"strategy": s.to_dict(), "preprocessing": dataclasses.asdict(p)}
+                             for s, p in members]
+    return modelfile.write(path, state_dict, config)
 
 
 def load(path: str | Path, *, device: str = "cpu") -> Predictor:

@@ -17,7 +17,7 @@ def use_this_model(study: Any, lb: Any) -> str:
     u = usage(study)
     if u.model is None:
         return note(f"No model file to use: {u.why_none}")
-    who = ""
+    who = f" (the {html.escape(u.what)})" if u.what else ""
     rows = lb[(lb["trial"] == u.trial) & (lb["state"] == "complete")]
     if not rows.empty:
         backbone = rows.iloc[0].get("backbone")

@@ -7,7 +7,7 @@ the report's "Use this model" section both read :func:`usage`, so they say the s
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ class Usage:
     python: list[tuple[str, str]]  # (line, what it does)
     load: str  # the Python expression that loads the best model
     relative_to: str | None  # the folder the paths are relative to, when any is
+    what: str = ""  # a model of no one trial: "greedy ensemble of trials 3, 5"
+    plugins: list[str] = field(default_factory=list)  # modules to register to load it
 
 
 def usage(study: Any) -> Usage:
@@ -39,6 +41,8 @@ def usage(study: Any) -> Usage:
     several = _several_studies(study)
     name = f" --name {shlex.quote(study.name)}" if several else ""
     where = shlex.quote(storage) + name
+    modules = study.meta.get("plugins") or []  # registered by hand: a new process needs them
+    loads = where + "".join(f" --plugin {shlex.quote(m)}" for m in modules)
     modality = study.meta.get("modality")
     inputs, kinds = {"image": ("IMAGES...", "files or folders"),
                      "text": ("TEXTS...", "strings")}.get(
@@ -46,13 +50,13 @@ def usage(study: Any) -> Usage:
     data = "LABELLED.csv --text COLUMN --label COLUMN" if modality == "text" else \
         "LABELLED_FOLDER"
     shell = [(f"autotransfer best {where}", "print the best model's file"),
-             (f"autotransfer predict {where} {inputs}",
+             (f"autotransfer predict {loads} {inputs}",
               f"predict new inputs ({kinds}; the model file works in place of the storage)"),
-             (f"autotransfer evaluate {where} {data}", "score it on other labelled data"),
-             (f"autotransfer export {where} --format onnx", "export it for another runtime")]
+             (f"autotransfer evaluate {loads} {data}", "score it on other labelled data"),
+             (f"autotransfer export {loads} --format onnx", "export it for another runtime")]
     load = f"at.Study.load({storage!r}, name={study.name!r}).load_best()"
     example = "'a text to label'" if modality == "text" else "'photo.jpg'"
-    python = [("import autotransfer as at", ""),
+    python = [("import autotransfer as at", ""), *_registers(modules),
               (f"model = {load}", "the best model, ready to predict"),
               (f"# model = at.load({model!r})", "or load its file directly"),
               (f"model.predict({example})", "also a folder, a list, a DataFrame column"),
@@ -60,7 +64,24 @@ def usage(study: Any) -> Usage:
     folder = str(Path.cwd()) if moved or model != str(path) else None
     trial = next((t.number for t in study.trials()
                   if t.system_attrs.get(st.CHECKPOINT) == str(path)), None)
-    return Usage(model, trial, "", shell, python, load, folder)
+    return Usage(model, trial, "", shell, python, load, folder,
+                 "" if trial is not None else _final(study), modules)
+
+
+def _registers(modules: list[str]) -> list[tuple[str, str]]:
+    return [(f"at.register_plugin({m!r})", "the plugin that provides the model")
+            for m in modules]
+
+
+def _final(study: Any) -> str:
+    """What the study's model is when ``search(final=)`` made it an ensemble or soup."""
+    attrs = study.system_attrs()
+    kind = attrs.get(st.FINAL)
+    record = attrs.get({"ensemble": st.ENSEMBLE, "soup": st.SOUP}.get(kind, ""))
+    if not record:
+        return ""
+    members = ", ".join(map(str, record["members"]))
+    return f"{record['method']} {kind} of trials {members}"
 
 
 def _where(study: Any) -> tuple[str, bool]:
@@ -88,8 +109,9 @@ def text_lines(u: Usage) -> list[str]:
         return [f"no model file: {u.why_none}"]
     # Commands only, no trailing comments: a copied line runs as it is (zsh reads '#' as
     # an argument unless interactive_comments is set).
-    return ([f"best model: {u.model}"] + [f"  {c}" for c, _ in u.shell]
-            + [f"  python: {u.load}"])
+    what = [f"the study's model is its {u.what} (search(final=...))"] if u.what else []
+    return (what + [f"best model: {u.model}"] + [f"  {c}" for c, _ in u.shell]
+            + [f"  python: {''.join(f'{c}; ' for c, _ in _registers(u.plugins))}{u.load}"])
 
 
 def relative(path: Any) -> str:

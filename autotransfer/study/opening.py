@@ -86,7 +86,8 @@ def _create(job: SearchJob, ctx: TrialContext) -> optuna.Study:
     made = identity.of(job, ctx.train, ctx.valid, head.encode(ctx.train.labels)[1])
     meta = {**made, "metric": head.metric, "seed": job.seed, "uid": uuid.uuid4().hex,
             "n_train": len(ctx.train), "n_valid": len(ctx.valid),
-            "n_unlabeled": len(job.unlabeled or ())}
+            "n_unlabeled": len(job.unlabeled or ()),
+            "plugins": plugins.modules_for(job.backbones, job.task)}
     study, old = st.create_or_load(job.storage, storage, job.study_name,
                                    direction=job.direction, kind="search", meta=meta)
     if old is None:

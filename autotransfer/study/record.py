@@ -20,7 +20,7 @@ from ..strategy import fields
 from ..strategy.fields import Where
 from ..strategy.strategy import Strategy
 
-_STATE_ORDER = {"complete": 0, "soup": 1, "refit": 1, "pruned": 2, "running": 3,
+_STATE_ORDER = {"complete": 0, "soup": 1, "ensemble": 1, "refit": 1, "pruned": 2, "running": 3,
                 "interrupted": 4, "failed": 5}
 PER_EXAMPLE = ("accuracy",)  # metrics that move by exactly 1/n_valid per validation example
 def _seconds(t: FrozenTrial) -> float | None:
@@ -120,8 +120,12 @@ class StudyRecord:
         return Predictor.load(self.model_path(), device=device, study=self.uid)
 
     def model_path(self, trial: int | None = None) -> Path:
-        """The model file of trial ``trial`` (None: the best trial that kept one): what
-        ``autotransfer predict`` and ``export`` take, and ``at.load`` loads."""
+        """The model file of trial ``trial``; None: the study's model, the ensemble or soup
+        ``search(final=)`` made, else the best trial that kept one. What ``autotransfer
+        predict`` and ``export`` take, and ``at.load`` loads."""
+        final = self.final_path() if trial is None else None
+        if final is not None:
+            return final
         ranked = self.leaderboard()
         done = [int(n) for n in ranked.loc[ranked["state"] == "complete", "trial"]]
         def kept(number: int) -> bool:
@@ -147,6 +151,15 @@ class StudyRecord:
             f"study.best_strategy with at.run_trial to train it again."
         )
 
+    def final_path(self) -> Path | None:
+        """The file of the ensemble or soup ``search(final=...)`` made the study's model
+        (None: the best trial is, or the file is gone)."""
+        attrs = self.system_attrs()
+        kind = attrs.get(st.FINAL)
+        record = attrs.get({"ensemble": st.ENSEMBLE, "soup": st.SOUP}.get(kind, ""), {})
+        path = record.get("path")
+        return Path(path) if path and Path(path).is_file() else None
+
     def leaderboard(self) -> Any:
         """A pandas DataFrame, best first: one row per trial, with the transfer gain; test
         scores (``test_<metric>``) and refits when the study has them.
@@ -163,8 +176,8 @@ class StudyRecord:
         where = self._where(attrs.get(st.META, {}))
         rows = [self._row(t, where) for t in self.trials() if t.state != TrialState.WAITING]
         rows += [self._refit_row(int(n), r, where) for n, r in attrs.get(st.REFIT, {}).items()]
-        if st.SOUP in attrs:
-            rows.append(self._soup_row(attrs[st.SOUP], where))
+        rows += [self._combined_row(kind, attrs[key], where)
+                 for kind, key in (("soup", st.SOUP), ("ensemble", st.ENSEMBLE)) if key in attrs]
         metric = self.metric
         df = pd.DataFrame(rows)
         if df.empty:
@@ -221,14 +234,17 @@ class StudyRecord:
         df = pd.DataFrame(rows, columns=["backbone", *COLUMNS[1:], "rank"])
         return df.sort_values("rank").reset_index(drop=True)
 
-    def _soup_row(self, record: dict, where: Where) -> dict[str, Any]:
-        """The weight soup: the best member's strategy, the soup's validation score (greedy:
-        it chose on that set, so the test score is the one to trust)."""
+    def _combined_row(self, kind: str, record: dict, where: Where) -> dict[str, Any]:
+        """A weight soup or an ensemble: the best member's strategy, the validation score
+        of the greedy walk (it chose on that set, so the test score is the one to trust)."""
         row = self._row(self.optuna.trials[int(record["best"])], where)
         members = ", ".join(map(str, record["members"]))
-        row.update({"state": "soup", self.metric: record.get("valid"), "baseline": "",
+        backbones = sorted(set(record.get("backbones", ())))
+        of = f" ({', '.join(backbones)})" if len(backbones) > 1 else ""
+        row.update({"state": kind, self.metric: record.get("valid"), "baseline": "",
                     "duration_s": record.get("duration_s"), "device": None, "worker": None,
-                    "cached": None, "reason": f"{record['method']} soup of trials {members}"})
+                    "cached": None,
+                    "reason": f"{record['method']} {kind} of trials {members}{of}"})
         return row
 
     def _refit_row(self, number: int, record: dict, where: Where) -> dict[str, Any]:
@@ -309,7 +325,7 @@ def _add_test_scores(df: Any, scores: dict[str, dict], metric: str) -> None:
     """``test_<metric>`` columns from the recorded test scores (trials and refits)."""
     if not scores:
         return
-    keys = [f"refit:{t}" if s == "refit" else "soup" if s == "soup" else str(t)
+    keys = [f"refit:{t}" if s == "refit" else s if s in ("soup", "ensemble") else str(t)
             for t, s in zip(df["trial"], df["state"])]
     names = sorted({k for v in scores.values() for k in v if k not in ("se", "n")},
                    key=lambda k: (k != metric, k))

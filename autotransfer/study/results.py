@@ -37,15 +37,15 @@ MONITOR = 64  # examples a refit reports its fit on each epoch (not used for any
 class KeptModel:
     """A model file a study keeps: a trial's best checkpoint or a refit of a trial."""
 
-    key: str  # "12" for trial 12, "refit:12" for its refit
-    trial: int
-    kind: str  # "trial" | "refit"
+    key: str  # "12" for trial 12, "refit:12" for its refit, "soup", "ensemble"
+    trial: int  # the trial (a soup's or ensemble's best member)
+    kind: str  # "trial" | "refit" | "soup" | "ensemble"
     path: Path
 
 
 def kept_models(study: StudyRecord) -> list[KeptModel]:
     """The completed trials whose checkpoint is on disk, best first (as the leaderboard
-    ranks them), then the refits, then the weight soup."""
+    ranks them), then the refits, then the weight soup and the ensemble."""
     kept = sorted((t for t in study.trials()
                    if t.state == TrialState.COMPLETE and st.CHECKPOINT in t.system_attrs
                    and Path(t.system_attrs[st.CHECKPOINT]).is_file()),
@@ -56,9 +56,11 @@ def kept_models(study: StudyRecord) -> list[KeptModel]:
     for number, r in sorted(refits(study).items(), key=lambda kv: int(kv[0])):
         if Path(r["path"]).is_file():
             out.append(KeptModel(f"refit:{number}", int(number), "refit", Path(r["path"])))
-    made = study.system_attrs().get(st.SOUP)
-    if made and Path(made["path"]).is_file():
-        out.append(KeptModel("soup", int(made["best"]), "soup", Path(made["path"])))
+    attrs = study.system_attrs()
+    for kind, key in (("soup", st.SOUP), ("ensemble", st.ENSEMBLE)):
+        made = attrs.get(key)
+        if made and Path(made["path"]).is_file():
+            out.append(KeptModel(kind, int(made["best"]), kind, Path(made["path"])))
     return out
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from ..predict.predictor import Predictor
 from ..report.page import write_report
 from .distill import distill
+from .ensemble import ensemble
 from .record import StudyRecord
 from .results import evaluate, refit
 from .soup import soup
@@ -50,6 +51,16 @@ class Study(StudyRecord):
         averages them all. Kept in the study (a ``soup`` row; scored by :meth:`evaluate`);
         see :mod:`autotransfer.study.soup`."""
         return soup(self, k, valid=valid, method=method, device=device)
+
+    def ensemble(self, k: int | None = None, *, valid: Any = None, method: str = "greedy",
+                 device: str = "cpu") -> Predictor:
+        """Average the predictions of the best ``k`` kept trials, of any backbones that
+        take the same prepared inputs, into one model: ``"greedy"`` keeps each trial,
+        best first, whose addition does not lower the score on ``valid``; ``"uniform"``
+        keeps them all. Kept in the study (an ``ensemble`` row; scored by
+        :meth:`evaluate`); it saves, loads and exports to ONNX as one model. See
+        :mod:`autotransfer.study.ensemble`."""
+        return ensemble(self, k, valid=valid, method=method, device=device)
 
     def distill(self, student: Any, data: Any, unlabeled: Any = None, *, valid: Any = None,
                 test: Any = None, top_k: int = 1, n_trials: int = 8, name: str | None = None,

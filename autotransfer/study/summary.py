@@ -32,10 +32,11 @@ def result_lines(study: Any) -> list[str]:
         if not ref.empty:
             line += f"; {kind} {ref.iloc[0][m]:.4f}"
     lines = [line]
-    for r in df[df["state"] == "refit"].to_dict("records"):
+    for r in df[df["state"].isin(("refit", "soup", "ensemble"))].to_dict("records"):
         test = f", test {m}={r[f'test_{m}']:.4f}" if _known(r.get(f"test_{m}")) else ""
-        lines.append(f"refit of trial {r['trial']} on all labelled data ({r['epochs']} "
-                     f"epochs){test}")
+        what = r["reason"] if r["state"] != "refit" else \
+            f"refit of trial {r['trial']} on all labelled data ({r['epochs']} epochs)"
+        lines.append(f"{what}{test}")
     warning = optimism(study)
     return lines + ([f"warning: {warning}"] if warning else [])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,11 @@ class ClassificationHead(at.Head):
 
     def metric_value(self, outputs, targets, info):
         return float((outputs.argmax(1) == targets).float().mean())
+
+    def combine(self, outputs, info):
+        # log of the mean probability: softmax of the result is that mean, exactly
+        logp = torch.stack([torch.log_softmax(o.float(), 1) for o in outputs])
+        return torch.logsumexp(logp, 0) - math.log(len(outputs))
 
     def decode(self, outputs, info):
         return np.asarray(info["classes"])[outputs.argmax(1).cpu().numpy()]
@@ -186,6 +192,12 @@ class MultilabelHead(at.Head):
 
     def n_outputs(self, info):
         return len(info["classes"])
+
+    def combine(self, outputs, info):
+        # logits of each label's mean probability: a sigmoid of them gives that mean
+        p = torch.stack([torch.sigmoid(o.float()) for o in outputs]).mean(0)
+        p = p.clamp(1e-7, 1 - 1e-7)
+        return torch.log(p) - torch.log1p(-p)
 
     def loss(self, outputs, targets, *, label_smoothing=0.0):
         if label_smoothing:

@@ -126,6 +126,10 @@ def _check_applies(predictor: Trained, backbone: Any, format: str) -> None:
     applicable = ("onnx", "torchscript") + (
         ("transformers",) if isinstance(predictor.model.body, HFEncoder)
         else ("timm",) if isinstance(backbone, TimmBackbone) else ())
+    if getattr(predictor, "members", ()) and format not in applicable[:2]:
+        raise ConfigError(f"format={format!r} writes one backbone, but this model is an "
+                          f"ensemble of {len(predictor.members)}; formats that hold a whole "
+                          f"ensemble: onnx, torchscript.")
     if format not in applicable:
         kind = f"a {backbone.family} {backbone.modality} backbone" if backbone else \
             "a backbone that is not registered"

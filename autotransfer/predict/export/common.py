@@ -171,8 +171,10 @@ def preprocessing(predictor: Trained) -> dict:
 
 def describe(predictor: Trained, format: str, **more: Any) -> dict:
     """What every export's JSON says: the task, its labels, the strategy, and ``more``."""
+    members = getattr(predictor, "members", ())
+    ensemble = {"ensemble": [s.to_dict() for s, _ in members]} if members else {}
     return jsonable({
         "format": SIDECAR_FORMAT, "export_format": format, "task": predictor.task,
         "classes": predictor.classes, "info": predictor.info,
         "backbone": predictor.strategy.backbone, "strategy": predictor.strategy.to_dict(),
-        **more})
+        **ensemble, **more})
