@@ -30,7 +30,8 @@ class UnknownNameError(AutotransferError, LookupError):
 
     def __init__(self, kind: str, name: str, accepted: Iterable[str]) -> None:
         accepted = sorted(accepted)
-        close = difflib.get_close_matches(name, accepted, n=5, cutoff=0.5)
+        close = difflib.get_close_matches(name, accepted, n=5, cutoff=0.5) \
+            if isinstance(name, str) else []  # e.g. final=True: no spelling is close
         parts = []
         if close:
             parts.append(f"close matches: {', '.join(close)}")

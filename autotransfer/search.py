@@ -19,8 +19,13 @@ from .backends._job import SearchJob, TrialContext
 from .backends._lifecycle import close_run
 from .backends._policy import check as check_policy
 from .data import Dataset
-from .errors import (AutotransferError, ConfigError, OptimisticValidation, UnknownNameError,
-                     check_choice)
+from .errors import (
+    AutotransferError,
+    ConfigError,
+    OptimisticValidation,
+    UnknownNameError,
+    check_choice,
+)
 from .heads.multitask import resolve_task
 from .log import get_logger
 from .strategy.space import SearchSpace, check_frozen_range

@@ -43,6 +43,7 @@ REFIT = "autotransfer:refit"  # trial number -> its refit on all labelled data
 SOUP = "autotransfer:soup"  # the weight soup of kept trials: path, method, members
 ENSEMBLE = "autotransfer:ensemble"  # the ensemble of kept trials: path, method, members
 FINAL = "autotransfer:final"  # "ensemble" | "soup": the study's model (search(final=))
+COMBINED = {"soup": SOUP, "ensemble": ENSEMBLE}  # models made of kept trials: their keys
 RANKING = "autotransfer:ranking"  # backbone -> its transferability (ranking row) before search
 PROFILE = "autotransfer:profile"  # the data's features and best strategies, for warm starts
 PRIOR = "autotransfer:prior"  # the prior studies a warm start began from

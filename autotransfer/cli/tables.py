@@ -49,7 +49,8 @@ SUMMARY_TAIL = ["transfer_gain", "negative_transfer", "trainable_params", "durat
 def _priority(metric: str) -> list[str]:
     """Columns in the order they are kept when the table must fit: the first matter most
     (what was chosen structurally, backbone, freezing and adapter, before the finer knobs)."""
-    return ["rank", "trial", "state", metric, f"test_{metric}", "backbone", "transferability",
+    return ["rank", "trial", "state", metric, f"test_{metric}", "backbone", "tied",
+            "transferability",
             "baseline", "prior", "frozen_groups", "lr", "adapter", "lora_rank", "reason",
             "epochs_run", "transfer_gain", "n_groups", "layer_decay", "augment", "mixup",
             "weight_decay", "cutmix", "dropout", "l2sp", "adabn", "dann", "trainable_params",
@@ -63,7 +64,7 @@ def _candidates(metric: str, tasks: list[str]) -> list[str]:
     from ..strategy.strategy import Strategy
 
     return (SUMMARY_HEAD + fields.columns(Strategy) + SUMMARY_AFTER
-            + [metric, f"test_{metric}", f"test_{metric}_se"] + tasks + SUMMARY_TAIL)
+            + [metric, "tied", f"test_{metric}", f"test_{metric}_se"] + tasks + SUMMARY_TAIL)
 
 
 LEAD = 5  # rank, trial, state, the metric and its test score: always shown

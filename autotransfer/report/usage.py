@@ -77,7 +77,7 @@ def _final(study: Any) -> str:
     """What the study's model is when ``search(final=)`` made it an ensemble or soup."""
     attrs = study.system_attrs()
     kind = attrs.get(st.FINAL)
-    record = attrs.get({"ensemble": st.ENSEMBLE, "soup": st.SOUP}.get(kind, ""))
+    record = attrs.get(st.COMBINED.get(kind, ""))
     if not record:
         return ""
     members = ", ".join(map(str, record["members"]))

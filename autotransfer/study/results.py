@@ -57,7 +57,7 @@ def kept_models(study: StudyRecord) -> list[KeptModel]:
         if Path(r["path"]).is_file():
             out.append(KeptModel(f"refit:{number}", int(number), "refit", Path(r["path"])))
     attrs = study.system_attrs()
-    for kind, key in (("soup", st.SOUP), ("ensemble", st.ENSEMBLE)):
+    for kind, key in st.COMBINED.items():
         made = attrs.get(key)
         if made and Path(made["path"]).is_file():
             out.append(KeptModel(kind, int(made["best"]), kind, Path(made["path"])))
