@@ -152,6 +152,8 @@ def _make_final(study: Study, final: str, valid: Dataset, until: float | None) -
     """The greedy ensemble or soup of the kept trials, chosen on ``valid``, as the study's
     model, when the budget has time left (else, or when it cannot be made, the best trial
     stays the study's model, and the log says why)."""
+    if study.system_attrs().get(st.FINAL):  # an earlier run's: made before these trials
+        study.set_system_attr(st.FINAL, None)
     if final == "best":
         return
     if until is not None and time.time() >= until:

@@ -42,7 +42,9 @@ def run(seed: int, keep: int, folder: Path) -> None:
                 continue
             scores = study.evaluate(test).set_index("model")
             made = study.system_attrs()[f"autotransfer:{kind}"]
-            rows.append((f"{method} {kind} of {made['members']}", made["valid"],
+            members = [f"{n} ({study.optuna.trials[n].user_attrs['backbone']})"
+                       for n in made["members"]]
+            rows.append((f"{method} {kind} of {', '.join(members)}", made["valid"],
                          scores.loc[kind, "accuracy"], scores.loc[kind, "accuracy_se"]))
     best = study.best_trial
     scores = study.evaluate(test).set_index("model")

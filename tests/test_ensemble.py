@@ -61,6 +61,19 @@ def test_a_final_that_cannot_be_made_leaves_the_best_trial_and_says_why(tmp_path
     assert study.model_path() == study.model_path(study.best_trial.number)
 
 
+def test_a_resumed_search_makes_its_own_final_model(tmp_path):
+    """The study's model is what the last run chose: an ensemble made before more trials
+    ran is not kept as the study's model by a resume with final="best"."""
+    data = toy_images(48, classes=2, size=16)
+    kwargs = dict(backbones=["tiny_cnn"], space=SPACE, keep_checkpoints=3,
+                  storage=tmp_path / "s.db", name="r", progress=False)
+    study = at.search(data, n_trials=2, final="ensemble", **kwargs)
+    assert study.model_path() == study.final_path() is not None
+    study = at.search(data, n_trials=3, final="best", **kwargs)
+    assert study.final_path() is None
+    assert study.model_path() == study.model_path(study.best_trial.number)
+
+
 def test_final_is_checked_before_any_work(tmp_path):
     with pytest.raises(at.AutotransferError, match="Unknown final 'stack'.*ensemble"):
         at.search(toy_images(48, classes=2, size=16), backbones=["tiny_cnn"], n_trials=1,
