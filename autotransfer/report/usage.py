@@ -41,7 +41,7 @@ def usage(study: Any) -> Usage:
     several = _several_studies(study)
     name = f" --name {shlex.quote(study.name)}" if several else ""
     where = shlex.quote(storage) + name
-    modules = study.meta.get("plugins") or []  # registered by hand: a new process needs them
+    modules = _plugins(study.meta.get("plugins"))  # registered by hand: a new process needs
     loads = where + "".join(f" --plugin {shlex.quote(m)}" for m in modules)
     modality = study.meta.get("modality")
     inputs, kinds = {"image": ("IMAGES...", "files or folders"),
@@ -66,6 +66,11 @@ def usage(study: Any) -> Usage:
                   if t.system_attrs.get(st.CHECKPOINT) == str(path)), None)
     return Usage(model, trial, "", shell, python, load, folder,
                  "" if trial is not None else _final(study), modules)
+
+
+def _plugins(recorded: Any) -> list[str]:
+    """The plugin module names the study recorded (a list of strings; else none)."""
+    return [m for m in recorded if isinstance(m, str)] if isinstance(recorded, list) else []
 
 
 def _registers(modules: list[str]) -> list[tuple[str, str]]:
