@@ -173,10 +173,11 @@ def _score_test(study: Study, test: Dataset | None, until: float | None) -> Stud
     first, the best always, the others while the budget lasts."""
     from .study.results import evaluate, kept_models, optimism
 
-    if test is None or not kept_models(study):
+    kept = len(kept_models(study)) if test is not None else 0
+    if not kept:
         return study
     df = evaluate(study, test, record=True, until=until)
-    left = len(kept_models(study)) - len(df)
+    left = kept - len(df)
     if left:
         logger.info(f"the time budget ended before {left} kept model(s) were scored on the "
                     f"test set; study.evaluate(test, record=True) scores them")
