@@ -63,6 +63,7 @@ class Task:
     trials_each: int  # step 2: trials per backbone on its own (the warm start, then TPE)
     budget_s: int  # step 3: seconds per search
     rank_kw: dict[str, Any] = field(default_factory=dict)
+    ranked_only: Callable[[], list[Any]] = list  # step 1 only: decoys the ranking must sink
 
     def candidates(self) -> list[Any]:
         return [*self.named, *self.decoys()]
@@ -124,7 +125,30 @@ def text_decoys() -> list[at.HFBackbone]:
             for name, shape in shapes.items()]
 
 
+def random_lite0() -> list[at.TimmBackbone]:
+    return [at.TimmBackbone("random_lite0", timm_name="efficientnet_lite0", weights=None)]
+
+
+def digits64() -> tuple[at.data.Dataset, at.data.Dataset]:
+    return at.data.demo("digits", image_size=64, per_class=20, valid_per_class=40)
+
+
+def photos() -> tuple[at.data.Dataset, at.data.Dataset]:
+    from _photos import photos as crops
+
+    return crops(image_size=64, per_class=20, valid_per_class=40)
+
+
+# Three families and two source domains: ImageNet (EfficientNet-Lite, MobileNetV2) and
+# digits (MNIST, USPS, SVHN CNNs); the zoo plugin (autotransfer[zoo]) registers the last four.
+ZOO = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2",
+       "mnist_cnn", "usps_cnn", "svhn_cnn"]
+AT_64 = dict(space=dict(epochs=8, image_size=64), trials_each=12, budget_s=300,
+             rank_kw=dict(image_size=64), ranked_only=random_lite0)
+
 TASKS = {
+    "photos": Task("photos", photos, ZOO, list, **AT_64),
+    "digits64": Task("digits64", digits64, ZOO, list, **AT_64),
     "image": Task("image", digits, ["efficientnet_lite0", "efficientnet_lite1",
                                     "efficientnet_lite2"], image_decoys,
                   dict(epochs=10, image_size=32), trials_each=12, budget_s=240,
@@ -137,9 +161,11 @@ TASKS = {
 def step_rank(task: Task, train) -> list[dict]:
     from autotransfer import plugins
 
-    for d in task.decoys():
+    extra = task.ranked_only()
+    for d in [*task.decoys(), *extra]:
         plugins.current().add_backbone(d)
-    df = at.rank_backbones(train, backbones=task.names(), **task.rank_kw)
+    df = at.rank_backbones(train, backbones=[*task.names(), *(d.name for d in extra)],
+                           **task.rank_kw)
     return df.to_dict("records")
 
 
@@ -198,29 +224,49 @@ def _time_to(study: at.Study, target: float, t0: datetime.datetime):
     return reached, best
 
 
-def report(task: str, result: dict) -> None:
+def kendall(scores: list[float], accs: list[float], *, draws: int = 2000,
+            seed: int = 0) -> tuple[float, float, float]:
+    """Kendall's tau, and its 95% percentile bootstrap interval over the candidates
+    (resampled with replacement; draws where every score or accuracy ties are skipped)."""
+    import numpy as np
     from scipy.stats import kendalltau
 
+    x, y = np.asarray(scores, float), np.asarray(accs, float)
+    rng, taus = np.random.default_rng(seed), []
+    for _ in range(draws):
+        i = rng.integers(0, len(x), len(x))
+        if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:
+            taus.append(kendalltau(x[i], y[i]).statistic)
+    low, high = np.percentile(taus, [2.5, 97.5])
+    return float(kendalltau(x, y).statistic), float(low), float(high)
+
+
+def report(task: str, result: dict) -> None:
     print(f"\n## {task} ({result.get('seconds', '?')} s)")
     alone = result["alone"]
-    print("\n| backbone | probe score | degenerate | LogME | seconds | best accuracy alone |"
+    print("\n| backbone | probe score (se) | degenerate | LogME | seconds | best accuracy alone |"
           "\n|---|---|---|---|---|---|")
     for r in result["ranking"]:
-        logme = r.get("logme")  # runs saved before the probe have LogME as their score
-        print(f"| {r['backbone']} | {r['score']:.3f} | {r.get('degenerate', '-')} | "
+        logme, se = r.get("logme"), r.get("score_se")  # older runs: LogME was the score
+        best = alone.get(r["backbone"])
+        print(f"| {r['backbone']} | {r['score']:.3f}"
+              f"{'' if se is None else f' ({se:.3f})'} | {r.get('degenerate', '-')} | "
               f"{'-' if logme is None else f'{logme:.3f}'} | {r['seconds']:.1f} | "
-              f"{alone[r['backbone']]:.4f} |")
-    scores = [r["score"] for r in result["ranking"]]
-    accs = [alone[r["backbone"]] for r in result["ranking"]]
-    tau = kendalltau(scores, accs).statistic
-    print(f"\nKendall tau (ranking score vs best accuracy alone): {tau:.2f}")
-    print(f"target: {result['target']:.4f} (best alone - {TOLERANCE})\n")
+              f"{'ranked only' if best is None else f'{best:.4f}'} |")
+    rows = [r for r in result["ranking"] if r["backbone"] in alone]
+    accs = [alone[r["backbone"]] for r in rows]
+    for column in ("score", "logme"):
+        if all(r.get(column) is not None for r in rows):
+            tau, low, high = kendall([r[column] for r in rows], accs)
+            print(f"\nKendall tau ({column} vs best accuracy alone, {len(rows)} candidates): "
+                  f"{tau:.2f} (bootstrap 95%: {low:.2f} to {high:.2f})")
+    print(f"\ntarget: {result['target']:.4f} (best alone - {TOLERANCE})\n")
     print("| seed | with ranking: s to target | uniform: s to target | best (rank / uniform) "
           "| trials (rank / uniform) |")
     print("|---|---|---|---|---|")
     by = {(r["seed"], r["rank"]): r for r in result["race"]}
     ratios = []
-    for seed in SEEDS:
+    for seed in sorted({seed for seed, _ in by if (seed, True) in by and (seed, False) in by}):
         a, b = by[(seed, True)], by[(seed, False)]
         ta, tb = a["seconds_to_target"], b["seconds_to_target"]
         if ta is not None and tb is not None:
@@ -232,9 +278,10 @@ def report(task: str, result: dict) -> None:
               f"{', '.join(f'{r:.2f}' for r in ratios)}")
 
 
-def run(task: Task, saved: dict | None, seeds: tuple[int, ...] = SEEDS) -> dict:
+def run(task: Task, saved: dict | None, seeds: tuple[int, ...] = SEEDS,
+        keep: Callable[[dict], None] = lambda result: None) -> dict:
     """Steps 1-3 for one task; with ``saved`` (``--race``), step 3 only, for ``seeds``
-    (the saved rows of other seeds are kept)."""
+    (the saved rows of other seeds are kept). ``keep`` saves the result after step 2."""
     train, valid = task.data()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -245,7 +292,8 @@ def run(task: Task, saved: dict | None, seeds: tuple[int, ...] = SEEDS) -> dict:
             print(f"{task.name} 2. each backbone alone", flush=True)
             alone = step_alone(task, train, valid, folder)
             result = {"ranking": ranking, "alone": alone,
-                      "target": max(alone.values()) - TOLERANCE}
+                      "target": max(alone.values()) - TOLERANCE, "race": []}
+            keep(result)
         else:
             result = saved
         print(f"{task.name} 3. search over all candidates, with and without the ranking",
@@ -259,7 +307,7 @@ def run(task: Task, saved: dict | None, seeds: tuple[int, ...] = SEEDS) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), action="append",
-                        help="run only this task (repeatable; default both)")
+                        help="run only this task (repeatable; default all)")
     parser.add_argument("--report", action="store_true", help="reprint the last results")
     parser.add_argument("--race", action="store_true",
                         help="rerun step 3 only, on the saved steps 1-2")
@@ -271,10 +319,13 @@ def main() -> None:
         saved = {"image": saved}
     for name in args.task or list(TASKS):
         if not args.report:
-            saved[name] = run(TASKS[name], saved.get(name) if args.race else None,
-                              tuple(args.seeds))
-            OUT.parent.mkdir(parents=True, exist_ok=True)
-            OUT.write_text(json.dumps(saved, indent=1, default=str))
+            def keep(result: dict, name: str = name) -> None:
+                saved[name] = result
+                OUT.parent.mkdir(parents=True, exist_ok=True)
+                OUT.write_text(json.dumps(saved, indent=1, default=str))
+
+            keep(run(TASKS[name], saved.get(name) if args.race else None,
+                     tuple(args.seeds), keep))
         if name in saved:
             report(name, saved[name])
 
