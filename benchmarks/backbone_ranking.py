@@ -1,7 +1,8 @@
 """Does ranking backbones first find the best one sooner? (about 70 minutes on 2 cores)
 
-    .venv/bin/python benchmarks/backbone_ranking.py              # both tasks
+    .venv/bin/python benchmarks/backbone_ranking.py              # every task
     .venv/bin/python benchmarks/backbone_ranking.py --task text  # one task
+    .venv/bin/python benchmarks/backbone_ranking.py --no-race    # steps 1-2 only
     .venv/bin/python benchmarks/backbone_ranking.py --report     # reprint the last tables
     .venv/bin/python benchmarks/backbone_ranking.py --race       # step 3 again, on the saved
                                                                  # steps 1-2
@@ -134,9 +135,7 @@ def digits64() -> tuple[at.data.Dataset, at.data.Dataset]:
 
 
 def photos() -> tuple[at.data.Dataset, at.data.Dataset]:
-    from _photos import photos as crops
-
-    return crops(image_size=64, per_class=20, valid_per_class=40)
+    return at.data.demo("photos", image_size=64, per_class=20, valid_per_class=40)
 
 
 # Three families and two source domains: ImageNet (EfficientNet-Lite, MobileNetV2) and
@@ -296,10 +295,11 @@ def run(task: Task, saved: dict | None, seeds: tuple[int, ...] = SEEDS,
             keep(result)
         else:
             result = saved
-        print(f"{task.name} 3. search over all candidates, with and without the ranking",
-              flush=True)
-        rows = step_race(task, train, valid, folder, result["target"], seeds)
-        result["race"] = [r for r in result.get("race", []) if r["seed"] not in seeds] + rows
+        if seeds:
+            print(f"{task.name} 3. search over all candidates, with and without the ranking",
+                  flush=True)
+            rows = step_race(task, train, valid, folder, result["target"], seeds)
+            result["race"] = [r for r in result.get("race", []) if r["seed"] not in seeds] + rows
     result["seconds"] = round(time.perf_counter() - t0)
     return result
 
@@ -313,6 +313,7 @@ def main() -> None:
                         help="rerun step 3 only, on the saved steps 1-2")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
                         help="the seeds step 3 runs (default 0 1 2)")
+    parser.add_argument("--no-race", action="store_true", help="steps 1-2 only")
     args = parser.parse_args()
     saved = json.loads(OUT.read_text()) if OUT.is_file() else {}
     if "ranking" in saved:  # the first version's file: the image task only
@@ -325,7 +326,7 @@ def main() -> None:
                 OUT.write_text(json.dumps(saved, indent=1, default=str))
 
             keep(run(TASKS[name], saved.get(name) if args.race else None,
-                     tuple(args.seeds), keep))
+                     () if args.no_race else tuple(args.seeds), keep))
         if name in saved:
             report(name, saved[name])
 

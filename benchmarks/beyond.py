@@ -273,30 +273,33 @@ def report_b(result: dict) -> None:
 
 
 # --- part (c): domain shift ----------------------------------------------------------------
-def search_domain_adapted(shift: DomainShift, *, seed: int, n_trials: int,
-                          folder: Path) -> tuple[at.Study, float]:
+def search_domain_adapted(shift: DomainShift, *, seed: int, n_trials: int, folder: Path,
+                          space: dict = IMAGE_SPACE) -> tuple[at.Study, float]:
     """The search with the domain-adaptation fields (the default space searches ``adabn``
     and ``dann`` once ``unlabeled`` is given), and its seconds."""
     return _timed_search(shift.train, folder, "c-with", valid=shift.target_valid,
                          test=shift.target_test, unlabeled=shift.unlabeled,
                          backbones=C_BACKBONES, n_trials=n_trials, seed=seed,
-                         space=at.SearchSpace(**IMAGE_SPACE))
+                         space=at.SearchSpace(**space))
 
 
-def part_c(seeds: tuple[int, ...], trials: int, shifts: tuple[str, ...] = SHIFTS) -> dict:
-    """Clean digits -> inverted / noisy digits, with and without adabn / dann searched."""
+def part_c(seeds: tuple[int, ...], trials: int, shifts: tuple[str, ...] = SHIFTS, *,
+           make: Callable[[str], DomainShift] = digits_shift,
+           space: dict = IMAGE_SPACE) -> dict:
+    """Clean digits -> inverted / noisy digits (or what ``make`` makes of each of
+    ``shifts``), with and without adabn / dann searched."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind in shifts:
-            shift = digits_shift(kind)
+            shift = make(kind)
             for seed in seeds:
                 folder = Path(tmp) / f"c-{kind}-{seed}"
                 arms = {"with": search_domain_adapted(shift, seed=seed, n_trials=trials,
-                                                      folder=folder),
+                                                      folder=folder, space=space),
                         "without": _timed_search(
                             shift.train, folder, "c-without", valid=shift.target_valid,
                             test=shift.target_test, backbones=C_BACKBONES, n_trials=trials,
-                            seed=seed, space=at.SearchSpace(**IMAGE_SPACE))}
+                            seed=seed, space=at.SearchSpace(**space))}
                 for arm, (study, seconds) in arms.items():
                     row = {"shift": kind, "seed": seed, "arm": arm, "n_trials": trials,
                            **_summary(study, seconds), **_domain_split(study),
@@ -354,7 +357,7 @@ def report_c(result: dict) -> None:
               f"{_fmt(r['best_adapted_val'])} ({r['complete_adapted']}) / "
               f"{_fmt(r['best_plain_val'])} ({r['complete_plain']}) | "
               f"{r['mean_trial_s']:.1f} |")
-    for kind in SHIFTS:
+    for kind in dict.fromkeys(r["shift"] for r in result["rows"]):
         for arm in ("without", "with"):
             sub = [r for r in result["rows"] if r["shift"] == kind and r["arm"] == arm]
             if sub:
@@ -375,7 +378,7 @@ def _report_ablation(rows: list[dict]) -> None:
     for r in rows:
         print(f"| {r['shift']} | {r['seed']} | "
               f"{' | '.join(_fmt(r['ablation'].get(k)) for k in ABLATION)} |")
-    for kind in SHIFTS:
+    for kind in dict.fromkeys(r["shift"] for r in rows):
         sub = [r["ablation"] for r in rows if r["shift"] == kind]
         if sub:
             means = [_fmt(sum(a[k] for a in sub) / len(sub)) for k in ABLATION]

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 
 import autotransfer as at
 from autotransfer.data import pipeline
+from autotransfer.data._demos import PICTURES
 from autotransfer.training import features
 
 CLASSES = ("cat", "dog")
@@ -514,6 +515,38 @@ def test_digits_demo():
     assert np.bincount(train.labels).tolist() == [20] * 10
     with pytest.raises(at.UnknownNameError, match="demo data set 'mnist'"):
         at.data.demo("mnist")
+
+
+def test_photos_demo_is_seeded_and_stratified():
+    train, valid, test = at.data.demo("photos", image_size=16, per_class=2,
+                                      valid_per_class=3, test_per_class=1)
+    assert (len(train), len(valid), len(test)) == (20, 30, 10)
+    assert train.inputs.shape == (20, 3, 16, 16) and sorted(set(train.labels)) == sorted(PICTURES)
+    assert pd.Series(valid.labels).value_counts().tolist() == [3] * 10
+    again = at.data.demo("photos", image_size=16, per_class=2, valid_per_class=3,
+                         test_per_class=1)[0]
+    other = at.data.demo("photos", image_size=16, per_class=2, seed=1)[0]
+    assert torch.equal(train.inputs, again.inputs) and not torch.equal(train.inputs,
+                                                                        other.inputs)
+
+
+def test_photo_crops_never_mix_training_and_evaluation_tiles():
+    """Tiles coloured by their role: a crop's pixels all come from tiles of its own role."""
+    from autotransfer.data._demos import GRID, crops
+
+    side = 40
+    role = {"white": 0, "black-even": 100, "black-odd": 200}
+    image = np.zeros((GRID * side, GRID * side + 7, 3), np.uint8)  # not square: tiles too
+    for r in range(GRID):
+        for c in range(GRID):
+            kind = "white" if (r + c) % 2 == 0 else ("black-even", "black-odd")[r % 2]
+            image[r * side:(r + 1) * side, c * (side + 1):(c + 1) * (side + 1)] = role[kind]
+    rng = np.random.default_rng(0)
+    for kind, value in role.items():
+        cut = np.stack(crops(image, kind, 24, 8, rng))
+        assert (cut == value).all(), kind
+    black = np.stack(crops(image, "black", 24, 8, rng))
+    assert set(np.unique(black)) == {100, 200}  # both halves of the black tiles
 
 
 # --- the pipeline end to end ---

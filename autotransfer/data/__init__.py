@@ -11,8 +11,6 @@ Example:
 """
 
 from ._adapters import (
-    DEMOS,
-    demo,
     from_arrays,
     from_csv,
     from_folder,
@@ -23,6 +21,7 @@ from ._adapters import (
     to_uint8_images,
 )
 from ._dataset import Dataset
+from ._demos import DEMOS, demo
 from ._sources import IMAGE_SUFFIXES, Source
 
 __all__ = [

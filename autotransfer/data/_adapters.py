@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError, UnknownNameError
+from ..errors import DataError
 from ._csv import read_csv
 from ._dataset import Dataset
 from ._inputs import unique_columns
@@ -340,51 +340,3 @@ def _named(labels: Any, classes: Any, given: bool) -> Any:
         raise DataError(f"{what} names {len(classes)} classes, so labels must be class ids "
                         f"0..{len(classes) - 1}, but got label {bad!r}.")
     return [classes[int(v)] for v in ids]
-
-
-DEMOS = ("digits",)
-
-
-def demo(name: str = "digits", *, image_size: int = 32, per_class: int = 20,
-         valid_per_class: int | None = None, test_per_class: int | None = None,
-         seed: int = 0) -> tuple[Dataset, ...]:
-    """A built-in real data set that works offline, as (train, valid) or, with
-    ``test_per_class``, (train, valid, test): disjoint, seeded, stratified.
-
-    ``digits``: scikit-learn's 1,797 handwritten 8x8 digits, upsampled to ``image_size``
-    and made RGB; ``per_class`` labelled examples per class for training, then
-    ``test_per_class`` held out for the test set, and the rest (or ``valid_per_class``
-    per class) for validation.
-    """
-    from ..checks import integer
-
-    if name not in DEMOS:
-        raise UnknownNameError("demo data set", name, DEMOS)
-    image_size = integer("image_size", image_size, low=8, high=1024)
-    per_class = integer("per_class", per_class, low=1)
-    if valid_per_class is not None:
-        valid_per_class = integer("valid_per_class", valid_per_class, low=1)
-    n_test = 0 if test_per_class is None else integer("test_per_class", test_per_class, low=1)
-    seed = integer("seed", seed, low=0)
-    import torch.nn.functional as F
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.from_numpy(d.images * (255.0 / 16.0)).float()[:, None]
-    x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True)
-    x = x.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
-    y = d.target
-    rng = np.random.default_rng(seed)
-    train_idx, valid_idx, test_idx = [], [], []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        if per_class + n_test >= len(idx):
-            raise DataError(f"per_class={per_class} and test_per_class={n_test} leave no "
-                            f"validation data: class {c} has {len(idx)} examples.")
-        train_idx += idx[:per_class].tolist()
-        test_idx += idx[per_class:per_class + n_test].tolist()
-        rest = idx[per_class + n_test:]
-        valid_idx += (rest if valid_per_class is None else rest[:valid_per_class]).tolist()
-    full = Dataset(TensorImages(x), y)
-    splits = [full.subset(sorted(train_idx)), full.subset(sorted(valid_idx))]
-    return (*splits, full.subset(sorted(test_idx))) if n_test else tuple(splits)

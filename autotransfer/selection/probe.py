@@ -14,6 +14,7 @@ accuracy; features that are constant, or whose probe is not above chance, are
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,7 @@ class Probe:
 def probe(features: np.ndarray, targets: np.ndarray, *, regression: bool = False,
           seed: int = 0) -> Probe:
     """Cross-validated held-out score of a linear model on ``features`` (N, D)."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 
     f = np.asarray(features, dtype=np.float64)
@@ -55,7 +57,11 @@ def probe(features: np.ndarray, targets: np.ndarray, *, regression: bool = False
         return _scored(np.zeros_like(y, dtype=float) if regression else
                        np.full_like(y, np.bincount(y).argmax()), y, regression, True)
     try:
-        predicted = cross_val_predict(_model(regression, seed), f, y, cv=folds)
+        with warnings.catch_warnings():
+            # a capped fit is still a fair, cheap score (every candidate gets the same cap);
+            # sklearn's advice to scale is already followed (StandardScaler)
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            predicted = cross_val_predict(_model(regression, seed), f, y, cv=folds)
     except ValueError as exc:  # e.g. a training fold left with one class
         raise DataError(f"the linear probe cannot be cross-validated on {len(y)} examples "
                         f"({exc}); give more labelled examples per class.") from exc
