@@ -1,4 +1,4 @@
-"""Does ranking backbones first find the best one sooner? (about 70 minutes on 2 cores)
+"""Does ranking backbones first find the best one sooner? (about an hour a task, 2 cores)
 
     .venv/bin/python benchmarks/backbone_ranking.py              # every task
     .venv/bin/python benchmarks/backbone_ranking.py --task text  # one task
@@ -7,8 +7,17 @@
     .venv/bin/python benchmarks/backbone_ranking.py --race       # step 3 again, on the saved
                                                                  # steps 1-2
 
-Two tasks, each with ImageNet- or text-pretrained candidates and decoys of the same
-families with random weights ("pretrained" on nothing):
+Four tasks. ``photos`` and ``digits64`` (64 px, 20 training and 40 validation images per
+class) have seven real candidates of three families and two source domains, from the zoo
+plugin (``autotransfer[zoo]``, ``photos`` also needs ``autotransfer[photos]``): the
+EfficientNet-Lite0/1/2 and MobileNetV2 (ImageNet), ccexam's MNIST, USPS and SVHN CNNs
+(digits); a randomly initialised Lite0 is ranked beside them (step 1 only).
+
+- ``photos``: ``at.data.demo("photos")``, which of ten scikit-image pictures a crop is from.
+- ``digits64``: scikit-learn's digits at 64 px.
+
+The first two tasks, ranked by LogME until 2026-12-05, have ImageNet- or text-pretrained
+candidates and decoys of the same families with random weights ("pretrained" on nothing):
 
 - ``image``: digits at 32 px (20 labels per class, 400 validation images); EfficientNet-
   Lite0/1/2 and timm's resnet18 and mobilenetv3_small_100 as decoys.
