@@ -1,14 +1,18 @@
 """Samplers for short budgets: TPE against Optuna's GPSampler (``sampler="gp"``, TPE for
-the conditional fields) at 20 trials, on the quickstart's task.
+the conditional fields) at 20 trials, on the quickstart's task or the photo crops.
 
     .venv/bin/python benchmarks/samplers.py [--seeds 0 1 2] [--trials 20] [--quickstart]
+    .venv/bin/python benchmarks/samplers.py --task photos [--seeds 0]
 
 For each seed and sampler: the quickstart's search (studies/quickstart.toml: three
 EfficientNet-Lites, 200 digits at 32 px, 400 validation and 400 test digits), by default
 with no reference trials and no warm start so that every trial is the sampler's
 (``--quickstart``: as the study file has it, 9 reference trials and 3 warm-start points
-first). Prints the best validation accuracy, the best trial's test accuracy, the trial
-at which the best was first reached and the seconds taken; docs/benchmarks.md
+first). ``--task photos``: ``at.data.demo("photos")`` at 64 px (20 training, 40
+validation and 40 test crops per class) over ``backbone_ranking.ZOO``'s seven candidates,
+8 epochs a trial, no reference trials or warm start (needs ``autotransfer[zoo,photos]``).
+Prints the best validation accuracy, the best trial's test accuracy, the trial at which
+the best was first reached and the seconds taken; docs/benchmarks.md
 ("Samplers") holds the figures.
 """
 
@@ -29,8 +33,19 @@ from autotransfer.config import load_study_file  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(seed: int, sampler: str, trials: int, quickstart: bool, folder: Path) -> dict:
-    kwargs, train, valid = load_study_file(ROOT / "studies" / "quickstart.toml")
+def photos() -> tuple[dict, at.data.Dataset, at.data.Dataset]:
+    from backbone_ranking import ZOO
+
+    train, valid, test = at.data.demo("photos", image_size=64, per_class=20,
+                                      valid_per_class=40, test_per_class=40)
+    return {"test": test, "backbones": ZOO,
+            "space": at.SearchSpace(epochs=8, image_size=64)}, train, valid
+
+
+def run(seed: int, sampler: str, trials: int, quickstart: bool, folder: Path,
+        task: str = "quickstart") -> dict:
+    kwargs, train, valid = photos() if task == "photos" else load_study_file(
+        ROOT / "studies" / "quickstart.toml")
     test = kwargs.pop("test")
     plain = {} if quickstart else {"baselines": False, "warm_start": False}
     started = time.perf_counter()
@@ -53,12 +68,13 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--quickstart", action="store_true",
                    help="keep the study file's reference trials and warm start")
+    p.add_argument("--task", choices=["quickstart", "photos"], default="quickstart")
     args = p.parse_args()
     results: dict[str, list[dict]] = {"tpe": [], "gp": []}
     for seed in args.seeds:
         for sampler in results:
             with tempfile.TemporaryDirectory() as folder:
-                r = run(seed, sampler, args.trials, args.quickstart, Path(folder))
+                r = run(seed, sampler, args.trials, args.quickstart, Path(folder), args.task)
             results[sampler].append(r)
             print(f"seed {seed}  {sampler:4s} best valid {r['valid']:.4f}  its test "
                   f"{r['test']:.4f}  first reached at trial {r['first_best_trial']:2d}  "
