@@ -27,18 +27,19 @@ GRID = 4
 PHOTOS_INSTALL = "pip install 'autotransfer[photos]'"
 
 
-def demo(name: str = "digits", *, image_size: int = 32, per_class: int = 20,
+def demo(name: str = "digits", *, image_size: int | None = None, per_class: int = 20,
          valid_per_class: int | None = None, test_per_class: int | None = None,
          seed: int = 0) -> tuple[Dataset, ...]:
     """A built-in real data set that works offline, as (train, valid) or, with
     ``test_per_class``, (train, valid, test): disjoint, seeded, stratified.
 
     ``digits``: scikit-learn's 1,797 handwritten 8x8 digits, upsampled to ``image_size``
-    and made RGB; ``per_class`` labelled examples per class for training, then
+    (default 32) and made RGB; ``per_class`` labelled examples per class for training, then
     ``test_per_class`` held out for the test set, and the rest (or ``valid_per_class``
     per class) for validation.
 
-    ``photos``: 10 classes, one per scikit-image picture; ``per_class`` crops of each for
+    ``photos``: 10 classes, one per scikit-image picture, crops resized to ``image_size``
+    (default 64); ``per_class`` crops of each for
     training (its white tiles), ``valid_per_class`` (default 40) for validation (its black
     tiles; with ``test_per_class``, the black tiles of even rows, and the test crops those
     of odd rows). Needs scikit-image: ``pip install 'autotransfer[photos]'``.
@@ -50,7 +51,8 @@ def demo(name: str = "digits", *, image_size: int = 32, per_class: int = 20,
 
     if name not in DEMOS:
         raise UnknownNameError("demo data set", name, DEMOS)
-    image_size = integer("image_size", image_size, low=8, high=1024)
+    image_size = integer("image_size", {"digits": 32, "photos": 64}[name]
+                         if image_size is None else image_size, low=8, high=1024)
     per_class = integer("per_class", per_class, low=1)
     if valid_per_class is not None:
         valid_per_class = integer("valid_per_class", valid_per_class, low=1)
