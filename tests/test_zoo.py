@@ -227,3 +227,16 @@ def test_a_frozen_mnist_body_beats_the_scratch_baseline_on_ten_digits_a_class(tm
     photos = [Image.fromarray(x[i, 0].numpy()).convert("RGB") for i in valid_idx]
     predicted = np.asarray(loaded.predict(photos))
     assert (predicted == y[valid_idx]).mean() == pytest.approx(accuracy[True], abs=1e-6)
+
+
+def test_the_photos_study_file_names_the_zoo_and_its_data():
+    """studies/photos.toml, the README's example of a search over the zoo, loads: its
+    seven backbones are registered and its crops are split as the file says."""
+    from autotransfer.config import load_study_file
+
+    root = Path(__file__).resolve().parents[1]
+    kwargs, train, valid = load_study_file(root / "studies" / "photos.toml")
+    names = plugins.resolve_backbones(kwargs["backbones"], "image")
+    assert sorted(names) == sorted(kwargs["backbones"]) and len(names) == 7
+    assert (len(train), len(valid), len(kwargs["test"])) == (200, 400, 400)
+    assert train.inputs.shape[-2:] == (64, 64)
