@@ -109,7 +109,7 @@ def _run(backend: Backend, job: SearchJob, ctx: TrialContext, warm_start: bool |
     with trackers.Trackers(callbacks, optuna.load_study(study_name=job.study_name,
                                                         storage=job.storage.open()), job.run):
         backend.run(job, ctx.train, ctx.valid)
-    close_run(study, job.run)
+    close_run(study, job.run, job.timeout)
     prior.record(study, ctx)
     return Study(study, job.storage, Path(job.workdir))
 

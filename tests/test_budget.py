@@ -12,6 +12,7 @@ import pytest
 from autotransfer_plugins.heads import ClassificationHead
 
 import autotransfer as at
+from autotransfer import plugins
 from autotransfer.strategy.baselines import planned, split
 from autotransfer.testing import toy_images
 
@@ -39,7 +40,8 @@ def clock(monkeypatch):
     c = Clock()
     for module in ("autotransfer.search", "autotransfer.backends._job",
                    "autotransfer.training.loop", "autotransfer.study.results",
-                   "autotransfer.backends._progress"):
+                   "autotransfer.backends._progress", "autotransfer.study.opening",
+                   "autotransfer.selection.ranking"):
         monkeypatch.setattr(sys.modules[module], "time", c)
     return c
 
@@ -116,6 +118,52 @@ def test_a_search_cuts_the_trial_running_at_the_deadline(clock, tmp_path):
     t = ran[-1]
     assert t.state.name == "COMPLETE" and t.user_attrs["epochs_run"] == 2
     assert t.user_attrs["cut"].startswith("cut by the time budget during epoch 3 of 3")
+
+
+RANK_S = 30.0  # fake seconds ranking one backbone takes (a slow forward pass)
+
+
+@pytest.fixture
+def slow_ranking(clock, monkeypatch):
+    from autotransfer.selection import ranking
+
+    score = ranking._score
+
+    def slow(*args, **kwargs):
+        clock.now += RANK_S
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(ranking, "_score", slow)
+    return clock
+
+
+def test_the_ranking_takes_at_most_a_quarter_of_the_budget(slow_ranking, tmp_path):
+    """200 s: the ranking begins backbones until 50 s (two of three, 30 s each), and the
+    trials get the rest; the unranked backbone still races, after the ranked ones."""
+    at.register_plugin(ClockPlugin(slow_ranking), name="clock")
+    plugins.current().add_backbone(at.TimmBackbone("tiny_cnn_b", timm_name="test_efficientnet",
+                                                   image_size=32))
+    start = slow_ranking.now
+    study = at.search(toy_images(90, classes=3, size=16), task="clocked",
+                      backbones=["tiny_cnn", "tiny_resnet", "tiny_cnn_b"], timeout=200,
+                      space=SPACE,
+                      patience=None, pruner="none", storage=tmp_path / "s.db",
+                      name="ranked", progress=False, baselines=False)
+    ranked = study.ranking()
+    assert ranked["score"].notna().sum() == 2, ranked  # begun at 0 s and 30 s; not at 60 s
+    assert (ranked["reason"] == "not ranked: the time budget ended first").sum() == 1
+    done = study.leaderboard()
+    assert (done["state"] == "complete").sum() >= 4  # 140 s of 30 s trials
+    assert slow_ranking.now - start <= 200
+
+
+def test_a_budget_that_ends_before_any_trial_says_so(slow_ranking, tmp_path):
+    at.register_plugin(ClockPlugin(slow_ranking), name="clock")
+    with pytest.raises(at.SearchFailed, match=r"No trial finished within the time budget "
+                                              r"\(timeout=20 s\).*rerun with a larger timeout"):
+        at.search(toy_images(90, classes=3, size=16), task="clocked",
+                  backbones=["tiny_cnn", "tiny_resnet"], timeout=20, space=SPACE,
+                  storage=tmp_path / "s.db", name="short", progress=False)
 
 
 @pytest.mark.parametrize("n_trials,backbones,said", [

@@ -204,12 +204,19 @@ def failing(study: optuna.Study, run: str) -> bool:
     return len(ended) >= FAIL_FAST and all(t.state == TrialState.FAIL for t in ended)
 
 
-def close_run(study: optuna.Study, run: str) -> None:
+def close_run(study: optuna.Study, run: str, timeout: float | None = None) -> None:
     """After a run: if every trial it finished failed, take them out of ``n_trials`` and
-    raise with their reason, so the corrected rerun under the same name runs its trials."""
+    raise with their reason, so the corrected rerun under the same name runs its trials.
+    Raise too when the time budget (``timeout``) ended before the study had any result."""
     from ..errors import SearchFailed
 
     ended = _ended(study, run)
+    if not ended and timeout is not None and not study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise SearchFailed(
+            f"No trial finished within the time budget (timeout={timeout:g} s), so the "
+            f"study has no result yet. It is stored: rerun with a larger timeout, and the "
+            f"same name and storage, to go on from where it stopped.")
     if not ended or any(t.state != TrialState.FAIL for t in ended):
         return
     st.exclude(study, [t.number for t in ended])

@@ -4,6 +4,7 @@ warm start enqueued, all under the study's lock, however many processes start it
 
 from __future__ import annotations
 
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -24,6 +25,17 @@ from ..training.cache import FeatureCache
 from . import identity, prior
 
 logger = get_logger(__name__)
+RANK_SHARE = 0.25  # of what is left of a time budget: the most the ranking may begin in
+
+
+def ranking_ends(deadline: float | None) -> float | None:
+    """When the ranking stops beginning backbones: a quarter of the time left, so that a
+    slow forward pass (a loaded machine, large backbones) leaves the trials most of the
+    budget; the backbones not begun by then race after the ranked ones."""
+    if deadline is None:
+        return None
+    now = time.time()
+    return now + RANK_SHARE * max(0.0, deadline - now)
 
 
 def open_search(job: SearchJob, ctx: TrialContext, warm_start: bool | str | Path,
@@ -58,9 +70,9 @@ def open_search(job: SearchJob, ctx: TrialContext, warm_start: bool | str | Path
 def _ranking(study: optuna.Study, ctx: TrialContext) -> dict[str, dict]:
     """The backbones' ranking (``rank_backbones``), computed once per study and recorded
     in it."""
-    attrs = st.study_attrs(study)
-    if st.RANKING in attrs:
-        return attrs[st.RANKING]
+    stored = st.study_attrs(study).get(st.RANKING)
+    if stored is not None and not any(r.get("reason") == NOT_RANKED for r in stored.values()):
+        return stored  # complete: a ranking the time budget cut is done again on resume
     job = ctx.job
     if job.progress:
         logger.info(f"ranking {len(job.backbones)} backbones by a linear probe on frozen "
@@ -68,13 +80,12 @@ def _ranking(study: optuna.Study, ctx: TrialContext) -> dict[str, dict]:
     df = rank_backbones(ctx.train, backbones=job.backbones, task=job.task,
                         image_size=job.space.base_strategy(job.backbones[0]).image_size,
                         cache=ctx.cache if isinstance(ctx.cache, FeatureCache) else None,
-                        seed=job.seed, errors="skip", until=job.deadline)
+                        seed=job.seed, errors="skip", until=ranking_ends(job.deadline))
     for row in df[df["reason"] != ""].to_dict("records"):
         logger.warning(f"could not rank {row['backbone']!r} ({row['reason']}); its trials run "
                        f"as usual")
     ranking = as_records(df)
-    if not (df["reason"] == NOT_RANKED).any():  # a cut ranking is done again on resume
-        st.set_study_attr(study, st.RANKING, ranking)
+    st.set_study_attr(study, st.RANKING, ranking)
     return ranking
 
 
