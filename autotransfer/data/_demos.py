@@ -34,15 +34,15 @@ def demo(name: str = "digits", *, image_size: int | None = None, per_class: int 
     ``test_per_class``, (train, valid, test): disjoint, seeded, stratified.
 
     ``digits``: scikit-learn's 1,797 handwritten 8x8 digits, upsampled to ``image_size``
-    (default 32) and made RGB; ``per_class`` labelled examples per class for training, then
-    ``test_per_class`` held out for the test set, and the rest (or ``valid_per_class``
-    per class) for validation.
+    (default 32) and made RGB; ``per_class`` labelled examples per class for training,
+    then ``test_per_class`` held out for the test set, and the rest (or
+    ``valid_per_class`` per class) for validation.
 
     ``photos``: 10 classes, one per scikit-image picture, crops resized to ``image_size``
-    (default 64); ``per_class`` crops of each for
-    training (its white tiles), ``valid_per_class`` (default 40) for validation (its black
-    tiles; with ``test_per_class``, the black tiles of even rows, and the test crops those
-    of odd rows). Needs scikit-image: ``pip install 'autotransfer[photos]'``.
+    (default 64); ``per_class`` crops of each for training (from its white tiles),
+    ``valid_per_class`` (default 40) for validation (its black tiles; with
+    ``test_per_class``, the black tiles of even rows, and the test crops those of odd
+    rows). Needs scikit-image: ``pip install 'autotransfer[photos]'``.
 
     Example:
         >>> train, valid = at.data.demo("photos", image_size=64)  # doctest: +SKIP
