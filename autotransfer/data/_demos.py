@@ -66,13 +66,11 @@ def demo(name: str = "digits", *, image_size: int | None = None, per_class: int 
 
 def digits(image_size: int, per_class: int, valid_per_class: int | None, n_test: int,
            seed: int) -> tuple[Dataset, ...]:
-    import torch.nn.functional as F
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = torch.from_numpy(d.images * (255.0 / 16.0)).float()[:, None]
-    x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True)
-    x = x.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    x = resized(torch.from_numpy(d.images * (255.0 / 16.0))[:, None], image_size)
+    x = x.expand(-1, 3, -1, -1).contiguous()
     y = d.target
     rng = np.random.default_rng(seed)
     train_idx, valid_idx, test_idx = [], [], []
@@ -122,8 +120,6 @@ def crops(image: np.ndarray, tiles: str, n: int, size: int,
           rng: np.random.Generator) -> list[np.ndarray]:
     """``n`` random square crops (uint8, (size, size, 3)) from ``image``'s ``tiles``
     ("white", "black", "black-even" or "black-odd" rows), taken from the tiles in turn."""
-    import torch.nn.functional as F
-
     h, w = image.shape[0] // GRID, image.shape[1] // GRID
     colour, _, rows = tiles.partition("-")
     cells = [(r, c) for r in range(GRID) for c in range(GRID)
@@ -135,7 +131,14 @@ def crops(image: np.ndarray, tiles: str, n: int, size: int,
         top = r * h + int(rng.integers(0, h - side + 1))
         left = c * w + int(rng.integers(0, w - side + 1))
         crop = torch.from_numpy(image[top:top + side, left:left + side]).permute(2, 0, 1)
-        crop = F.interpolate(crop[None].float(), size=(size, size), mode="bilinear",
-                             antialias=True)
-        out.append(crop[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
+        out.append(resized(crop[None], size)[0].permute(1, 2, 0).numpy())
     return out
+
+
+def resized(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Images ``(N, C, H, W)`` on the 0-255 scale, resized to ``size`` (bilinear,
+    antialiased) and rounded to uint8."""
+    import torch.nn.functional as F
+
+    x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True)
+    return x.round().clamp(0, 255).to(torch.uint8)
