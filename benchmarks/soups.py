@@ -1,9 +1,13 @@
-"""Model soups and ensembles against the best single trial, on the quickstart's task.
+"""Model soups and ensembles against the best single trial, on the quickstart's task or the
+photo crops.
 
     .venv/bin/python benchmarks/soups.py [--seeds 0 1] [--keep 8]
+    .venv/bin/python benchmarks/soups.py --task photos [--seeds 0 1] [--trials 20]
 
 For each seed: the quickstart's search (studies/quickstart.toml: three EfficientNet-Lites,
-20 trials, 200 digits at 32 px) keeping ``--keep`` checkpoints, then a uniform soup of
+20 trials, 200 digits at 32 px), or with ``--task photos`` the search of ``samplers.py
+--task photos`` (the zoo's seven candidates on the photo crops at 64 px, ``--trials``
+trials, no reference trials or warm start), keeping ``--keep`` checkpoints, then a uniform soup of
 the kept trials of the best trial's backbone and a greedy soup chosen on the validation
 set, then the same two ensembles (predictions averaged, any backbone). Prints each
 model's validation score (a greedy one's is the walk's, chosen on that set) and test
@@ -27,8 +31,17 @@ from autotransfer.errors import ConfigError  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(seed: int, keep: int, folder: Path) -> None:
-    kwargs, train, valid = load_study_file(ROOT / "studies" / "quickstart.toml")
+def task(name: str, trials: int) -> tuple[dict, at.data.Dataset, at.data.Dataset]:
+    if name == "quickstart":
+        return load_study_file(ROOT / "studies" / "quickstart.toml")
+    from samplers import photos
+
+    kwargs, train, valid = photos()
+    return {**kwargs, "n_trials": trials, "baselines": False, "warm_start": False}, train, valid
+
+
+def run(seed: int, keep: int, folder: Path, name: str = "quickstart", trials: int = 20) -> None:
+    kwargs, train, valid = task(name, trials)
     test = kwargs.pop("test")
     study = at.search(train, valid=valid, **{**kwargs, "seed": seed, "keep_checkpoints": keep,
                                              "storage": folder / "soups.db"}, progress=False)
@@ -60,10 +73,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--keep", type=int, default=8)
+    p.add_argument("--task", choices=["quickstart", "photos"], default="quickstart")
+    p.add_argument("--trials", type=int, default=20, help="with --task photos")
     args = p.parse_args()
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as folder:
-            run(seed, args.keep, Path(folder))
+            run(seed, args.keep, Path(folder), args.task, args.trials)
 
 
 if __name__ == "__main__":
