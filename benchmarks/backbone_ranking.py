@@ -6,6 +6,7 @@
     .venv/bin/python benchmarks/backbone_ranking.py --report     # reprint the last tables
     .venv/bin/python benchmarks/backbone_ranking.py --race       # step 3 again, on the saved
                                                                  # steps 1-2
+    .venv/bin/python benchmarks/backbone_ranking.py --task photos --race --variants ranked_cut1
 
 Four tasks. ``photos`` and ``digits64`` (64 px, 20 training and 40 validation images per
 class) have seven real candidates of three families and two source domains, from the zoo
@@ -37,6 +38,9 @@ For each it prints:
    (``rank=False``). Both searches get the candidates in the same seeded random order, as
    a user would list them without knowing which transfer (the order decides which two
    backbones the warm-start portfolio covers when there is no ranking).
+   ``--variants ranked_cut1`` adds a third search: ranked, with every trial judged once,
+   after its first epoch, the worse half stopped (the default pruner judges at the first
+   epoch after the learning-rate warm-up, then at each doubling).
 """
 
 from __future__ import annotations
@@ -195,24 +199,51 @@ def listed(task: Task, seed: int) -> list[Any]:
     return random.Random(seed).sample(task.candidates(), k=len(task.candidates()))
 
 
+def one_epoch_cut():
+    """The rule the issue proposed: judge every trial once, after its first epoch, and keep
+    the better half (the default judges at the first epoch after the warm-up)."""
+    import optuna
+
+    from autotransfer.backends._policy import EarlyRungs
+
+    return EarlyRungs(optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=1, reduction_factor=2, min_early_stopping_rate=0), last=1)
+
+
+# step 3's searches: keyword arguments of at.search beside the candidates and the budget
+VARIANTS: dict[str, Callable[[], dict[str, Any]]] = {
+    "ranked": lambda: {"rank": True},
+    "uniform": lambda: {"rank": False},
+    "ranked_cut1": lambda: {"rank": True, "pruner": one_epoch_cut()},
+}
+
+
+def variant(row: dict) -> str:
+    return row.get("variant", "ranked" if row["rank"] else "uniform")  # older rows: rank
+
+
 def step_race(task: Task, train, valid, folder: Path, target: float,
-              seeds: tuple[int, ...] = SEEDS) -> list[dict]:
+              seeds: tuple[int, ...] = SEEDS,
+              variants: tuple[str, ...] = ("ranked", "uniform")) -> list[dict]:
     rows = []
     for seed in seeds:
         order = listed(task, seed)
         print(f"  seed {seed}: candidates listed as "
               f"{[c if isinstance(c, str) else c.name for c in order]}", flush=True)
-        for rank in (True, False):
+        for name in variants:
             t0 = datetime.datetime.now()
             study = at.search(train, valid=valid, backbones=order, timeout=task.budget_s,
-                              storage=folder / f"race-{seed}-{rank}.db", name="race",
-                              seed=seed, rank=rank, progress=False,
-                              space=at.SearchSpace(**task.space))
+                              storage=folder / f"race-{seed}-{name}.db", name="race",
+                              seed=seed, progress=False, space=at.SearchSpace(**task.space),
+                              **VARIANTS[name]())
             reached, best = _time_to(study, target, t0)
             per = study.leaderboard().groupby("backbone")["trial"].count().to_dict()
-            rows.append({"seed": seed, "rank": rank, "seconds_to_target": reached,
-                         "best": best, "trials": int(sum(per.values())), "per_backbone": per})
-            print(f"  seed {seed} rank={rank}: target {target:.4f} {_show(reached)}, "
+            first = min(t.datetime_start for t in study.trials() if t.datetime_start)
+            rows.append({"seed": seed, "variant": name, "rank": VARIANTS[name]()["rank"],
+                         "seconds_to_target": reached, "best": best,
+                         "seconds_before_first_trial": (first - t0).total_seconds(),
+                         "trials": int(sum(per.values())), "per_backbone": per})
+            print(f"  seed {seed} {name}: target {target:.4f} {_show(reached)}, "
                   f"best {best:.4f}, trials {per}", flush=True)
     return rows
 
@@ -269,25 +300,29 @@ def report(task: str, result: dict) -> None:
             print(f"\nKendall tau ({column} vs best accuracy alone, {len(rows)} candidates): "
                   f"{tau:.2f} (bootstrap 95%: {low:.2f} to {high:.2f})")
     print(f"\ntarget: {result['target']:.4f} (best alone - {TOLERANCE})\n")
-    print("| seed | with ranking: s to target | uniform: s to target | best (rank / uniform) "
-          "| trials (rank / uniform) |")
-    print("|---|---|---|---|---|")
-    by = {(r["seed"], r["rank"]): r for r in result["race"]}
-    ratios = []
-    for seed in sorted({seed for seed, _ in by if (seed, True) in by and (seed, False) in by}):
-        a, b = by[(seed, True)], by[(seed, False)]
-        ta, tb = a["seconds_to_target"], b["seconds_to_target"]
-        if ta is not None and tb is not None:
-            ratios.append(ta / tb)
-        print(f"| {seed} | {_show(ta)} | {_show(tb)} | {a['best']:.4f} / {b['best']:.4f} | "
-              f"{a['trials']} / {b['trials']} |")
-    if ratios:
-        print(f"\nratio (ranking / uniform) where both reached it: "
-              f"{', '.join(f'{r:.2f}' for r in ratios)}")
+    by = {(r["seed"], variant(r)): r for r in result["race"]}
+    names = [n for n in VARIANTS if any(v == n for _, v in by)]
+    print("| seed | " + " | ".join(f"{n}: s to target (best, trials)" for n in names) + " |")
+    print("|---|" + "---|" * len(names))
+    for seed in sorted({seed for seed, _ in by}):
+        cells = [by.get((seed, n)) for n in names]
+        print(f"| {seed} | " + " | ".join(
+            "-" if r is None else
+            f"{_show(r['seconds_to_target'])} ({r['best']:.4f}, {r['trials']})" for r in cells)
+            + " |")
+    for name in names[1:]:
+        ratios = [by[(s, "ranked")]["seconds_to_target"] / by[(s, name)]["seconds_to_target"]
+                  for s, n in by if n == name and (s, "ranked") in by
+                  and by[(s, name)]["seconds_to_target"]
+                  and by[(s, "ranked")]["seconds_to_target"]]
+        if ratios and "ranked" in names:
+            print(f"\nratio (ranked / {name}) where both reached it: "
+                  f"{', '.join(f'{r:.2f}' for r in ratios)}")
 
 
 def run(task: Task, saved: dict | None, seeds: tuple[int, ...] = SEEDS,
-        keep: Callable[[dict], None] = lambda result: None) -> dict:
+        keep: Callable[[dict], None] = lambda result: None,
+        variants: tuple[str, ...] = ("ranked", "uniform")) -> dict:
     """Steps 1-3 for one task; with ``saved`` (``--race``), step 3 only, for ``seeds``
     (the saved rows of other seeds are kept). ``keep`` saves the result after step 2."""
     train, valid = task.data()
@@ -307,8 +342,10 @@ def run(task: Task, saved: dict | None, seeds: tuple[int, ...] = SEEDS,
         if seeds:
             print(f"{task.name} 3. search over all candidates, with and without the ranking",
                   flush=True)
-            rows = step_race(task, train, valid, folder, result["target"], seeds)
-            result["race"] = [r for r in result.get("race", []) if r["seed"] not in seeds] + rows
+            rows = step_race(task, train, valid, folder, result["target"], seeds, variants)
+            redone = {(r["seed"], variant(r)) for r in rows}
+            result["race"] = [r for r in result.get("race", [])
+                              if (r["seed"], variant(r)) not in redone] + rows
     result["seconds"] = round(time.perf_counter() - t0)
     return result
 
@@ -323,6 +360,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
                         help="the seeds step 3 runs (default 0 1 2)")
     parser.add_argument("--no-race", action="store_true", help="steps 1-2 only")
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS),
+                        default=["ranked", "uniform"],
+                        help="step 3's searches (default: ranked uniform)")
     args = parser.parse_args()
     saved = json.loads(OUT.read_text()) if OUT.is_file() else {}
     if "ranking" in saved:  # the first version's file: the image task only
@@ -335,7 +375,7 @@ def main() -> None:
                 OUT.write_text(json.dumps(saved, indent=1, default=str))
 
             keep(run(TASKS[name], saved.get(name) if args.race else None,
-                     () if args.no_race else tuple(args.seeds), keep))
+                     () if args.no_race else tuple(args.seeds), keep, tuple(args.variants)))
         if name in saved:
             report(name, saved[name])
 
