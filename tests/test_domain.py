@@ -319,3 +319,17 @@ def test_a_study_file_takes_a_folder_of_unlabeled_target_images(tmp_path):
     assert all("adabn" in t.params and "dann" in t.params for t in done.trials())
     study.write_text(study.read_text().replace("photos/target", "photos/missing"))
     assert main(["run", str(study)]) == 2
+
+
+def test_the_warm_start_does_not_adapt_so_the_search_compares_adapting_with_not(tmp_path):
+    # Sampled at random, one trial in ten would be unadapted; the portfolio's are.
+    study = at.search(toy_images(60, classes=3, size=32), backbones="tiny_cnn", n_trials=12,
+                      valid=toy_images(24, classes=3, size=32, seed=1), unlabeled=_target(),
+                      storage=tmp_path / "s.db", space=at.SearchSpace(epochs=1),
+                      progress=False, rank=False, baselines=False, pruner="none")
+    board = study.leaderboard().set_index("trial").sort_index()
+    portfolio = board.loc[[0, 1, 2]]
+    assert portfolio["frozen_groups"].tolist() == [5, 3, 2]  # of tiny_cnn's 6 groups
+    assert not portfolio["adabn"].any() and (portfolio["dann"] == 0).all()
+    sampled = board.loc[3:]
+    assert (sampled["adabn"] | (sampled["dann"] > 0)).any()  # the sampler still adapts

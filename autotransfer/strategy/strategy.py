@@ -147,13 +147,13 @@ class Strategy:
                           search=Categorical((4, 8, 16, 32)), off=8, when=fields.lora,
                           column=True, technique="adapters")
     adabn: bool = spec(False, search=Categorical((False, True)), off=False,
-                       when=fields.domain("adabn"), column=True, off_in=("student",),
-                       technique="adabn")
+                       when=fields.domain("adabn"), column=True,
+                       off_in=("portfolio", "student"), technique="adabn")
     dann: float = spec(0.0, accepts=lambda v: v >= 0,
                        accepted=">= 0 (the adversarial loss weight; 0 = off)",
                        search=Categorical((0.0, 0.03, 0.1, 0.3, 1.0)), off=0.0,
-                       when=fields.domain("dann"), column=True, off_in=("student",),
-                       technique="dann")
+                       when=fields.domain("dann"), column=True,
+                       off_in=("portfolio", "student"), technique="dann")
     loss_weights: tuple[tuple[str, float], ...] = spec((), search=NOT_SEARCHED)
     extra: tuple[tuple[str, Any], ...] = ()  # technique plugins' fields, not in the table
 
