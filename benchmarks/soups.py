@@ -7,9 +7,9 @@ photo crops.
 For each seed: the quickstart's search (studies/quickstart.toml: three EfficientNet-Lites,
 20 trials, 200 digits at 32 px), or with ``--task photos`` the search of ``samplers.py
 --task photos`` (the zoo's seven candidates on the photo crops at 64 px, ``--trials``
-trials, no reference trials or warm start), keeping ``--keep`` checkpoints, then a uniform soup of
-the kept trials of the best trial's backbone and a greedy soup chosen on the validation
-set, then the same two ensembles (predictions averaged, any backbone). Prints each
+trials, no reference trials or warm start), keeping ``--keep`` checkpoints; then a
+uniform soup of the kept trials of the best trial's backbone and a greedy soup chosen on
+the validation set, then the same two ensembles (predictions averaged, any backbone). Prints each
 model's validation score (a greedy one's is the walk's, chosen on that set) and test
 accuracy with its bootstrap standard error; docs/benchmarks.md ("Model soups and
 ensembles") holds the figures.
