@@ -231,15 +231,16 @@ def step_race(task: Task, train, valid, folder: Path, target: float,
         print(f"  seed {seed}: candidates listed as "
               f"{[c if isinstance(c, str) else c.name for c in order]}", flush=True)
         for name in variants:
+            kwargs = VARIANTS[name]()
             t0 = datetime.datetime.now()
             study = at.search(train, valid=valid, backbones=order, timeout=task.budget_s,
                               storage=folder / f"race-{seed}-{name}.db", name="race",
                               seed=seed, progress=False, space=at.SearchSpace(**task.space),
-                              **VARIANTS[name]())
+                              **kwargs)
             reached, best = _time_to(study, target, t0)
             per = study.leaderboard().groupby("backbone")["trial"].count().to_dict()
             first = min(t.datetime_start for t in study.trials() if t.datetime_start)
-            rows.append({"seed": seed, "variant": name, "rank": VARIANTS[name]()["rank"],
+            rows.append({"seed": seed, "variant": name, "rank": kwargs["rank"],
                          "seconds_to_target": reached, "best": best,
                          "seconds_before_first_trial": (first - t0).total_seconds(),
                          "trials": int(sum(per.values())), "per_backbone": per})
@@ -310,12 +311,11 @@ def report(task: str, result: dict) -> None:
             "-" if r is None else
             f"{_show(r['seconds_to_target'])} ({r['best']:.4f}, {r['trials']})" for r in cells)
             + " |")
-    for name in names[1:]:
-        ratios = [by[(s, "ranked")]["seconds_to_target"] / by[(s, name)]["seconds_to_target"]
-                  for s, n in by if n == name and (s, "ranked") in by
-                  and by[(s, name)]["seconds_to_target"]
-                  and by[(s, "ranked")]["seconds_to_target"]]
-        if ratios and "ranked" in names:
+    seconds = {key: r["seconds_to_target"] for key, r in by.items()}
+    for name in (n for n in names if n != "ranked"):
+        ratios = [seconds[(s, "ranked")] / seconds[(s, n)] for s, n in seconds
+                  if n == name and seconds[(s, n)] and seconds.get((s, "ranked"))]
+        if ratios:
             print(f"\nratio (ranked / {name}) where both reached it: "
                   f"{', '.join(f'{r:.2f}' for r in ratios)}")
 
