@@ -48,7 +48,7 @@ def search(data: Dataset, *, task: str | dict[str, str] = "classification",
            baselines: bool = True, warm_start: bool | str | os.PathLike = True,
            rank: bool = True, pruner: str | optuna.pruners.BasePruner = "hyperband",
            sampler: str | optuna.samplers.BaseSampler = "tpe", patience: int | None = 5,
-           keep_checkpoints: int = 3, final: str = "best", feature_cache: bool | int = True,
+           keep_checkpoints: int = 3, final: str = "ensemble", feature_cache: bool | int = True,
            progress: bool = True, root: str | os.PathLike | None = None,
            callbacks: list | None = None, **unknown: Any) -> Study:
     """Search backbones x transfer strategies, every argument and the data checked first;
@@ -80,8 +80,8 @@ def search(data: Dataset, *, task: str | dict[str, str] = "classification",
         pruner, sampler: "hyperband", "median", "none" or an Optuna pruner; "tpe", "gp"
             (Gaussian process; TPE for conditional fields), "random" or an Optuna sampler.
         patience: Early-stop a trial after this many epochs without improvement (None: off).
-        keep_checkpoints, final: Keep the best k trials' weights; the study's model: the
-            "best" trial, or a greedy "ensemble" or "soup" of the kept ones (on ``valid``).
+        keep_checkpoints, final: Keep the best k trials' weights; the study's model: a
+            greedy "ensemble" or "soup" of the kept ones (on ``valid``), or the "best" trial.
         feature_cache: Share frozen-prefix outputs: True, False, or bytes per worker.
         progress, root: Show progress bars; the folder holding ``studies/`` (default cwd).
         callbacks: Optuna callbacks ``cb(study, trial)`` (``MLflowCallback``, ...) called
@@ -150,8 +150,8 @@ FINALS = ("best", "ensemble", "soup")
 
 def _make_final(study: Study, final: str, valid: Dataset, until: float | None) -> None:
     """The greedy ensemble or soup of the kept trials, chosen on ``valid``, as the study's
-    model, when the budget has time left (else, or when it cannot be made, the best trial
-    stays the study's model, and the log says why)."""
+    model, when the budget has time left and the walk keeps more than the best trial (else
+    the best trial stays the study's model, and the log says why)."""
     if study.system_attrs().get(st.FINAL):  # an earlier run's: made before these trials
         study.set_system_attr(st.FINAL, None)
     if final == "best":
@@ -160,11 +160,26 @@ def _make_final(study: Study, final: str, valid: Dataset, until: float | None) -
         logger.info(f"final={final!r}: the time budget ended before the {final} was made; "
                     f"study.{final}(valid=...) makes it. The best trial is the study's model.")
         return
+    from .study.results import kept_models
+
+    kept = [m.trial for m in kept_models(study) if m.kind == "trial"]
+    made = study.system_attrs().get(st.COMBINED[final]) or {}
+    if made.get("kept") == kept and Path(made["path"]).is_file():  # a resume with no new kept
+        study.set_system_attr(st.FINAL, final)
+        return
     try:
         getattr(study, final)(valid=valid)
     except AutotransferError as exc:
         logger.info(f"final={final!r}: no {final}: {exc} The best trial is the study's model.")
         return
+    made = study.system_attrs()[st.COMBINED[final]]
+    if len(made["members"]) < 2:  # the same model as the best trial: no second copy
+        Path(made["path"]).unlink(missing_ok=True)
+        study.set_system_attr(st.COMBINED[final], None)
+        logger.info(f"final={final!r}: adding any other kept trial lowered the validation "
+                    f"score, so the best trial (trial {made['best']}) is the study's model.")
+        return
+    study.set_system_attr(st.COMBINED[final], {**made, "kept": kept})
     study.set_system_attr(st.FINAL, final)
 
 

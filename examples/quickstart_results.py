@@ -4,8 +4,10 @@
     python examples/quickstart_results.py           # this script, about a minute
 
 Refits the best strategy on train + validation digits, scores it on the held-out test set
-next to the searched best, writes the HTML report, exports the best model to ONNX (run in
-onnxruntime) and to a timm folder (loaded back with ``timm.create_model``).
+next to the searched models, writes the HTML report, exports the study's model (the
+ensemble of the kept trials, or the best trial) to ONNX (run in onnxruntime) and the best
+trial to a timm folder (loaded back with ``timm.create_model``; a timm folder holds one
+backbone, not an ensemble).
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ def main() -> None:
     kwargs, train, valid = load_study_file("studies/quickstart.toml")
     test = kwargs["test"]
     study = at.Study.load("studies/quickstart.db")
-    best = study.load_best()
+    model = study.load_best()  # the study's model: the ensemble search(final=) made, or a trial
+    best = at.load(study.model_path(trial=study.best_trial.number))
     study.refit(train, valid)  # the best strategy on all 600 labelled digits
     scores = study.evaluate(test, record=True)
     print(scores[["model", "kind", "accuracy", "accuracy_se", "n"]].to_string(index=False))
     print(f"report: {study.report('studies/quickstart.html')}")
 
     try:
-        onnx = best.export("studies/quickstart-best.onnx", format="onnx")
+        onnx = model.export("studies/quickstart-best.onnx", format="onnx")
         print(f"onnx: {onnx['path']}, max abs diff to torch {onnx['max_abs_diff']:.2e}")
     except at.ExportError as exc:  # onnx is an extra: pip install -e ".[export]"
         print(f"onnx: skipped: {exc}")

@@ -95,7 +95,7 @@ def test_the_timeout_bounds_trials_and_test_scoring(clock, tmp_path, capsys):
     # 100 s: trials until 90 s (a tenth is left for the test set), 3 epochs = 30 s each
     study = at.search(data, task="clocked", backbones=["tiny_cnn"], timeout=100, test=test,
                       space=SPACE, storage=tmp_path / "s.db", name="budget", patience=None,
-                      pruner="none", keep_checkpoints=3, progress=False)
+                      pruner="none", keep_checkpoints=3, progress=False, final="best")
     lb = study.leaderboard().set_index("trial")
     assert list(lb.index.sort_values()) == [0, 1, 2]  # a fourth would start at 90 s
     assert (lb["state"] == "complete").all()
@@ -185,7 +185,7 @@ def test_reference_trials_take_at_most_half_the_trials(n_trials, backbones, said
 def test_a_small_search_says_how_its_trials_divide_and_keeps_to_it(tmp_path, capsys):
     study = at.search(toy_images(90, classes=3, size=16), backbones=["tiny_cnn", "tiny_resnet"],
                       n_trials=6, space=SPACE, storage=tmp_path / "s.db", name="small",
-                      progress=True)
+                      progress=True, final="best")
     lb = study.leaderboard()
     refs = lb[lb["baseline"] != ""]
     assert len(refs) == 3 and (lb["baseline"] == "").sum() == 3

@@ -181,7 +181,7 @@ def test_disk_budget_drops_the_oldest_files(toy, tmp_path):
 
 def test_leaderboard_says_which_trials_used_the_cache(tmp_path):
     study = at.search(toy_images(60, classes=2, size=16), backbones=["tiny_cnn"], n_trials=4,
-                      storage=tmp_path / "s.db", progress=False,
+                      storage=tmp_path / "s.db", progress=False, final="best",
                       space=at.SearchSpace(epochs=2, image_size=16, mixup=[0.4], augment="none"))
     lb = study.leaderboard()
     cached = dict(zip(lb["baseline"], lb["cached"]))

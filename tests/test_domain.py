@@ -239,7 +239,7 @@ def _search(tmp_path, **kw):
     return at.search(toy_images(60, classes=3, size=32), backbones="tiny_cnn", n_trials=6,
                      valid=toy_images(24, classes=3, size=32, seed=1), storage=tmp_path / "s.db",
                      space=at.SearchSpace(epochs=1), progress=False, rank=False,
-                     warm_start=False, **kw)
+                     warm_start=False, **{"final": "best", **kw})
 
 
 def test_a_search_with_unlabeled_inputs_searches_adabn_and_dann(tmp_path):

@@ -27,21 +27,21 @@ def searched(tmp_path_factory):
     with plugins.use(first_party_host()):
         at.search(train, valid=valid, test=toy_images(30, classes=3, size=16, seed=5),
                   backbones=["tiny_cnn", "tiny_resnet"], n_trials=6, space=SPACE,
-                  keep_checkpoints=4, final="ensemble", storage=folder / "s.db", name="ens",
-                  progress=False)
+                  keep_checkpoints=4, storage=folder / "s.db", name="ens",
+                  progress=False)  # final="ensemble", the default
     return folder / "s.db", valid
 
 
-def test_final_ensemble_makes_the_ensemble_the_studys_model(searched):
-    """search(final="ensemble"): load_best, model_path and the CLI's commands give the
-    greedy ensemble, scored on test by the search beside the best trial."""
+def test_by_default_the_ensemble_is_the_studys_model(searched):
+    """search() (final="ensemble" by default): load_best, model_path and the CLI's commands
+    give the greedy ensemble, scored on test by the search beside the best trial."""
     from autotransfer.study import summary
 
     study = at.Study.load(searched[0])
     path = study.model_path()
     assert path == study.final_path() and path.parent.name == "ensemble"
     chosen = study.system_attrs()["autotransfer:ensemble"]["members"]
-    assert len(study.load_best().members) == (len(chosen) if len(chosen) > 1 else 0)
+    assert len(study.load_best().members) == len(chosen) > 1
     assert study.model_path(study.best_trial.number) != path  # a trial's own file still
     lb = study.leaderboard()
     row = lb[lb["state"] == "ensemble"].iloc[0]
@@ -62,13 +62,18 @@ def test_a_final_that_cannot_be_made_leaves_the_best_trial_and_says_why(tmp_path
 
 
 def test_a_resumed_search_makes_its_own_final_model(tmp_path):
-    """The study's model is what the last run chose: an ensemble made before more trials
-    ran is not kept as the study's model by a resume with final="best"."""
+    """The study's model is what the last run chose: rerunning a finished search keeps its
+    ensemble as it was (nothing new to walk), and an ensemble made before more trials ran
+    is not kept as the study's model by a resume with final="best"."""
     data = toy_images(48, classes=2, size=16)
     kwargs = dict(backbones=["tiny_cnn"], space=SPACE, keep_checkpoints=3,
                   storage=tmp_path / "s.db", name="r", progress=False)
     study = at.search(data, n_trials=2, final="ensemble", **kwargs)
     assert study.model_path() == study.final_path() is not None
+    made, stamp = study.system_attrs()["autotransfer:ensemble"], study.final_path().stat()
+    study = at.search(data, n_trials=2, **kwargs)  # finished: the same ensemble, not remade
+    assert study.system_attrs()["autotransfer:ensemble"] == made
+    assert study.final_path().stat().st_mtime_ns == stamp.st_mtime_ns
     study = at.search(data, n_trials=3, final="best", **kwargs)
     assert study.final_path() is None
     assert study.model_path() == study.model_path(study.best_trial.number)

@@ -18,7 +18,7 @@ SPACE = at.SearchSpace(epochs=1, image_size=16)
 
 def _search(data, path, **kw):
     args = dict(backbones=["tiny_cnn"], n_trials=2, storage=path, name="toy", space=SPACE,
-                progress=False, baselines=False, warm_start=False)
+                progress=False, baselines=False, warm_start=False, final="best")
     args.update(kw)
     return at.search(data, **args)
 

@@ -23,7 +23,8 @@ SPACE = at.SearchSpace(epochs=2, image_size=16)
 
 
 def _search(data, **kw):
-    args = dict(backbones=["tiny_cnn"], n_trials=4, space=SPACE, progress=False)
+    args = dict(backbones=["tiny_cnn"], n_trials=4, space=SPACE, progress=False,
+                final="best")  # the trials' lifecycle; test_ensemble.py: the final model
     return at.search(data, **{**args, **kw})
 
 

@@ -18,8 +18,8 @@ from helpers import wait_for_pause
 
 def test_two_cpu_workers_share_one_study(tmp_path):
     study = at.search(toy_images(200, classes=3, size=16), backbones=["tiny_cnn"], n_trials=10,
-                      storage=tmp_path / "p.db", name="par", backend=at.OptunaBackend(devices=2), progress=False,
-                      space=at.SearchSpace(epochs=4, image_size=16))
+                      storage=tmp_path / "p.db", name="par", backend=at.OptunaBackend(devices=2),
+                      progress=False, final="best", space=at.SearchSpace(epochs=4, image_size=16))
     lb = study.leaderboard()
     assert sorted(lb["trial"]) == list(range(10))  # none duplicated, none lost
     assert set(lb["worker"]) == {0, 1}  # both workers ran trials
@@ -88,7 +88,7 @@ _SCRIPT = textwrap.dedent("""
     at.register_plugin(PauseAt(sys.argv[2], after=1 * 4 + 2), name="pause")  # reaches workers
     at.search(toy_images(200, classes=4, size=16), backbones=["tiny_cnn"], n_trials=8,
               task="paused", storage=sys.argv[1], name="w", pruner="none", patience=None,
-              backend=at.OptunaBackend(devices=2), progress=False,
+              backend=at.OptunaBackend(devices=2), progress=False, final="best",
               space=at.SearchSpace(epochs=4, image_size=16, mixup=0.0))
 """)
 

@@ -48,7 +48,8 @@ def test_ray_backend_writes_the_same_study(tmp_path):
 
     study = at.search(toy_images(200, classes=3, size=16), backbones=["tiny_cnn"], n_trials=8,
                       storage=tmp_path / "r.db", name="r", backend=at.RayBackend(devices=2),
-                      space=at.SearchSpace(epochs=4, image_size=16), progress=False)
+                      space=at.SearchSpace(epochs=4, image_size=16), progress=False,
+                      final="best")
     lb = at.Study.load(tmp_path / "r.db").leaderboard()
     assert sorted(lb["trial"]) == list(range(8))
     assert (lb["baseline"] != "").sum() == 3 and (lb[lb["baseline"] != ""]["state"] == "complete").all()
@@ -81,7 +82,8 @@ def test_both_backends_judge_trials_with_the_study_pruner(tmp_path, backend):
     study = at.search(toy_images(60, classes=2, size=16), backbones=["obj_cnn"], n_trials=5,
                       storage=tmp_path / "p.db", backend=backend, warm_start=False,
                       pruner=optuna.pruners.ThresholdPruner(lower=2.0),
-                      space=at.SearchSpace(epochs=3, image_size=16), progress=False)
+                      space=at.SearchSpace(epochs=3, image_size=16), progress=False,
+                      final="best")
     lb = study.leaderboard()
     searched, refs = lb[lb["baseline"] == ""], lb[lb["baseline"] != ""]
     assert len(searched) == 3 and (searched["state"] == "pruned").all()

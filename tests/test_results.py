@@ -20,7 +20,7 @@ SPACE = at.SearchSpace(epochs=3, image_size=16)
 
 def _search(data, path, **kw):
     args = dict(backbones=["tiny_cnn"], n_trials=5, storage=path, name="toy", space=SPACE,
-                progress=False, keep_checkpoints=2)
+                progress=False, keep_checkpoints=2, final="best")  # test_ensemble.py: final
     args.update(kw)
     return at.search(data, **args)
 
@@ -181,7 +181,7 @@ def tied(tmp_path_factory):
     with plugins.use(host):
         at.search(toy_images(24, classes=2, size=32), valid=valid, backbones=["tiny_vit"],
                   n_trials=5, storage=path, name="tied", progress=False, baselines=False,
-                  warm_start=False, rank=False, keep_checkpoints=2,
+                  warm_start=False, rank=False, keep_checkpoints=2, final="best",
                   space=at.SearchSpace(epochs=1, image_size=32, adapter=["none", "lora"],
                                        lora_rank=[4, 16]))
     return path

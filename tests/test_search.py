@@ -28,7 +28,7 @@ def toy():
 
 def _search(data, tmp_path, **kw):
     args = dict(backbones=["tiny_cnn"], n_trials=6, storage=tmp_path / "s.db", name="toy",
-                space=SPACE, progress=False)
+                space=SPACE, progress=False, final="best")  # trials: test_ensemble.py has final
     args.update(kw)
     return at.search(data, **args)
 
@@ -38,7 +38,10 @@ def test_a_search_stores_baselines_and_ranks_trials(toy, tmp_path):
                       space=SPACE, name="pets", root=tmp_path, progress=False)
     assert (tmp_path / "studies" / "pets.db").is_file()  # the default storage
     lb = study.leaderboard()
-    assert len(lb) == 8 and lb["rank"].tolist() == list(range(1, 9))
+    assert len(lb) == 9 and lb["rank"].tolist() == list(range(1, 10))
+    # the 8 trials, then the study's model: the greedy ensemble of the kept trials (default)
+    assert lb["state"].tolist()[-1] == "ensemble" and lb["trial"].nunique() == 8
+    assert study.model_path() == study.final_path()
     baselines = lb[lb["baseline"] != ""]  # half of 8: both probes, then the first-ranked's
     first = study.ranking()["backbone"].iloc[0]
     assert sorted(zip(baselines["backbone"], baselines["baseline"])) == sorted([

@@ -90,7 +90,7 @@ def test_the_example_technique_is_searched_recorded_and_reported(bss, tmp_path, 
     study = at.search(data, backbones=["tiny_cnn"], n_trials=4, storage=tmp_path / "s.db",
                       name="bss", space=at.SearchSpace(epochs=1, image_size=16,
                                                        bss=[0.0, 0.01]),
-                      baselines=False, warm_start=False, progress=False, seed=1)
+                      baselines=False, warm_start=False, progress=False, seed=1, final="best")
     trials = [t for t in study.optuna.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(trials) == 4
     sampled = [t.params["bss"] for t in trials]
@@ -281,7 +281,8 @@ def test_a_search_without_the_built_in_techniques_leaves_their_fields_off(tmp_pa
                       space=at.SearchSpace(mixup=[0.0, 0.2]))
         assert not (tmp_path / "x.db").exists()  # refused before any storage
         study = at.search(data, backbones=["tiny_cnn"], n_trials=3, storage=tmp_path / "s.db",
-                          space=at.SearchSpace(epochs=1, image_size=16), baselines=False)
+                          space=at.SearchSpace(epochs=1, image_size=16), baselines=False,
+                          final="best")
     assert "leaves layer_decay, label_smoothing, mixup, cutmix, l2sp" in caplog.text
     lb = study.leaderboard()
     assert len(lb) == 3 and (lb["state"] == "complete").all()

@@ -14,7 +14,7 @@ SPACE = at.SearchSpace(epochs=2, image_size=16)
 
 def _search(tmp_path, **kw):
     args = dict(backbones=["tiny_cnn"], n_trials=4, space=SPACE, storage=tmp_path / "s.db",
-                name="tracked", progress=False)
+                name="tracked", progress=False, final="best")  # no ensemble row
     return at.search(toy_images(60, classes=3, size=16), **{**args, **kw})
 
 

@@ -113,7 +113,7 @@ class StudyRecord:
         return Strategy.from_dict(self.best_trial.system_attrs[st.STRATEGY])
 
     def load_best(self, *, device: str = "cpu") -> Predictor:
-        """The best trial that kept a checkpoint, ready to ``predict``.
+        """The study's model (:meth:`model_path`), ready to ``predict``.
 
         The file must carry this study's id: a checkpoint of another study is never used.
         """
@@ -156,7 +156,7 @@ class StudyRecord:
         (None: the best trial is, or the file is gone)."""
         attrs = self.system_attrs()
         kind = attrs.get(st.FINAL)
-        record = attrs.get(st.COMBINED.get(kind, ""), {})
+        record = attrs.get(st.COMBINED.get(kind, "")) or {}
         path = record.get("path")
         return Path(path) if path and Path(path).is_file() else None
 
@@ -177,7 +177,7 @@ class StudyRecord:
         rows = [self._row(t, where) for t in self.trials() if t.state != TrialState.WAITING]
         rows += [self._refit_row(int(n), r, where) for n, r in attrs.get(st.REFIT, {}).items()]
         rows += [self._combined_row(kind, attrs[key], where)
-                 for kind, key in st.COMBINED.items() if key in attrs]
+                 for kind, key in st.COMBINED.items() if attrs.get(key)]
         metric = self.metric
         df = pd.DataFrame(rows)
         if df.empty:

@@ -129,7 +129,8 @@ def _check_applies(predictor: Trained, backbone: Any, format: str) -> None:
     if getattr(predictor, "members", ()) and format not in applicable[:2]:
         raise ConfigError(f"format={format!r} writes one backbone, but this model is an "
                           f"ensemble of {len(predictor.members)}; formats that hold a whole "
-                          f"ensemble: onnx, torchscript.")
+                          f"ensemble: onnx, torchscript; or export one member, "
+                          f"study.model_path(trial=K) (the CLI's --trial K).")
     if format not in applicable:
         kind = f"a {backbone.family} {backbone.modality} backbone" if backbone else \
             "a backbone that is not registered"
