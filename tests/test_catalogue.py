@@ -204,8 +204,8 @@ def test_a_search_runs_objects_and_catalogue_names_in_worker_processes(tmp_path)
                            image_size=16)
     study = at.search(toy_images(48, size=16), backbones=[mine, "timm/test_mambaout"],
                       n_trials=6, storage=tmp_path / "s.db", name="objects", space=SPACE,
-                      backend=at.OptunaBackend(devices=2), progress=False)
-    lb = study.leaderboard()
+                      backend=at.OptunaBackend(devices=2), progress=False, final="best")
+    lb = study.leaderboard()  # the trials alone: no ensemble row (final="best")
     assert set(lb["backbone"]) == {"mine", "timm/test_mambaout"}
     assert (lb["state"] == "complete").all(), lb[["backbone", "state", "reason"]]
     assert set(lb["worker"]) == {0, 1}

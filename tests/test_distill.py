@@ -194,7 +194,9 @@ def test_only_classification_studies_distil(tmp_path):
 
 @pytest.mark.parametrize("backend", [
     pytest.param(lambda: at.OptunaBackend(devices=2), id="optuna-two-workers"),
-    pytest.param(lambda: at.RayBackend(devices=2), id="ray", marks=pytest.mark.ray),
+    # 20 s: Ray's own trial path is covered by test_ray.py; this one runs with -m slow
+    pytest.param(lambda: at.RayBackend(devices=2), id="ray",
+                 marks=[pytest.mark.ray, pytest.mark.slow]),
 ])
 def test_distillation_runs_its_trials_on_any_backend(parent, backend):
     """The sub-study's trials go through the backends' one lifecycle: worker processes

@@ -162,7 +162,7 @@ _DRIVER = textwrap.dedent("""
     at.search(toy_images(400, classes=4, size=32), backbones=["tiny_cnn"], n_trials=9,
               storage=sys.argv[1], name="cluster", backend=at.RayBackend(address=sys.argv[2], devices=3,
                                                          max_retries=3), pruner="none", patience=None, progress=False,
-              space=at.SearchSpace(epochs=12, image_size=32, mixup=0.0))
+              final="best", space=at.SearchSpace(epochs=12, image_size=32, mixup=0.0))
 """)
 
 
