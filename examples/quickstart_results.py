@@ -1,7 +1,7 @@
 """After the quickstart: refit, test, report, export.
 
     autotransfer run studies/quickstart.toml        # the search (scores its test set too)
-    python examples/quickstart_results.py           # this script, about a minute
+    python examples/quickstart_results.py           # this script, about two minutes
 
 Refits the best strategy on train + validation digits, scores it on the held-out test set
 next to the searched models, writes the HTML report, exports the study's model (the
