@@ -79,6 +79,36 @@ def test_a_resumed_search_makes_its_own_final_model(tmp_path):
     assert study.model_path() == study.model_path(study.best_trial.number)
 
 
+def test_a_walk_that_keeps_the_best_alone_leaves_the_best_trial_the_studys_model(
+        tmp_path, caplog):
+    """Validation inputs on which adding any other kept trial flips the best one's answer:
+    the greedy walk keeps the best alone, so no copy of it is saved or listed, and the
+    best trial stays the study's model."""
+    from conftest import first_party_host
+
+    from autotransfer.search import _make_final
+    from autotransfer.study.results import kept_models
+
+    with plugins.use(first_party_host()):
+        study = at.search(toy_images(90, classes=3, size=16), n_trials=4, space=SPACE,
+                          backbones=["tiny_cnn", "tiny_resnet"], keep_checkpoints=3,
+                          final="best", baselines=False, warm_start=False,
+                          storage=tmp_path / "s.db", progress=False)
+    models = [at.load(m.path) for m in kept_models(study)]
+    pool = torch.randint(0, 256, (400, 3, 16, 16), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(0))  # noise images
+    probs = [torch.from_numpy(m.predict_proba(pool, as_pandas=False)) for m in models]
+    answer = probs[0].argmax(1)  # the labels: the best trial's answers, so it scores 1.0
+    flips = [int(((probs[0] + p).argmax(1) != answer).nonzero()[0]) for p in probs[1:]]
+    valid = at.data.Dataset(pool[flips], answer[flips].tolist(), "image")
+    _make_final(study, "ensemble", valid, None)
+    assert f"the best trial (trial {study.best_trial.number}) is the study's model" in caplog.text
+    assert study.final_path() is None and not study.system_attrs()["autotransfer:ensemble"]
+    assert study.model_path() == study.model_path(study.best_trial.number)
+    assert "ensemble" not in set(study.leaderboard()["state"])
+    assert not list((study.workdir / "ensemble").glob("*"))
+
+
 def test_final_is_checked_before_any_work(tmp_path):
     with pytest.raises(at.AutotransferError, match="Unknown final 'stack'.*ensemble"):
         at.search(toy_images(48, classes=2, size=16), backbones=["tiny_cnn"], n_trials=1,
@@ -130,7 +160,7 @@ def test_a_greedy_ensemble_never_scores_below_its_best_member_on_validation(sear
     combined = study.ensemble(valid=valid)
     record = study.system_attrs()["autotransfer:ensemble"]
     assert record["members"][0] == study.best_trial.number
-    best = at.load(study.model_path()).evaluate(valid)["accuracy"]
+    best = at.load(study.model_path(study.best_trial.number)).evaluate(valid)["accuracy"]
     assert record["valid"] >= best
     assert combined.evaluate(valid)["accuracy"] == pytest.approx(record["valid"])
 
