@@ -187,7 +187,7 @@ def step_alone(task: Task, train, valid, folder: Path) -> dict[str, float]:
         name = c if isinstance(c, str) else c.name
         study = at.search(train, valid=valid, backbones=[c], n_trials=task.trials_each,
                           storage=folder / f"alone-{name}.db", name=name, progress=False,
-                          space=at.SearchSpace(**task.space), baselines=False)
+                          space=at.SearchSpace(**task.space), baselines=False, final="best")
         best[name] = float(study.best_trial.value)
         print(f"  {name}: best accuracy {best[name]:.4f} from {task.trials_each} trials",
               flush=True)
@@ -236,7 +236,7 @@ def step_race(task: Task, train, valid, folder: Path, target: float,
             study = at.search(train, valid=valid, backbones=order, timeout=task.budget_s,
                               storage=folder / f"race-{seed}-{name}.db", name="race",
                               seed=seed, progress=False, space=at.SearchSpace(**task.space),
-                              **kwargs)
+                              final="best", **kwargs)  # trials only: no ensemble row
             reached, best = _time_to(study, target, t0)
             per = study.leaderboard().groupby("backbone")["trial"].count().to_dict()
             first = min(t.datetime_start for t in study.trials() if t.datetime_start)

@@ -71,7 +71,7 @@ TRIALS = {"a": 8, "b": 6, "c": 12, "d": 12}  # per search, when --trials is not 
 # the space under comparison, and runs all its epochs. With hyperband, 8-trial searches of part a
 # completed only their first trial (the other 7 were pruned at epoch 1-2, adapter trials
 # learning slower early), so "best" was whatever trial 0 drew.
-COMMON = dict(baselines=False, pruner="none", progress=False)
+COMMON = dict(baselines=False, pruner="none", progress=False, final="best")  # trials' figures
 WARM = {"a": False, "b": False, "c": True, "d": True}  # the portfolio, in both arms alike
 A_SPACE = dict(epochs=4, max_length=32, batch_size=16)  # 40 steps on 160 sentences
 A_ARMS = {"without": dict(adapter="none"), "with": {}}
@@ -222,7 +222,7 @@ def _teacher(seed: int, train: at.data.Dataset, valid: at.data.Dataset,
     return at.search(train, valid=valid, test=test, backbones=spec["backbones"],
                      n_trials=spec["n_trials"], seed=seed, progress=False,
                      space=at.SearchSpace(**spec["space"]), storage=KEPT / f"teacher-{seed}.db",
-                     name=f"quickstart-{seed}")
+                     name=f"quickstart-{seed}", final="best")  # the best trial teaches
 
 
 def _score(predictor: Any, test: at.data.Dataset, repeats: int = 3) -> tuple[float, float]:

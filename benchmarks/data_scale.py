@@ -202,7 +202,8 @@ def search_child(root: str, aug_views: int | None) -> dict:
     called = time.time()
     result = at.search(data, backbones=[BACKBONE], n_trials=2, baselines=False,
                        warm_start=False, storage=folder / "s.db", name="scale",
-                       progress=False, space=space, sampler=_points_sampler(points))
+                       progress=False, space=space, sampler=_points_sampler(points),
+                       final="best")
     wall = time.time() - called
     trials = sorted(result.trials(), key=lambda t: t.number)
     first = trials[0]

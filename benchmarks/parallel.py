@@ -30,7 +30,7 @@ def run(data, valid, *, backend: str, devices, n_trials: int, space, backbone: s
                       storage=folder / "b.db", name="bench",
                       backend=(at.RayBackend if backend == "ray" else at.OptunaBackend)(
                           devices=devices),
-                      baselines=False, pruner="none", patience=None,
+                      baselines=False, pruner="none", patience=None, final="best",
                       space=space, progress=False)
     wall = time.perf_counter() - t0
     trials = [t for t in study.trials() if t.datetime_complete]

@@ -51,7 +51,8 @@ def run(seed: int, sampler: str, trials: int, quickstart: bool, folder: Path,
     started = time.perf_counter()
     study = at.search(train, valid=valid, test=test, **{
         **kwargs, **plain, "seed": seed, "sampler": sampler, "n_trials": trials,
-        "storage": folder / f"{sampler}.db", "name": f"{sampler}-{seed}"}, progress=False)
+        "storage": folder / f"{sampler}.db", "name": f"{sampler}-{seed}", "final": "best"},
+        progress=False)
     seconds = time.perf_counter() - started
     lb = study.leaderboard()
     done = lb[lb["state"] == "complete"]

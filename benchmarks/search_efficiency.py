@@ -52,7 +52,7 @@ def run_method(method: str, seed: int, budget: float) -> dict:
     t0 = time.time()
     study = at.search(train, valid=valid, backbones=["efficientnet_lite0"], timeout=budget,
                       storage=folder / "s.db", name=method, seed=seed, space=SPACE,
-                      progress=False, **METHODS[method])
+                      progress=False, final="best", **METHODS[method])
     wall = time.time() - t0
     trials = [t for t in study.trials() if t.datetime_complete]
     start = min(t.datetime_start for t in trials).timestamp()

@@ -44,7 +44,8 @@ def run(seed: int, keep: int, folder: Path, name: str = "quickstart", trials: in
     kwargs, train, valid = task(name, trials)
     test = kwargs.pop("test")
     study = at.search(train, valid=valid, **{**kwargs, "seed": seed, "keep_checkpoints": keep,
-                                             "storage": folder / "soups.db"}, progress=False)
+                                             "storage": folder / "soups.db", "final": "best"},
+                      progress=False)  # the soups and ensembles are made below
     rows = []
     for kind in ("soup", "ensemble"):
         for method in ("uniform", "greedy"):
